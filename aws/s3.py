@@ -1,0 +1,260 @@
+"""S3: buckets with CORS and Block Public Access, uploads that skip what is there, listings.
+
+Every function takes the client first and returns a frozen dataclass, so callers never handle raw
+responses and tests can hand in a Stubber'd or emulator-backed client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from aws.errors import aws_call, error_code
+from bot.errors import AwsError, NotFoundError, UsageError
+
+CORS_RULES: list[dict[str, Any]] = [
+    {
+        "AllowedHeaders": [],
+        "AllowedMethods": ["GET"],
+        "AllowedOrigins": ["*"],
+        "ExposeHeaders": ["Access-Control-Allow-Origin"],
+    }
+]
+BLOCK_ALL_PUBLIC = {
+    "BlockPublicAcls": True,
+    "IgnorePublicAcls": True,
+    "BlockPublicPolicy": True,
+    "RestrictPublicBuckets": True,
+}
+
+
+@dataclass(frozen=True)
+class BucketResult:
+    name: str
+    created: bool
+    changes: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return self.created or bool(self.changes)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class UploadItem:
+    path: Path
+    key: str
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    uploaded: tuple[str, ...]
+    skipped: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]
+
+
+def _bucket_region(client: Any, bucket: str) -> str:
+    location = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+    # S3 reports us-east-1 as None and the legacy EU as "EU".
+    return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+
+
+def _normalise_cors(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = ("AllowedHeaders", "AllowedMethods", "AllowedOrigins", "ExposeHeaders")
+    return [{k: sorted(rule.get(k, [])) for k in keys} for rule in rules]
+
+
+def ensure_bucket(client: Any, bucket: str, region: str, *, cors: bool) -> BucketResult:
+    """Create the bucket if needed and bring CORS and public-access settings to the contract.
+
+    Idempotent: reads first and writes only what differs, so a second run reports no change.
+    """
+    created = False
+    with aws_call(f"check bucket {bucket}"):
+        try:
+            client.head_bucket(Bucket=bucket)
+            exists = True
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                exists = False
+            elif code in ("403", "AccessDenied", "Forbidden"):
+                raise AwsError(
+                    f"Bucket {bucket} already exists and belongs to another AWS account (or your "
+                    "credentials may not read it). Bucket names are global: choose another name "
+                    "in project-config.yml."
+                ) from None
+            else:
+                raise
+    if not exists:
+        with aws_call(f"create bucket {bucket} in {region}"):
+            params: dict[str, Any] = {"Bucket": bucket}
+            if region != "us-east-1":
+                params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            try:
+                client.create_bucket(**params)
+                created = True
+            except ClientError as exc:
+                if error_code(exc) == "BucketAlreadyExists":
+                    raise AwsError(
+                        f"Bucket {bucket} belongs to another AWS account. Bucket names are "
+                        "global: choose another name in project-config.yml."
+                    ) from None
+                if error_code(exc) != "BucketAlreadyOwnedByYou":
+                    raise
+    with aws_call(f"read the region of bucket {bucket}"):
+        actual = _bucket_region(client, bucket)
+    if actual != region:
+        raise AwsError(
+            f"Bucket {bucket} exists in {actual}, but the project's region is {region}. Ground "
+            f"Truth needs its buckets in the job's region: set `region: {actual}` or use "
+            "another bucket name."
+        )
+    changes: list[str] = []
+    if cors:
+        with aws_call(f"read the CORS rules of {bucket}"):
+            try:
+                current = client.get_bucket_cors(Bucket=bucket).get("CORSRules", [])
+            except ClientError as exc:
+                if error_code(exc) != "NoSuchCORSConfiguration":
+                    raise
+                current = []
+        if _normalise_cors(current) != _normalise_cors(CORS_RULES):
+            with aws_call(f"set the CORS rule on {bucket}"):
+                client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": CORS_RULES})
+            changes.append("CORS rule set")
+    with aws_call(f"read the public access block of {bucket}"):
+        try:
+            block = client.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchPublicAccessBlockConfiguration":
+                raise
+            block = {}
+    if any(not block.get(k) for k in BLOCK_ALL_PUBLIC):
+        with aws_call(f"block public access on {bucket}"):
+            client.put_public_access_block(
+                Bucket=bucket, PublicAccessBlockConfiguration=BLOCK_ALL_PUBLIC
+            )
+        changes.append("public access blocked")
+    return BucketResult(name=bucket, created=created, changes=tuple(changes))
+
+
+def iter_objects(client: Any, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+    """Every object under a prefix, through all pages (not just the first 1,000)."""
+    with aws_call(f"list s3://{bucket}/{prefix}"):
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(
+                    key=obj["Key"], size=int(obj["Size"]), etag=str(obj["ETag"]).strip('"')
+                )
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def upload_files(
+    client: Any,
+    bucket: str,
+    items: Iterable[UploadItem],
+    *,
+    existing: dict[str, ObjectInfo],
+    workers: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+    content_type: Callable[[Path], str] | None = None,
+) -> UploadResult:
+    """Upload in parallel, skipping objects already there with the same size and MD5.
+
+    Single-part puts keep the ETag equal to the MD5 (SSE-S3), which is what makes the skip cheap:
+    one listing instead of a HEAD per object.
+    """
+    todo = list(items)
+    uploaded: list[str] = []
+    skipped: list[str] = []
+    failed: list[tuple[str, str]] = []
+
+    def one(item: UploadItem) -> tuple[str, str]:
+        md5 = file_md5(item.path)
+        known = existing.get(item.key)
+        if known and known.size == item.path.stat().st_size and known.etag == md5:
+            return ("skipped", "")
+        extra = {"ContentType": content_type(item.path)} if content_type else {}
+        with item.path.open("rb") as body:
+            client.put_object(Bucket=bucket, Key=item.key, Body=body, **extra)
+        return ("uploaded", "")
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(one, item): item for item in todo}
+        for future in as_completed(futures):
+            item = futures[future]
+            try:
+                outcome, _ = future.result()
+            except (ClientError, OSError) as exc:
+                reason = (
+                    error_code(exc) if isinstance(exc, ClientError) else exc.strerror or str(exc)
+                )
+                failed.append((str(item.path), reason))
+            else:
+                (uploaded if outcome == "uploaded" else skipped).append(item.key)
+            done += 1
+            if progress:
+                progress(done, len(todo))
+    return UploadResult(tuple(sorted(uploaded)), tuple(sorted(skipped)), tuple(sorted(failed)))
+
+
+def put_bytes(client: Any, bucket: str, key: str, body: bytes, content_type: str) -> str:
+    with aws_call(f"write s3://{bucket}/{key}"):
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+    return f"s3://{bucket}/{key}"
+
+
+def get_bytes(client: Any, bucket: str, key: str) -> bytes:
+    with aws_call(f"read s3://{bucket}/{key}"):
+        try:
+            return bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                raise NotFoundError(f"s3://{bucket}/{key} does not exist.") from None
+            raise
+
+
+def iter_lines(client: Any, bucket: str, key: str) -> Iterator[str]:
+    """Stream a text object line by line, so a large manifest never sits whole in memory."""
+    with aws_call(f"read s3://{bucket}/{key}"):
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        for raw in body.iter_lines():
+            yield raw.decode("utf-8")
+
+
+def presign_get(client: Any, bucket: str, key: str, expires_seconds: int) -> str:
+    with aws_call(f"sign a link to s3://{bucket}/{key}"):
+        return str(
+            client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_seconds
+            )
+        )
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://") or "/" not in uri[5:]:
+        raise UsageError(f"{uri!r} is not an S3 URI like s3://bucket/path/to/object.")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key

@@ -1,0 +1,317 @@
+"""The command router shared by `/gt` in Slack and `gtbot run` in a terminal.
+
+Each subcommand is a function whose docstring's first line is its help text. A command returns a
+Reply: text both edges can show, plus the structured result (a plan, a job) that Slack turns into
+cards. Authorization happens at the edge, from `Command.spends`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws.groundtruth import JobInfo
+from bot import pipeline
+from bot.context import Context
+from bot.errors import UsageError
+from bot.render import job_line, job_text
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    plan: pipeline.Plan | None = None
+    job: JobInfo | None = None
+    jobs: tuple[JobInfo, ...] = ()
+    files: tuple[str, ...] = ()
+    data: Any = None
+
+
+@dataclass
+class Invocation:
+    """One parsed command: positional arguments, options, and how to talk back."""
+
+    ctx: Context
+    args: list[str]
+    options: dict[str, str | bool]
+    interface: str = "console"
+    confirm: Callable[[pipeline.Plan], bool] | None = None
+
+    def opt_int(self, name: str, default: int) -> int:
+        raw = self.options.get(name)
+        if raw is None:
+            return default
+        try:
+            return int(str(raw))
+        except ValueError:
+            raise UsageError(f"--{name} needs a whole number, got {raw!r}.") from None
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    func: Callable[[Invocation], Reply]
+    positional: tuple[str, ...] = ()
+    optional_positional: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+    spends: bool = False
+
+    @property
+    def help(self) -> str:
+        return (self.func.__doc__ or "").strip().splitlines()[0]
+
+    @property
+    def usage(self) -> str:
+        parts = [self.name]
+        parts += [f"<{p}>" for p in self.positional]
+        parts += [f"[{p}]" for p in self.optional_positional]
+        parts += [f"[--{o} X]" for o in self.options]
+        parts += [f"[--{f}]" for f in self.flags]
+        return " ".join(parts)
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(
+    name: str,
+    *,
+    positional: tuple[str, ...] = (),
+    optional_positional: tuple[str, ...] = (),
+    options: tuple[str, ...] = (),
+    flags: tuple[str, ...] = (),
+    spends: bool = False,
+) -> Callable[[Callable[[Invocation], Reply]], Callable[[Invocation], Reply]]:
+    def register(func: Callable[[Invocation], Reply]) -> Callable[[Invocation], Reply]:
+        COMMANDS[name] = Command(
+            name, func, positional, optional_positional, options, flags, spends
+        )
+        return func
+
+    return register
+
+
+def parse(text: str) -> tuple[Command, list[str], dict[str, str | bool]]:
+    """Split `/gt` text into a command, its arguments and options, with usage on any mistake."""
+    cleaned = text.replace("\u201c", '"').replace("\u201d", '"').replace("\u2018", "'")
+    cleaned = cleaned.replace("\u2019", "'").replace("\u2014", "--")
+    try:
+        words = shlex.split(cleaned)
+    except ValueError as exc:
+        raise UsageError(f"Could not read the command ({exc}). Check the quotes.") from None
+    if not words:
+        words = ["help"]
+    verb, rest = words[0].lower(), words[1:]
+    cmd = COMMANDS.get(verb)
+    if cmd is None:
+        known = ", ".join(sorted(COMMANDS))
+        raise UsageError(f"Unknown command {verb!r}. Commands: {known}. Try `help`.")
+    args: list[str] = []
+    options: dict[str, str | bool] = {}
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word.startswith("--"):
+            key, eq, value = word[2:].partition("=")
+            if key in cmd.flags and not eq:
+                options[key] = True
+            elif key in cmd.options:
+                if not eq:
+                    i += 1
+                    if i >= len(rest):
+                        raise UsageError(f"--{key} needs a value. Usage: {cmd.usage}")
+                    value = rest[i]
+                options[key] = value
+            else:
+                raise UsageError(f"{cmd.name} has no option --{key}. Usage: {cmd.usage}")
+        else:
+            args.append(word)
+        i += 1
+    if len(args) < len(cmd.positional):
+        missing = cmd.positional[len(args)]
+        raise UsageError(f"{cmd.name} needs <{missing}>. Usage: {cmd.usage}")
+    if len(args) > len(cmd.positional) + len(cmd.optional_positional):
+        raise UsageError(f"Too many arguments for {cmd.name}. Usage: {cmd.usage}")
+    return cmd, args, options
+
+
+@dataclass
+class Router:
+    ctx: Context
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def run(
+        self,
+        text: str,
+        *,
+        interface: str = "console",
+        confirm: Callable[[pipeline.Plan], bool] | None = None,
+    ) -> Reply:
+        cmd, args, options = parse(text)
+        return cmd.func(Invocation(self.ctx, args, options, interface, confirm))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@command("help", optional_positional=("command",))
+def cmd_help(inv: Invocation) -> Reply:
+    """Show the commands, or how to use one of them."""
+    if inv.args:
+        cmd = COMMANDS.get(inv.args[0].lower())
+        if cmd is None:
+            raise UsageError(f"No command {inv.args[0]!r}. Try `help`.")
+        return Reply(f"{cmd.usage}\n{cmd.help}")
+    width = max(len(c.usage) for c in COMMANDS.values())
+    lines = ["Commands:"] + [
+        f"  {c.usage.ljust(width)}  {c.help}"
+        for c in sorted(COMMANDS.values(), key=lambda c: c.name)
+    ]
+    return Reply("\n".join(lines))
+
+
+@command("init", positional=("project",), options=("region", "data-bucket", "template-bucket"))
+def cmd_init(inv: Invocation) -> Reply:
+    """Create a project folder with a commented project-config.yml (MARS defaults)."""
+    name = inv.args[0]
+    defaults = inv.ctx.settings.lab_job_defaults
+    result = pipeline.init_project(
+        inv.ctx.settings.projects_dir,
+        name,
+        region=str(inv.options.get("region") or inv.ctx.clients.default_region() or "us-east-1"),
+        data_bucket=_opt_str(inv, "data-bucket"),
+        template_bucket=_opt_str(inv, "template-bucket"),
+        role_arn=defaults.get("role_arn"),
+        workteam_arn=defaults.get("workteam_arn"),
+    )
+    return Reply(
+        f"Created project {name} in {result.path}.\n"
+        f"Next: edit {result.config_file} (bucket names are global: make them yours), put frames "
+        f"in {result.path / 'annotation-data' / 'raw-images'}, then `setup {name}`."
+    )
+
+
+def _opt_str(inv: Invocation, name: str) -> str | None:
+    value = inv.options.get(name)
+    return str(value) if value else None
+
+
+@command("setup", positional=("project",), spends=True)
+def cmd_setup(inv: Invocation) -> Reply:
+    """Create the data, output and template buckets with CORS and public access blocked."""
+    project = inv.ctx.project(inv.args[0])
+    result = pipeline.setup_buckets(inv.ctx, project)
+    lines = []
+    for b in result.buckets:
+        if b.created:
+            lines.append(f"  {b.name}: created ({', '.join(b.changes) or 'settings in place'})")
+        elif b.changes:
+            lines.append(f"  {b.name}: existed; {', '.join(b.changes)}")
+        else:
+            lines.append(f"  {b.name}: already set up, nothing changed")
+    head = "Buckets ready:" if result.changed else "Buckets already set up; nothing changed:"
+    return Reply("\n".join([head, *lines]))
+
+
+@command("template", positional=("project",), spends=True)
+def cmd_template(inv: Invocation) -> Reply:
+    """Render the annotation interface from the config and upload it with the instruction image."""
+    project = inv.ctx.project(inv.args[0])
+    result = pipeline.publish_template(inv.ctx, project)
+    return Reply(
+        f"Annotation interface with {result.labels} labels written to {result.local_file} "
+        f"and uploaded to {result.template_uri} (instruction image {result.instruction_image_uri})."
+    )
+
+
+@command("upload", positional=("project",), spends=True)
+def cmd_upload(inv: Invocation) -> Reply:
+    """Upload frames to the data bucket, skipping those already there."""
+    project = inv.ctx.project(inv.args[0])
+    result = pipeline.upload_frames(inv.ctx, project)
+    lines = [
+        f"Frames in {result.prefix_uri}: {result.uploaded} uploaded, {result.skipped} already there."
+    ]
+    for rel, why in result.rejected[:10]:
+        lines.append(f"  not uploaded: {rel}: {why}")
+    if len(result.rejected) > 10:
+        lines.append(f"  ... and {len(result.rejected) - 10} more files not uploaded")
+    for path, why in result.failed[:10]:
+        lines.append(f"  FAILED: {path}: {why} (run upload again to retry)")
+    return Reply("\n".join(lines))
+
+
+@command("manifest", positional=("project",), spends=True)
+def cmd_manifest(inv: Invocation) -> Reply:
+    """Write the input manifest listing every uploaded frame."""
+    project = inv.ctx.project(inv.args[0])
+    result = pipeline.write_manifest(inv.ctx, project)
+    return Reply(f"Input manifest with {result.images} images written to {result.uri}.")
+
+
+def plan_text(plan: pipeline.Plan) -> str:
+    return "\n".join(
+        [
+            f"Plan for project {plan.project} ({plan.region})",
+            f"  Images:            {plan.images}",
+            f"  Workers per image: {plan.workers_per_image}",
+            f"  Workteam:          {plan.workteam_kind} ({plan.workteam_arn.rsplit('/', 1)[-1]})",
+            f"  Price per task:    {plan.price_text()}",
+            f"  Estimated cost:    {plan.cost_text()}",
+            f"  Job name:          {plan.job_name}",
+            "  Prepared:          " + "; ".join(plan.prepared),
+        ]
+    )
+
+
+@command("submit", positional=("project",), flags=("yes",), spends=True)
+def cmd_submit(inv: Invocation) -> Reply:
+    """Prepare everything that is missing, show the plan and cost, and launch on confirmation."""
+    project = inv.ctx.project(inv.args[0])
+    plan = pipeline.prepare_submission(inv.ctx, project)
+    text = plan_text(plan)
+    if inv.interface != "console":
+        return Reply(text, plan=plan)
+    if not inv.options.get("yes") and not (inv.confirm and inv.confirm(plan)):
+        return Reply(
+            text + "\nNothing launched. Run `submit " + project.name + " --yes` to launch."
+        )
+    job = pipeline.launch(inv.ctx, plan)
+    return Reply(
+        text + f"\nLaunched labeling job {job.name}. Follow it with `status {job.name}`.",
+        plan=plan,
+        job=job,
+    )
+
+
+@command("status", optional_positional=("job",))
+def cmd_status(inv: Invocation) -> Reply:
+    """Show a job's status and progress (or the jobs still running)."""
+    if inv.args:
+        job = pipeline.job_status(inv.ctx, inv.args[0])
+        return Reply(job_text(job), job=job)
+    jobs = [j for j in pipeline.recent_jobs(inv.ctx, limit=50) if not j.terminal]
+    if not jobs:
+        return Reply("No labeling jobs are running. `jobs` lists recent ones.")
+    return Reply("\n".join(["Running jobs:", *(job_line(j) for j in jobs)]), jobs=tuple(jobs))
+
+
+@command("jobs", options=("limit",))
+def cmd_jobs(inv: Invocation) -> Reply:
+    """List recent labeling jobs, newest first."""
+    jobs = pipeline.recent_jobs(inv.ctx, limit=inv.opt_int("limit", 20))
+    if not jobs:
+        return Reply("No labeling jobs yet. Start one with `submit <project>`.")
+    return Reply("\n".join(["Recent jobs:", *(job_line(j) for j in jobs)]), jobs=tuple(jobs))
+
+
+@command("stop", positional=("job",), spends=True)
+def cmd_stop(inv: Invocation) -> Reply:
+    """Stop a running labeling job (work already done is kept)."""
+    job = pipeline.stop_job(inv.ctx, inv.args[0])
+    if job.status in ("Completed", "Failed", "Stopped"):
+        return Reply(f"Job {job.name} had already ended ({job.status}); nothing to stop.", job=job)
+    return Reply(f"Stopping job {job.name} ({job.status}). Labels already made are kept.", job=job)

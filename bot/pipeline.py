@@ -1,0 +1,461 @@
+"""The use cases of the manual MARS recipe, each one step a lab used to do by hand.
+
+Pure Python over the aws/ functions: each takes a Context and a validated project and returns a
+result dataclass; rendering for a terminal or for Slack happens at the edges.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import markupsafe
+from PIL import Image, UnidentifiedImageError
+
+from aws import groundtruth as gt
+from aws import s3
+from bot.context import Context
+from bot.errors import ConfigError, GtBotError, NotFoundError
+from bot.project import (
+    IMAGE_SUFFIXES,
+    ProjectConfig,
+    list_images,
+    project_dir_for,
+    require_job_identity,
+)
+
+# --------------------------------------------------------------------------- init
+
+
+@dataclass(frozen=True)
+class InitResult:
+    path: Path
+    config_file: Path
+
+
+def init_project(
+    projects_dir: Path,
+    name: str,
+    *,
+    data_bucket: str | None = None,
+    template_bucket: str | None = None,
+    region: str = "us-east-1",
+    role_arn: str | None = None,
+    workteam_arn: str | None = None,
+) -> InitResult:
+    """Write a commented MARS-default config and the folder layout; never overwrite."""
+    project_dir = project_dir_for(projects_dir, name)
+    if project_dir.exists() and any(project_dir.iterdir()):
+        raise ConfigError(
+            f"{project_dir} already exists and is not empty; gtbot will not overwrite a project. "
+            "Choose another name or remove the folder yourself."
+        )
+    text = (
+        _jinja()
+        .get_template("project-config.yml.j2")
+        .render(
+            name=name,
+            data_bucket=data_bucket or f"{name}-frames",
+            template_bucket=template_bucket or f"{name}-annotation-ui",
+            region=region,
+            role_arn=role_arn,
+            workteam_arn=workteam_arn,
+        )
+    )
+    (project_dir / "annotation-data" / "raw-images").mkdir(parents=True, exist_ok=True)
+    (project_dir / "annotation-data" / "videos").mkdir(parents=True, exist_ok=True)
+    config_file = project_dir / "project-config.yml"
+    config_file.write_text(text, encoding="utf-8")
+    return InitResult(path=project_dir, config_file=config_file)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    buckets: tuple[s3.BucketResult, ...]
+
+    @property
+    def changed(self) -> bool:
+        return any(b.changed for b in self.buckets)
+
+
+def setup_buckets(ctx: Context, project: ProjectConfig) -> SetupResult:
+    client = ctx.s3(project)
+    results = []
+    for bucket, cors in (
+        (project.data_bucket, True),
+        (project.output_bucket, True),
+        (project.template_bucket, False),
+    ):
+        ctx.progress(f"Checking bucket {bucket} ...")
+        results.append(s3.ensure_bucket(client, bucket, project.region, cors=cors))
+    return SetupResult(tuple(results))
+
+
+# --------------------------------------------------------------------------- template
+
+
+_IMAGE_PLACEHOLDER = re.compile(r"\{\{\s*instruction_image_url\s*\}\}")
+
+
+def _jinja() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("templates", ""),
+        autoescape=jinja2.select_autoescape(["html", "html.j2"], default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def liquid_image_expression(uri: str) -> str:
+    """Workers see the private instruction image through a presigned link Ground Truth makes."""
+    return "{{ '" + uri + "' | grant_read_access }}"
+
+
+def render_interface(project: ProjectConfig, instruction_image_uri: str) -> str:
+    """The annotation interface; Liquid in the template and in the instructions stays as is."""
+    image = liquid_image_expression(instruction_image_uri)
+    labels = list(project.labels)
+    return (
+        _jinja()
+        .get_template("annotation-interface.html.j2")
+        .render(
+            labels_attr=markupsafe.Markup(
+                html.escape(json.dumps(labels), quote=False).replace("'", "&#39;")
+            ),
+            labels_js=json.dumps(labels).replace("</", "<\\/"),
+            header=project.header.strip(),
+            short_instructions=_IMAGE_PLACEHOLDER.sub(image, project.short_instructions),
+            full_instructions=_IMAGE_PLACEHOLDER.sub(image, project.full_instructions),
+            num_obj=project.num_obj,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class TemplateResult:
+    local_file: Path
+    template_uri: str
+    instruction_image_uri: str
+    labels: int
+
+
+def _instruction_image_bytes(project: ProjectConfig) -> tuple[bytes, str]:
+    if project.instruction_image:
+        suffix = project.instruction_image.suffix.lower()
+        ctype = {".png": "image/png", ".gif": "image/gif"}.get(suffix, "image/jpeg")
+        return project.instruction_image.read_bytes(), ctype
+    return resources.files("templates").joinpath("default-instructions.png").read_bytes(), (
+        "image/png"
+    )
+
+
+def publish_template(ctx: Context, project: ProjectConfig) -> TemplateResult:
+    image_uri = f"s3://{project.template_bucket}/{project.instruction_image_key}"
+    html = render_interface(project, image_uri)
+    project.template_file.parent.mkdir(parents=True, exist_ok=True)
+    project.template_file.write_text(html, encoding="utf-8")
+    client = ctx.s3(project)
+    body, ctype = _instruction_image_bytes(project)
+    s3.put_bytes(client, project.template_bucket, project.instruction_image_key, body, ctype)
+    uri = s3.put_bytes(
+        client, project.template_bucket, project.template_key, html.encode(), "text/html"
+    )
+    return TemplateResult(project.template_file, uri, image_uri, len(project.labels))
+
+
+# --------------------------------------------------------------------------- upload
+
+
+@dataclass(frozen=True)
+class UploadSummary:
+    uploaded: int
+    skipped: int
+    rejected: tuple[tuple[str, str], ...]
+    failed: tuple[tuple[str, str], ...]
+    prefix_uri: str
+
+
+def _check_image(path: Path) -> str | None:
+    """Why this file is not a frame Ground Truth can show, or None."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not a frame (only {', '.join(IMAGE_SUFFIXES)} are uploaded)"
+    try:
+        with Image.open(path) as im:
+            im.verify()
+            if im.format not in ("JPEG", "PNG"):
+                return f"its content is {im.format}, not JPEG or PNG"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"unreadable image ({exc.__class__.__name__})"
+    return None
+
+
+def _content_type(path: Path) -> str:
+    return "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
+
+
+def upload_frames(ctx: Context, project: ProjectConfig) -> UploadSummary:
+    files = list_images(project)
+    if not files:
+        raise NotFoundError(
+            f"No frames in {project.images_dir}. Put .jpg/.png frames there (subfolders are "
+            f"fine), or extract them from videos with `frames {project.name}`."
+        )
+    rejected: list[tuple[str, str]] = []
+    items: list[s3.UploadItem] = []
+    for path in files:
+        why = _check_image(path)
+        if why:
+            rejected.append((str(path.relative_to(project.images_dir)), why))
+            continue
+        rel = path.relative_to(project.images_dir).as_posix()
+        items.append(s3.UploadItem(path=path, key=project.images_prefix + rel))
+    client = ctx.s3(project)
+    existing = {
+        o.key: o for o in s3.iter_objects(client, project.data_bucket, project.images_prefix)
+    }
+    last = [-1]
+
+    def progress(done: int, total: int) -> None:
+        pct = done * 100 // max(total, 1)
+        if pct // 10 != last[0] // 10 or done == total:
+            last[0] = pct
+            ctx.progress(f"Uploading frames: {done}/{total} ({pct}%)")
+
+    result = s3.upload_files(
+        client,
+        project.data_bucket,
+        items,
+        existing=existing,
+        progress=progress,
+        content_type=_content_type,
+    )
+    return UploadSummary(
+        uploaded=len(result.uploaded),
+        skipped=len(result.skipped),
+        rejected=tuple(rejected),
+        failed=result.failed,
+        prefix_uri=f"s3://{project.data_bucket}/{project.images_prefix}",
+    )
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+@dataclass(frozen=True)
+class ManifestResult:
+    uri: str
+    images: int
+
+
+def write_manifest(ctx: Context, project: ProjectConfig) -> ManifestResult:
+    """One `{"source-ref": ...}` line per frame in S3, every page listed (MARS stopped at 1,000)."""
+    client = ctx.s3(project)
+    lines = [
+        json.dumps({"source-ref": f"s3://{project.data_bucket}/{obj.key}"})
+        for obj in s3.iter_objects(client, project.data_bucket, project.images_prefix)
+        if obj.key.lower().endswith(IMAGE_SUFFIXES)
+    ]
+    if not lines:
+        raise NotFoundError(
+            f"No frames under s3://{project.data_bucket}/{project.images_prefix}. "
+            f"Run `upload {project.name}` first."
+        )
+    body = ("\n".join(lines) + "\n").encode()
+    uri = s3.put_bytes(client, project.data_bucket, project.manifest_key, body, "application/jsonl")
+    return ManifestResult(uri=uri, images=len(lines))
+
+
+# --------------------------------------------------------------------------- submit
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What Launch will do and cost; the request inside is final, job name included."""
+
+    project: str
+    region: str
+    job_name: str
+    images: int
+    workers_per_image: int
+    workteam_kind: str
+    workteam_arn: str
+    price_usd: Decimal | None
+    request: dict[str, Any]
+    prepared: tuple[str, ...]
+
+    @property
+    def tasks(self) -> int:
+        return self.images * self.workers_per_image
+
+    @property
+    def estimated_worker_cost_usd(self) -> Decimal | None:
+        return (
+            None
+            if self.price_usd is None
+            else (self.price_usd * self.tasks).quantize(Decimal("0.01"))
+        )
+
+    def price_text(self) -> str:
+        if self.workteam_kind == "public":
+            return f"${self.price_usd} per task"
+        if self.workteam_kind == "vendor":
+            return "set by the vendor's listing"
+        return "none (private team)"
+
+    def cost_text(self) -> str:
+        cost = self.estimated_worker_cost_usd
+        if cost is not None:
+            return (
+                f"${cost} ({self.images} images x {self.workers_per_image} workers x "
+                f"${self.price_usd}), plus Ground Truth's per-object fee"
+            )
+        if self.workteam_kind == "vendor":
+            return "per the vendor's price, plus Ground Truth's per-object fee"
+        return "no worker payments (private team); Ground Truth's per-object fee applies"
+
+
+def prepare_submission(ctx: Context, project: ProjectConfig, now: datetime | None = None) -> Plan:
+    """Every missing step of the recipe, then the plan; nothing here costs worker money."""
+    role_arn, workteam_arn = require_job_identity(project)
+    prepared: list[str] = []
+    setup = setup_buckets(ctx, project)
+    prepared.append("buckets ready" + (" (created/updated)" if setup.changed else ""))
+    ctx.progress("Rendering the annotation interface ...")
+    template = publish_template(ctx, project)
+    prepared.append("annotation interface uploaded")
+    ctx.progress("Uploading frames ...")
+    upload = upload_frames(ctx, project)
+    prepared.append(f"frames: {upload.uploaded} uploaded, {upload.skipped} already there")
+    if upload.rejected:
+        prepared.append(f"{len(upload.rejected)} file(s) not uploaded (not frames)")
+    if upload.failed:
+        first = upload.failed[0]
+        raise GtBotError(
+            f"{len(upload.failed)} frame(s) failed to upload (first: {first[0]}: {first[1]}). "
+            "Nothing was launched; run submit again to retry."
+        )
+    manifest = write_manifest(ctx, project)
+    prepared.append(f"manifest with {manifest.images} images")
+    job_name = gt.make_job_name(project.name, now)
+    job = project.job
+    spec = gt.JobSpec(
+        job_name=job_name,
+        role_arn=role_arn,
+        workteam_arn=workteam_arn,
+        workteam_kind=job.workteam_kind,
+        manifest_uri=manifest.uri,
+        output_uri=f"s3://{project.output_bucket}/{project.output_prefix}",
+        template_uri=template.template_uri,
+        workers_per_image=job.workers_per_image,
+        task_time_limit_seconds=job.task_time_limit_seconds,
+        task_availability_seconds=job.task_availability_seconds,
+        title=job.title,
+        description=job.description,
+        keywords=job.keywords,
+        max_concurrent_tasks=job.max_concurrent_tasks,
+        price_usd=job.price_usd if job.workteam_kind == "public" else None,
+        pre_lambda_arn=job.pre_lambda_arn,
+        consolidation_lambda_arn=job.consolidation_lambda_arn,
+        tags=(("gtbot:project", project.name),),
+    )
+    request = gt.build_labeling_job_request(spec)
+    gt.validate_request("CreateLabelingJob", request)
+    return Plan(
+        project=project.name,
+        region=project.region,
+        job_name=job_name,
+        images=manifest.images,
+        workers_per_image=job.workers_per_image,
+        workteam_kind=job.workteam_kind,
+        workteam_arn=workteam_arn,
+        price_usd=spec.price_usd,
+        request=request,
+        prepared=tuple(prepared),
+    )
+
+
+def launch(ctx: Context, plan: Plan) -> gt.JobInfo:
+    return gt.create_labeling_job(ctx.sagemaker(plan.region), plan.request)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def lab_regions(ctx: Context) -> list[str]:
+    """Regions of the lab's projects (plus the default), for listing jobs across them."""
+    regions: list[str] = []
+    root = ctx.settings.projects_dir
+    if root.is_dir():
+        for child in sorted(root.iterdir()):
+            if child.is_dir():
+                try:
+                    region = ctx.project(child.name).region
+                except GtBotError:
+                    continue
+                if region not in regions:
+                    regions.append(region)
+    default = ctx.clients.default_region()
+    if default and default not in regions:
+        regions.append(default)
+    return regions
+
+
+def region_for_job(ctx: Context, job_name: str) -> str:
+    """A job name alone has no region: use its project's (names start with the project)."""
+    if not gt.JOB_NAME_RE.match(job_name):
+        raise ConfigError(
+            f"{job_name!r} is not a labeling job name (letters, digits and hyphens, at most 63). "
+            "`jobs` lists the recent ones."
+        )
+    root = ctx.settings.projects_dir
+    candidates = []
+    if root.is_dir():
+        candidates = [
+            c.name for c in root.iterdir() if c.is_dir() and job_name.startswith(c.name + "-")
+        ]
+    for name in sorted(candidates, key=len, reverse=True):
+        try:
+            return ctx.project(name).region
+        except GtBotError:
+            continue
+    regions = lab_regions(ctx)
+    if not regions:
+        raise ConfigError(
+            f"Cannot tell which region {job_name} is in: it matches no project and no default "
+            "region is set. Set AWS_DEFAULT_REGION."
+        )
+    return regions[0]
+
+
+def job_status(ctx: Context, job_name: str) -> gt.JobInfo:
+    return gt.describe_labeling_job(ctx.sagemaker(region_for_job(ctx, job_name)), job_name)
+
+
+def recent_jobs(ctx: Context, limit: int = 20) -> list[gt.JobInfo]:
+    jobs: list[gt.JobInfo] = []
+    for region in lab_regions(ctx):
+        jobs.extend(gt.iter_labeling_jobs(ctx.sagemaker(region), max_items=limit))
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    jobs.sort(key=lambda j: j.created or epoch, reverse=True)
+    return jobs[:limit]
+
+
+def stop_job(ctx: Context, job_name: str) -> gt.JobInfo:
+    region = region_for_job(ctx, job_name)
+    client = ctx.sagemaker(region)
+    info = gt.describe_labeling_job(client, job_name)
+    if info.terminal or info.status == "Stopping":
+        return info
+    gt.stop_labeling_job(client, job_name)
+    return gt.describe_labeling_job(client, job_name)

@@ -1,0 +1,107 @@
+"""Deployment settings: environment variables first, then an optional lab-wide `gtbot.yml`.
+
+Secrets live only in the environment; `gtbot.yml` holds lab-wide job defaults (role, workteam)
+so that each project's `project-config.yml` can stay short.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.errors import ConfigError
+
+
+def _split_ids(value: str | None) -> frozenset[str]:
+    return frozenset(
+        part.strip() for part in (value or "").replace(";", ",").split(",") if part.strip()
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the bot reads from its surroundings, read once at start."""
+
+    projects_dir: Path
+    database_url: str
+    lab_config_path: Path | None
+    lab_job_defaults: Mapping[str, Any] = field(default_factory=dict)
+    admins: frozenset[str] = frozenset()
+    submitters: frozenset[str] = frozenset()
+    channels: frozenset[str] = frozenset()
+    poll_seconds: int = 60
+    link_hours: int = 24
+    slack_api_url: str | None = None
+    bind_address: str = "0.0.0.0"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        projects_dir = Path(env.get("GTBOT_PROJECTS_DIR", "./projects")).expanduser()
+        lab_path_text = env.get("GTBOT_CONFIG")
+        lab_path = Path(lab_path_text).expanduser() if lab_path_text else Path("gtbot.yml")
+        defaults: dict[str, Any] = {}
+        if lab_path.exists():
+            defaults = dict(load_lab_config(lab_path).get("job") or {})
+        elif lab_path_text:
+            raise ConfigError(
+                f"GTBOT_CONFIG points at {lab_path}, which does not exist. "
+                "Create it or unset GTBOT_CONFIG."
+            )
+        # The environment wins over gtbot.yml: a deployment can override the lab file.
+        if env.get("GTBOT_ROLE_ARN"):
+            defaults["role_arn"] = env["GTBOT_ROLE_ARN"]
+        if env.get("GTBOT_WORKTEAM_ARN"):
+            defaults["workteam_arn"] = env["GTBOT_WORKTEAM_ARN"]
+        return cls(
+            projects_dir=projects_dir,
+            database_url=env.get("GTBOT_DATABASE_URL", "sqlite:///gtbot.db"),
+            lab_config_path=lab_path if lab_path.exists() else None,
+            lab_job_defaults=defaults,
+            admins=_split_ids(env.get("GTBOT_ADMINS")),
+            submitters=_split_ids(env.get("GTBOT_SUBMITTERS")),
+            channels=_split_ids(env.get("GTBOT_CHANNELS")),
+            poll_seconds=_positive_int(env, "GTBOT_POLL_SECONDS", 60),
+            link_hours=_positive_int(env, "GTBOT_LINK_HOURS", 24),
+            slack_api_url=env.get("SLACK_API_URL") or None,
+            bind_address=env.get("GTBOT_BIND", "0.0.0.0"),
+        )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a whole number. Write e.g. {name}={default}."
+        ) from None
+    if value < 1:
+        raise ConfigError(f"{name}={raw} must be at least 1. Write e.g. {name}={default}.")
+    return value
+
+
+def load_lab_config(path: Path) -> dict[str, Any]:
+    """Read `gtbot.yml`: only a `job:` section of lab-wide defaults is understood."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}).") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with a `job:` section.")
+    unknown = sorted(set(data) - {"job"})
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(unknown)}. gtbot.yml holds only a `job:` section "
+            "with lab-wide defaults such as role_arn and workteam_arn."
+        )
+    if data.get("job") is not None and not isinstance(data["job"], dict):
+        raise ConfigError(f"{path}: `job:` must be a mapping, e.g. `job: {{role_arn: arn:...}}`.")
+    return data

@@ -1,0 +1,74 @@
+"""Shared fixtures: fake AWS credentials, a moto S3 server on loopback, temp project dirs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aws.emulator.moto_s3 import LocalS3, start_local_s3
+
+SAMPLES = Path(__file__).parent / "samples"
+
+# Never reach real AWS from a test: fake credentials and no profile, set before any client exists.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-2",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+)
+os.environ.pop("AWS_PROFILE", None)
+for _var in ("GTBOT_ROLE_ARN", "GTBOT_WORKTEAM_ARN", "GTBOT_CONFIG", "GTBOT_DATABASE_URL"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture(scope="session")
+def local_s3_server() -> Iterator[LocalS3]:
+    server = start_local_s3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_endpoint(local_s3_server: LocalS3, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty moto S3 account over real HTTP; boto3 reaches it through its own variable."""
+    local_s3_server.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", local_s3_server.url)
+    return local_s3_server.url
+
+
+def write_project(
+    projects_dir: Path, name: str = "demo", *, frames: int = 0, **overrides: object
+) -> Path:
+    """A project like the MARS sample, with small solid-colour frames, for pipeline tests."""
+    import yaml
+    from PIL import Image
+
+    data = yaml.safe_load((SAMPLES / "project-config.yml").read_text())
+    data.update({"data_bucket": f"{name}-frames", "template_bucket": f"{name}-ui"})
+    for key, value in overrides.items():
+        if key.startswith("job_"):
+            data["job"][key[4:]] = value
+        else:
+            data[key] = value
+    project = projects_dir / name
+    images = project / "annotation-data" / "raw-images"
+    images.mkdir(parents=True, exist_ok=True)
+    (project / "project-config.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    for i in range(frames):
+        Image.new("RGB", (64, 48), (i * 7 % 255, 80, 120)).save(images / f"frame_{i:06d}.jpg")
+    return project
+
+
+@pytest.fixture
+def projects_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "projects"
+    root.mkdir()
+    monkeypatch.setenv("GTBOT_PROJECTS_DIR", str(root))
+    monkeypatch.chdir(tmp_path)
+    return root

@@ -1,0 +1,223 @@
+"""Project model: the MARS sample loads, init writes a valid project, bad configs say what to fix."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.errors import ConfigError, NotFoundError
+from bot.pipeline import init_project
+from bot.project import load_project, require_job_identity
+from bot.settings import Settings
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def _write(tmp_path: Path, data: dict | str, name: str = "proj") -> Path:
+    project = tmp_path / name
+    project.mkdir(parents=True, exist_ok=True)
+    text = data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False)
+    (project / "project-config.yml").write_text(text)
+    return project
+
+
+def _sample() -> dict:
+    return yaml.safe_load((SAMPLES / "project-config.yml").read_text())
+
+
+def test_mars_sample_loads_unchanged(tmp_path: Path) -> None:
+    project_dir = tmp_path / "demo-mice"
+    project_dir.mkdir()
+    shutil.copy(SAMPLES / "project-config.yml", project_dir / "project-config.yml")
+    project = load_project(tmp_path, "demo-mice")
+    assert project.labels[0] == "black mouse nose"
+    assert len(project.labels) == 14
+    assert project.output_bucket == "lab-frames-output"
+    assert project.check_pairs == (("right ear", "left ear"), ("right rear knee", "left rear knee"))
+    assert project.job.workers_per_image == 5
+    assert project.job.workteam_kind == "private"
+    assert require_job_identity(project)[0].startswith("arn:aws:iam::")
+
+
+def test_mars_file_name_and_unknown_mars_keys_are_accepted(tmp_path: Path) -> None:
+    data = _sample()
+    data["tfrecord_shards"] = 8  # MARS settings gtbot does not use
+    data["verbose"] = True
+    project_dir = tmp_path / "mars"
+    project_dir.mkdir()
+    (project_dir / "project_config.yaml").write_text(yaml.safe_dump(data))
+    assert load_project(tmp_path, "mars").species == "mouse"
+
+
+def test_init_writes_a_valid_commented_project_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    result = init_project(tmp_path, "new-lab", region="us-west-2")
+    text = result.config_file.read_text()
+    assert "# " in text and "check_pairs" in text
+    assert (result.path / "annotation-data" / "raw-images").is_dir()
+    project = load_project(tmp_path, "new-lab")
+    assert project.region == "us-west-2"
+    assert project.keypoints[0] == "nose" and len(project.keypoints) == 7
+    assert project.animal_names == ("black", "white")
+    with pytest.raises(ConfigError, match="will not overwrite"):
+        init_project(tmp_path, "new-lab")
+    assert result.config_file.read_text() == text
+
+
+def test_missing_project_and_missing_config(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="init nothing"):
+        load_project(tmp_path, "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotFoundError, match="no project-config.yml"):
+        load_project(tmp_path, "empty")
+
+
+def test_lab_defaults_from_env_and_gtbot_yml(tmp_path: Path) -> None:
+    data = _sample()
+    del data["job"]["role_arn"], data["job"]["workteam_arn"]
+    _write(tmp_path, data)
+    lab = tmp_path / "gtbot.yml"
+    lab.write_text(
+        "job:\n  role_arn: arn:aws:iam::111122223333:role/LabRole\n"
+        "  workteam_arn: arn:aws:sagemaker:us-east-2:111122223333:workteam/private-crowd/lab\n"
+    )
+    settings = Settings.from_env({"GTBOT_CONFIG": str(lab), "GTBOT_ROLE_ARN": "arn:aws:iam::999988887777:role/EnvRole"})
+    project = load_project(tmp_path, "proj", settings.lab_job_defaults)
+    assert project.job.role_arn == "arn:aws:iam::999988887777:role/EnvRole"  # env wins
+    assert project.job.workteam_arn.endswith("private-crowd/lab")
+    bare = load_project(tmp_path, "proj", {})
+    with pytest.raises(ConfigError, match="GTBOT_ROLE_ARN"):
+        require_job_identity(bare)
+
+
+def _set(path: str, value: object) -> object:
+    def change(data: dict) -> None:
+        *parents, last = path.split(".")
+        node = data
+        for key in parents:
+            node = node[key]
+        if value is _DELETE:
+            del node[last]
+        else:
+            node[last] = value
+
+    return change
+
+
+_DELETE = object()
+
+BAD_CONFIGS = [
+    # (name, change, expected fragment: key, line or what to write)
+    ("missing species", _set("species", _DELETE), "key `species`: missing"),
+    ("species not text", _set("species", ["mouse"]), "key `species`: must be non-empty text"),
+    ("animal_names not list", _set("animal_names", "black"), "key `animal_names`: must be a list"),
+    ("duplicate animals", _set("animal_names", ["a", "a"]), "names must be different"),
+    ("num_obj zero", _set("num_obj", 0), "key `num_obj`: must be a whole number of at least 1"),
+    ("num_obj text", _set("num_obj", "two"), "key `num_obj`"),
+    ("duplicate keypoint", _set("keypoints", ["nose", "tail", "nose"]), "'nose' is listed twice"),
+    ("keypoints missing", _set("keypoints", _DELETE), "key `keypoints`: missing"),
+    ("pair not in keypoints", _set("check_pairs", [["right ear", "left eer"]]), "'left eer' is not in `keypoints`. Did you mean 'left ear'?"),
+    ("pair of three", _set("check_pairs", [["nose", "right ear", "left ear"]]), "must be a pair like"),
+    ("pair with itself", _set("check_pairs", [["nose", "nose"]]), "pairs a keypoint with itself"),
+    ("bucket uppercase", _set("data_bucket", "Lab_Frames"), "may only contain lowercase letters"),
+    ("bucket too short", _set("template_bucket", "ab"), "S3 bucket names have 3 to 63"),
+    ("bucket ip", _set("data_bucket", "192.168.1.1"), "looks like an IP address"),
+    ("bucket double dot", _set("data_bucket", "lab..frames"), "two dots in a row"),
+    ("bucket reserved prefix", _set("data_bucket", "xn--frames"), "starts with 'xn--'"),
+    ("output too long", _set("data_bucket", "a" * 60), "the output bucket is named after it"),
+    ("same buckets", _set("template_bucket", "lab-frames"), "three different buckets"),
+    ("bad region", _set("region", "us-east-9"), "'us-east-9' is not an AWS region"),
+    ("region typo", _set("region", "useast-2"), "Did you mean 'us-east-2'?"),
+    ("workteam arn form", _set("job.workteam_arn", "my-team"), "key `job.workteam_arn`: 'my-team' is not an ARN of the right form"),
+    ("role arn form", _set("job.role_arn", "arn:aws:iam::123:role/x"), "key `job.role_arn`"),
+    ("workteam other region", _set("job.workteam_arn", "arn:aws:sagemaker:eu-west-1:123456789012:workteam/private-crowd/t"), "the workteam is in eu-west-1"),
+    ("workers 0", _set("job.workers_per_image", 0), "0 is outside 1..9"),
+    ("workers 12", _set("job.workers_per_image", 12), "12 is outside 1..9. Write a number from 1 to 9"),
+    ("time limit short", _set("job.task_time_limit_seconds", 10), "10 is outside 30..28800"),
+    ("time limit long", _set("job.task_time_limit_seconds", 30000), "30000 is outside 30..28800"),
+    ("availability", _set("job.task_availability_seconds", 10), "10 is outside 60..864000"),
+    ("price on private team", _set("job.price_usd", 0.036), "a private workteam takes no price"),
+    ("unknown job key", _set("job.workers_per_imag", 3), "unknown job setting. Did you mean `workers_per_image`?"),
+    ("typo of top key", _set("check_pair", []), "unknown key; did you mean `check_pairs`?"),
+    ("title too long", _set("job.title", "x" * 129), "at most 128"),
+    ("description too long", _set("job.description", "x" * 256), "at most 255"),
+    ("too many keywords", _set("job.keywords", ["a", "b", "c", "d", "e", "f"]), "1 to 5 keywords"),
+    ("bad keyword", _set("job.keywords", ["pose!"]), "'pose!' is not allowed"),
+    ("consolidation without pre", _set("job.consolidation_lambda_arn", "arn:aws:lambda:us-east-2:123456789012:function:post"), "needs a pre-annotation Lambda"),
+    ("bad lambda", _set("job.pre_lambda_arn", "lambda-pre"), "key `job.pre_lambda_arn`"),
+]
+
+
+@pytest.mark.parametrize(("name", "change", "expected"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_is_reported_with_file_line_key_and_fix(
+    tmp_path: Path, name: str, change: object, expected: str
+) -> None:
+    data = _sample()
+    change(data)  # type: ignore[operator]
+    project_dir = _write(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_project(tmp_path, "proj")
+    message = info.value.user_message
+    assert expected in message
+    assert str(project_dir / "project-config.yml") in message
+    if ": missing" not in expected:  # an absent key has no line; the file is named instead
+        assert ", line " in message
+
+
+PUBLIC = "arn:aws:sagemaker:us-east-2:394669845002:workteam/public-crowd/default"
+
+
+@pytest.mark.parametrize(
+    ("price", "expected"),
+    [
+        (None, "the public crowd needs a price per task"),
+        (0.05, "0.05 is not a price the public crowd accepts"),
+        ("cheap", "must be a number of US dollars"),
+    ],
+)
+def test_public_crowd_price_rules(tmp_path: Path, price: object, expected: str) -> None:
+    data = _sample()
+    data["job"]["workteam_arn"] = PUBLIC
+    if price is not None:
+        data["job"]["price_usd"] = price
+    _write(tmp_path, data)
+    with pytest.raises(ConfigError, match=expected):
+        load_project(tmp_path, "proj")
+
+
+def test_public_crowd_availability_cap(tmp_path: Path) -> None:
+    data = _sample()
+    data["job"].update(workteam_arn=PUBLIC, price_usd=0.036, task_availability_seconds=86400)
+    _write(tmp_path, data)
+    with pytest.raises(ConfigError, match="at most 43200"):
+        load_project(tmp_path, "proj")
+
+
+def test_all_problems_reported_at_once_with_their_lines(tmp_path: Path) -> None:
+    text = (SAMPLES / "project-config.yml").read_text()
+    text = text.replace("workers_per_image: 5", "workers_per_image: 12").replace(
+        "region: us-east-2", "region: mars-1"
+    )
+    _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_project(tmp_path, "proj")
+    message = info.value.user_message
+    assert "2 problems" in message
+    lines = text.splitlines()
+    region_line = next(i for i, line in enumerate(lines, 1) if line.startswith("region:"))
+    workers_line = next(i for i, line in enumerate(lines, 1) if "workers_per_image" in line)
+    assert f"line {region_line}, key `region`" in message
+    assert f"line {workers_line}, key `job.workers_per_image`" in message
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    _write(tmp_path, "species: mouse\nkeypoints: [nose, ear\nregion: x\n")
+    with pytest.raises(ConfigError, match=r"line \d+: this is not valid YAML"):
+        load_project(tmp_path, "proj")
+
+
+def test_project_names_cannot_escape_the_projects_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a valid project name"):
+        load_project(tmp_path, "../etc")
