@@ -1,0 +1,540 @@
+"""The simulated workforce: reads each job's manifest and frames from S3, answers tasks over time,
+and writes what Ground Truth writes, where it writes it.
+
+Workers aim at each frame's true keypoints, which travel inside the frame as a JPEG comment
+(`gtbot-truth:` + JSON, see bot/synthetic.py). They are imperfect on purpose: per-worker pixel
+noise, occasional left/right swaps of paired keypoints, skipped keypoints and rare wild clicks,
+so that consensus and flip correction downstream have real work to do. Frames without truth get
+every label of the job's template at random positions.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import logging
+import math
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from PIL import Image, UnidentifiedImageError
+
+from aws.emulator.jobs import DataObject, JobStore, LabelingJob, TemplateInfo, parse_s3_uri
+from aws.emulator.settings import EmulatorSettings
+
+log = logging.getLogger(__name__)
+
+TRUTH_PREFIX = "gtbot-truth:"
+TICK_SECONDS = 0.02
+WORKERS_PER_TEAM = 12
+MAX_TASKS_PER_TICK = 500
+
+
+class JobFailed(Exception):
+    """Ends a job with `FailureReason` = the message, as the service does for client errors."""
+
+
+@dataclass(frozen=True)
+class SimulatedWorker:
+    """A worker's habits, as multipliers of the live settings so runtime changes still apply."""
+
+    worker_id: str
+    cognito_sub: str | None
+    noise_factor: float
+    swap_factor: float
+    miss_factor: float
+    outlier_factor: float
+    median_seconds: float
+
+
+def make_team(seed: int, workteam_arn: str, size: int = WORKERS_PER_TEAM) -> list[SimulatedWorker]:
+    """The same team always has the same people, so per-worker quality can be measured."""
+    rng = random.Random(f"team:{seed}:{workteam_arn}")
+    parts = workteam_arn.split(":")
+    region = parts[3] if len(parts) > 3 else "us-east-1"
+    kind = "public" if "/public-crowd/" in workteam_arn else "private"
+    if "/vendor-crowd/" in workteam_arn:
+        kind = "vendor"
+    workers = []
+    for _ in range(size):
+        sub = str(uuid.UUID(int=rng.getrandbits(128), version=4)) if kind == "private" else None
+        workers.append(
+            SimulatedWorker(
+                worker_id=f"{kind}.{region}.{rng.getrandbits(64):016x}",
+                cognito_sub=sub,
+                noise_factor=rng.uniform(0.5, 1.6),
+                swap_factor=rng.uniform(0.3, 2.0),
+                miss_factor=rng.uniform(0.3, 2.0),
+                outlier_factor=rng.uniform(0.3, 2.0),
+                median_seconds=rng.uniform(20.0, 90.0),
+            )
+        )
+    return workers
+
+
+class _CrowdKeypointFinder(HTMLParser):
+    """HTMLParser copes with quoting, entities and line breaks inside the tag; regexes do not."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.attrs: dict[str, str | None] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "crowd-keypoint" and self.attrs is None:
+            self.attrs = dict(attrs)
+
+
+def parse_template(html: str) -> TemplateInfo:
+    """Labels from `<crowd-keypoint labels="[...]">`; raises ValueError saying what is wrong."""
+    finder = _CrowdKeypointFinder()
+    finder.feed(html)
+    finder.close()
+    if finder.attrs is None:
+        raise ValueError("the template has no <crowd-keypoint> element")
+    raw = finder.attrs.get("labels")
+    if not raw:
+        raise ValueError("the <crowd-keypoint> element has no labels attribute")
+    try:
+        labels: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        try:
+            labels = ast.literal_eval(raw)
+        except (ValueError, SyntaxError) as exc:
+            raise ValueError(f"the labels attribute is not a JSON list: {raw[:80]!r}") from exc
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ValueError(f"the labels attribute must be a non-empty list of strings: {raw[:80]!r}")
+    name = finder.attrs.get("name") or "annotatedResult"
+    return TemplateInfo(labels=labels, answer_name=name)
+
+
+def parse_truth(
+    comment: bytes | str | None,
+) -> tuple[dict[str, tuple[float, float]], list[tuple[str, str]]] | None:
+    """The truth a synthetic frame carries, or None when the frame has none (or a broken one)."""
+    if comment is None:
+        return None
+    text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment
+    if not text.startswith(TRUTH_PREFIX):
+        return None
+    try:
+        data = json.loads(text[len(TRUTH_PREFIX) :])
+        points = {
+            str(item["label"]): (float(item["x"]), float(item["y"])) for item in data["keypoints"]
+        }
+        pairs = [(str(a), str(b)) for a, b in data.get("pairs", [])]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return points, pairs
+
+
+def _iso_ms(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def answer_keypoints(
+    worker: SimulatedWorker,
+    obj: DataObject,
+    labels: list[str],
+    settings: EmulatorSettings,
+    rng: random.Random,
+) -> list[dict[str, Any]]:
+    """One worker's clicks for one frame: truth plus this worker's kinds of mistakes."""
+    truth = dict(obj.truth or {})
+    for left, right in obj.truth_pairs:
+        if (
+            left in truth
+            and right in truth
+            and rng.random() < min(1.0, settings.swap_fraction * worker.swap_factor)
+        ):
+            truth[left], truth[right] = truth[right], truth[left]
+    width, height = max(obj.width, 1), max(obj.height, 1)
+    sigma = settings.noise_px * worker.noise_factor
+    points = []
+    for label in labels:
+        if rng.random() < min(1.0, settings.miss_fraction * worker.miss_factor):
+            continue
+        if label not in truth:
+            x, y = rng.uniform(0, width - 1), rng.uniform(0, height - 1)
+        elif rng.random() < min(1.0, settings.outlier_fraction * worker.outlier_factor):
+            tx, ty = truth[label]
+            distance, angle = rng.uniform(40.0, 200.0), rng.uniform(0.0, 2 * math.pi)
+            x = tx + distance * math.cos(angle)
+            y = ty + distance * math.sin(angle)
+        else:
+            tx, ty = truth[label]
+            x, y = rng.gauss(tx, sigma), rng.gauss(ty, sigma)
+        x = min(max(x, 0.0), width - 1.0)
+        y = min(max(y, 0.0), height - 1.0)
+        points.append({"label": label, "x": round(x, 1), "y": round(y, 1)})
+    return points
+
+
+class Workforce:
+    """One background thread that plays every worker: a token bucket filled at `settings.rate`."""
+
+    def __init__(self, store: JobStore, settings: EmulatorSettings, s3_endpoint_url: str) -> None:
+        self._store = store
+        self._settings = settings
+        session = boto3.session.Session()
+        credentials: dict[str, str] = {}
+        if session.get_credentials() is None:
+            # The endpoint is a local S3 emulator, which accepts any key.
+            credentials = {"aws_access_key_id": "emulator", "aws_secret_access_key": "emulator"}
+        self._s3 = session.client(
+            "s3",
+            # Empty means boto3's own lookup, i.e. AWS_ENDPOINT_URL_S3.
+            endpoint_url=s3_endpoint_url or None,
+            region_name="us-east-1",
+            config=Config(retries={"mode": "standard", "max_attempts": 3}),
+            **credentials,
+        )
+        self._teams: dict[tuple[int, str], list[SimulatedWorker]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gt-emulator-workforce", daemon=True)
+        self._round_robin = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    # The loop ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        tokens = 0.0
+        last = time.monotonic()
+        while not self._stop.wait(TICK_SECONDS):
+            now = time.monotonic()
+            rate = max(0.0, self._settings.rate)
+            tokens = min(tokens + rate * (now - last), max(1.0, rate))
+            last = now
+            try:
+                self._advance_lifecycles(now)
+                tokens = self._work(tokens)
+                self._flush_and_finish()
+            except Exception:  # a bug in the emulator must not silently stop every job
+                log.exception("Ground Truth emulator workforce tick failed")
+
+    def _guarded(self, job: LabelingJob, step: Any, *args: Any) -> Any:
+        """Run one job step; a JobFailed or an unexpected error fails that job, not the others."""
+        try:
+            return step(job, *args)
+        except JobFailed as exc:
+            with self._store.lock:
+                if job.status in ("Initializing", "InProgress", "Stopping"):
+                    job.set_status("Failed", str(exc))
+        except Exception as exc:
+            log.exception("emulated labeling job %s failed unexpectedly", job.name)
+            with self._store.lock:
+                if job.status in ("Initializing", "InProgress", "Stopping"):
+                    job.set_status("Failed", f"InternalServerError: {type(exc).__name__}: {exc}")
+        return None
+
+    def _advance_lifecycles(self, now: float) -> None:
+        for job in self._store.active():
+            if job.status == "Initializing":
+                if now - job.started_monotonic >= self._settings.initializing_seconds:
+                    self._guarded(job, self._initialize)
+            elif job.status == "Stopping":
+                requested = job.stop_requested_monotonic or now
+                if now - requested >= self._settings.stopping_seconds:
+                    self._guarded(job, self._finish_stop)
+
+    def _work(self, tokens: float) -> float:
+        done = 0
+        while tokens >= 1.0 and done < MAX_TASKS_PER_TICK and not self._stop.is_set():
+            jobs = [job for job in self._store.active() if job.status == "InProgress"]
+            if not jobs:
+                return min(tokens, 1.0)
+            progressed = False
+            for offset in range(len(jobs)):
+                job = jobs[(self._round_robin + offset) % len(jobs)]
+                if self._guarded(job, self._one_task):
+                    self._round_robin = (self._round_robin + offset + 1) % max(len(jobs), 1)
+                    progressed = True
+                    break
+            if not progressed:
+                return min(tokens, 1.0)
+            tokens -= 1.0
+            done += 1
+        return tokens
+
+    def _flush_and_finish(self) -> None:
+        for job in self._store.active():
+            if job.status != "InProgress":
+                continue
+            self._guarded(job, self._flush_or_complete)
+
+    # Job steps ------------------------------------------------------------------------------
+
+    def _read_s3(self, uri: str, what: str) -> bytes:
+        try:
+            bucket, key = parse_s3_uri(uri)
+        except ValueError as exc:
+            raise JobFailed(f"ClientError: The {what} {uri} is not an s3:// URI.") from exc
+        try:
+            body: bytes = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "Unknown")
+            raise JobFailed(
+                f"ClientError: Failed to read the {what} {uri} ({code}). Check that the object "
+                "exists and that the job's role can read it."
+            ) from exc
+        except BotoCoreError as exc:
+            raise JobFailed(f"ClientError: Failed to read the {what} {uri}: {exc}") from exc
+        return body
+
+    def _initialize(self, job: LabelingJob) -> None:
+        manifest_uri = job.request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
+        text = self._read_s3(manifest_uri, "input manifest")
+        objects = _parse_manifest(text, manifest_uri)
+        out_bucket, _ = parse_s3_uri(job.output_prefix)
+        try:
+            self._s3.head_bucket(Bucket=out_bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "Unknown")
+            raise JobFailed(
+                f"ClientError: The output location {job.request['OutputConfig']['S3OutputPath']} "
+                f"is not accessible ({code}). Create the bucket or fix S3OutputPath."
+            ) from exc
+        template, template_error = self._load_template(job)
+        with self._store.lock:
+            if job.status != "Initializing":
+                return
+            job.objects = objects
+            job.pending.extend(obj.index for obj in objects)
+            job.template, job.template_error = template, template_error
+            job.set_status("InProgress")
+
+    def _load_template(self, job: LabelingJob) -> tuple[TemplateInfo | None, str | None]:
+        """Not fatal here: frames that carry truth do not need the template's labels."""
+        uri = job.human_task_config["UiConfig"].get("UiTemplateS3Uri")
+        if not uri:
+            return None, (
+                "ClientError: Frames without embedded truth need the labels of the template, and "
+                "the emulator reads them only from HumanTaskConfig.UiConfig.UiTemplateS3Uri."
+            )
+        try:
+            html = self._read_s3(uri, "worker task template").decode("utf-8", "replace")
+            return parse_template(html), None
+        except JobFailed as exc:
+            return None, str(exc)
+        except ValueError as exc:
+            return None, f"ClientError: Invalid worker task template {uri}: {exc}."
+
+    def _load_object(self, job: LabelingJob, obj: DataObject) -> None:
+        obj.loaded = True
+        try:
+            data = self._read_s3(obj.source_ref, "data object")
+            with Image.open(io.BytesIO(data)) as image:
+                obj.width, obj.height = image.size
+                found = parse_truth(image.info.get("comment"))
+        except (JobFailed, UnidentifiedImageError, OSError):
+            obj.failed = True
+            return
+        if found is not None:
+            obj.truth, obj.truth_pairs = found
+
+    def _one_task(self, job: LabelingJob) -> bool:
+        """One worker answers one object; False when the job has nothing to hand out."""
+        with self._store.lock:
+            if job.status != "InProgress":
+                return False
+            while job.pending and len(job.in_flight) < job.max_concurrent_objects:
+                job.in_flight.append(job.pending.popleft())
+            if not job.in_flight:
+                return False
+            # Workers favour the oldest tasks, so objects finish steadily rather than all at once.
+            position = min(int(job.rng.expovariate(0.5)), len(job.in_flight) - 1)
+            obj = job.objects[job.in_flight[position]]
+        if not obj.loaded:
+            self._load_object(job, obj)
+        if obj.failed:
+            with self._store.lock:
+                if obj.index in job.in_flight:
+                    job.in_flight.remove(obj.index)
+                    job.failed_objects += 1
+                    job.touch()
+            return True
+        labels = self._labels_for(job, obj)
+        team = self._team(job.workteam_arn)
+        candidates = [worker for worker in team if worker.worker_id not in obj.workers_used]
+        worker = job.rng.choice(candidates)
+        obj.workers_used.add(worker.worker_id)
+        obj.answers.append(self._answer(job, obj, worker, labels))
+        if len(obj.answers) >= job.workers_per_object:
+            line = self._complete_object(job, obj)
+            with self._store.lock:
+                if job.status == "InProgress" and obj.index in job.in_flight:
+                    job.in_flight.remove(obj.index)
+                    job.labeled[obj.index] = line
+                    job.manifest_dirty = True
+                    job.touch()
+        return True
+
+    def _labels_for(self, job: LabelingJob, obj: DataObject) -> list[str]:
+        if job.template is not None:
+            return job.template.labels
+        if obj.truth is not None:
+            return list(obj.truth)
+        raise JobFailed(
+            f"{job.template_error} The frame {obj.source_ref} carries no gtbot truth, so workers "
+            'need the template\'s <crowd-keypoint labels="[...]"> to know what to click.'
+        )
+
+    def _team(self, workteam_arn: str) -> list[SimulatedWorker]:
+        key = (self._settings.seed, workteam_arn)
+        if key not in self._teams:
+            self._teams[key] = make_team(*key)
+        return self._teams[key]
+
+    def _answer(
+        self, job: LabelingJob, obj: DataObject, worker: SimulatedWorker, labels: list[str]
+    ) -> dict[str, Any]:
+        submitted = datetime.now(UTC)
+        spent = round(worker.median_seconds * job.rng.lognormvariate(0.0, 0.35), 3)
+        accepted = datetime.fromtimestamp(submitted.timestamp() - spent - 1.0, tz=UTC)
+        answer_name = job.template.answer_name if job.template else "annotatedResult"
+        answer: dict[str, Any] = {
+            "acceptanceTime": _iso_ms(accepted),
+            "submissionTime": _iso_ms(submitted),
+            "timeSpentInSeconds": spent,
+            "workerId": worker.worker_id,
+        }
+        if worker.cognito_sub is not None:
+            answer["workerMetadata"] = {
+                "identityData": {
+                    "identityProviderType": "Cognito",
+                    "issuer": f"https://cognito-idp.{job.region}.amazonaws.com/{job.region}_emulator",
+                    "sub": worker.cognito_sub,
+                }
+            }
+        answer["answerContent"] = {
+            answer_name: {
+                "inputImageProperties": {"height": obj.height, "width": obj.width},
+                "keypoints": answer_keypoints(worker, obj, labels, self._settings, job.rng),
+            }
+        }
+        return answer
+
+    def _put(self, uri: str, body: bytes, content_type: str) -> None:
+        bucket, key = parse_s3_uri(uri)
+        try:
+            self._s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+        except (ClientError, BotoCoreError) as exc:
+            raise JobFailed(
+                f"ClientError: Unable to write {uri}: {exc}. Check the output bucket and the "
+                "job's role."
+            ) from exc
+
+    def _complete_object(self, job: LabelingJob, obj: DataObject) -> dict[str, Any]:
+        """Write the worker-response file and build the output manifest line for `obj`."""
+        finished = datetime.now(UTC)
+        response_uri = (
+            f"{job.output_prefix}/annotations/worker-response/iteration-1/{obj.index}/"
+            f"{finished.strftime('%Y-%m-%d_%H:%M:%S')}.json"
+        )
+        body = json.dumps({"answers": obj.answers}, indent=1).encode()
+        self._put(response_uri, body, "application/json")
+        attribute = job.label_attribute
+        metadata: dict[str, Any] = {
+            "type": "groundtruth/custom",
+            "job-name": job.name,
+            "human-annotated": "yes",
+            "creation-date": finished.strftime("%Y-%m-%dT%H:%M:%S.%f"),
+        }
+        line = dict(obj.line)
+        if job.consolidates:
+            line[attribute] = {
+                "annotationsFromAllWorkers": [
+                    {
+                        "workerId": answer["workerId"],
+                        "annotationData": {"content": json.dumps(answer["answerContent"])},
+                    }
+                    for answer in obj.answers
+                ]
+            }
+        else:
+            line[attribute] = {}
+            metadata["worker-response-ref"] = response_uri
+        line[f"{attribute}-metadata"] = metadata
+        return line
+
+    def _write_manifest(self, job: LabelingJob) -> bool:
+        with self._store.lock:
+            lines = [job.labeled[index] for index in sorted(job.labeled)]
+            job.manifest_dirty = False
+        if not lines:
+            return False
+        text = "".join(json.dumps(line) + "\n" for line in lines)
+        self._put(job.output_manifest_uri, text.encode(), "application/jsonlines")
+        return True
+
+    def _flush_or_complete(self, job: LabelingJob) -> None:
+        with self._store.lock:
+            finished = not job.pending and not job.in_flight
+            dirty = job.manifest_dirty
+        if not finished:
+            if dirty:
+                self._write_manifest(job)
+            return
+        if not job.labeled:
+            first = next((obj.source_ref for obj in job.objects if obj.failed), "")
+            raise JobFailed(
+                f"ClientError: None of the {len(job.objects)} data objects could be labeled: "
+                f"their images could not be read (first: {first})."
+            )
+        self._write_manifest(job)
+        with self._store.lock:
+            if job.status == "InProgress":
+                job.output_dataset_uri = job.output_manifest_uri
+                job.set_status("Completed")
+
+    def _finish_stop(self, job: LabelingJob) -> None:
+        """Answers for unfinished objects are dropped; labeled ones stay in the manifest."""
+        written = self._write_manifest(job) if job.labeled else False
+        with self._store.lock:
+            if job.status == "Stopping":
+                if written:
+                    job.output_dataset_uri = job.output_manifest_uri
+                job.set_status("Stopped")
+
+
+def _parse_manifest(data: bytes, uri: str) -> list[DataObject]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JobFailed(f"ClientError: The input manifest {uri} is not UTF-8 text.") from exc
+    objects: list[DataObject] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise JobFailed(
+                f"ClientError: Invalid input manifest {uri}: line {number} is not valid JSON "
+                f"({exc.msg})."
+            ) from exc
+        source = line.get("source-ref") if isinstance(line, dict) else None
+        if not isinstance(source, str) or not source.startswith("s3://"):
+            raise JobFailed(
+                f"ClientError: Invalid input manifest {uri}: line {number} has no "
+                '"source-ref": "s3://..." entry.'
+            )
+        objects.append(DataObject(index=len(objects), line=line, source_ref=source))
+    if not objects:
+        raise JobFailed(f"ClientError: The input manifest {uri} contains no data objects.")
+    return objects
