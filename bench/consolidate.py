@@ -1,0 +1,145 @@
+"""Benchmark of `bot.results.consolidate` against the JSON parse floor.
+
+Generates N frames x 5 workers x 14 keypoints (the demo two-mouse project) in the recipe
+manifest form to a temp file, then measures in the same run:
+  - the parse floor: `json.loads` of every line and of every worker content string;
+  - the full consolidation (read, consensus with flip correction, agreement, six files).
+Peak memory is the process's ru_maxrss after each phase (tracemalloc would slow the run).
+
+    .venv/bin/python bench/consolidate.py [--frames 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.results import LabelSpec, consolidate  # noqa: E402
+
+SPEC = LabelSpec(
+    species="mouse",
+    animals=("black", "white"),
+    keypoints=(
+        "nose",
+        "right ear",
+        "left ear",
+        "top of neck",
+        "right rear knee",
+        "left rear knee",
+        "base of tail",
+    ),
+    check_pairs=(("right ear", "left ear"), ("right rear knee", "left rear knee")),
+)
+WORKERS = 5
+WIDTH, HEIGHT = 1024, 570
+
+
+def generate(path: Path, frames: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    pool = [f"private.us-east-2.{rng.getrandbits(64):016x}" for _ in range(40)]
+    offsets = [(0, 0), (-10, 12), (10, 12), (0, 25), (-15, 60), (15, 60), (0, 85)]
+    with open(path, "w") as out:
+        for f in range(frames):
+            centres = {a: (rng.uniform(150, 870), rng.uniform(120, 380)) for a in SPEC.animals}
+            workers = []
+            for worker in rng.sample(pool, WORKERS):
+                flip = rng.random() < 0.1
+                points = []
+                for animal, (cx, cy) in centres.items():
+                    for k, name in enumerate(SPEC.keypoints):
+                        if rng.random() < 0.01:
+                            continue  # a point the worker missed
+                        kk = {1: 2, 2: 1, 4: 5, 5: 4}.get(k, k) if flip else k
+                        dx, dy = offsets[kk]
+                        x = min(max(cx + dx + rng.gauss(0, 3), 0), WIDTH)
+                        y = min(max(cy + dy + rng.gauss(0, 3), 0), HEIGHT)
+                        label = f"{animal} mouse {name}"
+                        points.append({"label": label, "x": round(x, 1), "y": round(y, 1)})
+                content = {
+                    "annotatedResult": {
+                        "inputImageProperties": {"height": HEIGHT, "width": WIDTH},
+                        "keypoints": points,
+                    }
+                }
+                workers.append(
+                    {"workerId": worker, "annotationData": {"content": json.dumps(content)}}
+                )
+            record = {
+                "source-ref": f"s3://lab-frames/bench/images/frame_{f:06d}.jpg",
+                "annotatedResult": {"annotationsFromAllWorkers": workers},
+                "annotatedResult-metadata": {
+                    "type": "groundtruth/custom",
+                    "job-name": "bench",
+                    "human-annotated": "yes",
+                },
+            }
+            out.write(json.dumps(record) + "\n")
+
+
+def parse_floor(path: Path) -> float:
+    start = time.perf_counter()
+    with open(path) as lines:
+        for line in lines:
+            record = json.loads(line)
+            for worker in record["annotatedResult"]["annotationsFromAllWorkers"]:
+                json.loads(worker["annotationData"]["content"])
+    return time.perf_counter() - start
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--frames", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "output.manifest"
+        t0 = time.perf_counter()
+        generate(manifest, args.frames)
+        print(
+            f"generated {args.frames} frames ({manifest.stat().st_size / 1e6:.0f} MB) "
+            f"in {time.perf_counter() - t0:.1f} s; rss {rss_mb():.0f} MB"
+        )
+        floor = parse_floor(manifest)
+        rss_before = rss_mb()
+        print(
+            f"parse floor: {floor:.2f} s ({args.frames / floor:,.0f} frames/s); "
+            f"rss {rss_before:.0f} MB"
+        )
+
+        def no_fetch(uri: str) -> bytes:
+            raise FileNotFoundError(uri)
+
+        start = time.perf_counter()
+        with open(manifest) as lines:
+            summary = consolidate(
+                lines, SPEC, Path(tmp) / "out", fetch=no_fetch, load_image=lambda ref: None
+            )
+        took = time.perf_counter() - start
+        peak = rss_mb()
+        sizes = {p.name: p.stat().st_size / 1e6 for p in summary.files.all()}
+        print(
+            f"consolidate: {took:.2f} s ({summary.frames_consolidated / took:,.0f} frames/s), "
+            f"{took / floor:.2f}x the parse floor"
+        )
+        print(f"peak rss: {peak:.0f} MB (before consolidate {rss_before:.0f} MB)")
+        print(
+            f"frames {summary.frames_consolidated}, skipped {summary.frames_skipped}, "
+            f"flip-corrected frames {summary.flip_corrected_frames}, "
+            f"problems {summary.problem_count}"
+        )
+        print("files (MB): " + ", ".join(f"{k} {v:.1f}" for k, v in sizes.items()))
+
+
+if __name__ == "__main__":
+    main()

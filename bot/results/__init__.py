@@ -1,0 +1,16 @@
+"""Results post-processing: MARS consensus, training exports, agreement figures, pictures."""
+
+from bot.results.agreement import KeypointAgreement
+from bot.results.pipeline import ConsolidationSummary, ResultFiles, consolidate
+from bot.results.reader import Problem, local_worker_response_fetch
+from bot.results.spec import LabelSpec
+
+__all__ = [
+    "ConsolidationSummary",
+    "KeypointAgreement",
+    "LabelSpec",
+    "Problem",
+    "ResultFiles",
+    "consolidate",
+    "local_worker_response_fetch",
+]

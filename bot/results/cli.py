@@ -1,0 +1,220 @@
+"""Offline consolidation: `gtbot consolidate <manifest or s3://...> <project>`.
+
+The spec comes from the project's `project-config.yml`; the manifest and worker responses come
+from disk or S3 through a client made by the injected factory (no boto3 import here).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import yaml
+from PIL import Image
+
+from bot.errors import ConfigError, NotFoundError
+from bot.results.pipeline import ConsolidationSummary, consolidate
+from bot.results.reader import Fetch, local_worker_response_fetch
+from bot.results.spec import LabelSpec
+
+S3ClientFactory = Callable[[], Any]
+# How many problems `format_summary` lists before summarising the rest.
+SHOWN_PROBLEMS = 10
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise NotFoundError(f"{uri} is not an s3:// URI.")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket or not key:
+        raise NotFoundError(f"{uri} does not name a bucket and a key: use s3://bucket/key.")
+    return bucket, key
+
+
+def load_spec(project_dir: Path) -> LabelSpec:
+    path = project_dir / "project-config.yml"
+    if not path.is_file():
+        raise NotFoundError(f"No project-config.yml in {project_dir}: is this a project folder?")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping of keys such as `species` and `keypoints`.")
+    return LabelSpec.from_mapping(data)
+
+
+class _S3:
+    """One lazily made client shared by the manifest, the worker responses and the frames."""
+
+    def __init__(self, factory: S3ClientFactory) -> None:
+        self.factory = factory
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.factory()
+        return self._client
+
+    def get(self, uri: str) -> bytes:
+        bucket, key = split_s3_uri(uri)
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code in {"NoSuchKey", "404", "NoSuchBucket"}:
+                raise NotFoundError(f"{uri} does not exist.") from exc
+            raise
+        data: bytes = body.read()
+        return data
+
+    def lines(self, uri: str) -> Iterator[bytes]:
+        bucket, key = split_s3_uri(uri)
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code in {"NoSuchKey", "404", "NoSuchBucket"}:
+                raise NotFoundError(
+                    f"{uri} does not exist: is the job finished, and the bucket right?"
+                ) from exc
+            raise
+        yield from body.iter_lines()
+
+
+def _job_from_path(parts: tuple[str, ...]) -> str | None:
+    """`<output>/<job>/manifests/output/output.manifest` names its job."""
+    if len(parts) >= 4 and parts[-3:-1] == ("manifests", "output"):
+        return parts[-4]
+    return None
+
+
+def _job_from_first_line(line: str | bytes) -> str | None:
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    for key, value in record.items():
+        if isinstance(key, str) and key.endswith("-metadata") and isinstance(value, dict):
+            name = value.get("job-name")
+            if isinstance(name, str) and name:
+                return name
+    return None
+
+
+def _safe(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
+    return cleaned or "results"
+
+
+def run_consolidate(
+    source: str,
+    project_dir: Path,
+    out: Path | None,
+    *,
+    s3_client_factory: S3ClientFactory,
+) -> ConsolidationSummary:
+    """Consolidate a local or `s3://` output manifest into `out` (default
+    `<project>/annotation-data/results/<job or manifest name>/`)."""
+    spec = load_spec(project_dir)
+    s3 = _S3(s3_client_factory)
+    lines: Iterator[str] | Iterator[bytes]
+    if source.startswith("s3://"):
+        _, key = split_s3_uri(source)
+        parts = PurePosixPath(key).parts
+        stem = PurePosixPath(key).stem
+        lines = s3.lines(source)
+        fetch: Fetch = s3.get
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise NotFoundError(f"No manifest at {path}.")
+        parts = path.resolve().parts
+        stem = path.stem
+        handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+        lines = _closing_lines(handle)
+        fetch = local_worker_response_fetch(path, s3.get)
+    first = next(lines, None)
+    job = _job_from_first_line(first) if first is not None else None
+    job = job or _job_from_path(parts)
+    target = out or project_dir / "annotation-data" / "results" / _safe(job or stem)
+    chained = _prepend(first, lines)
+    return consolidate(
+        chained,
+        spec,
+        target,
+        fetch=fetch,
+        load_image=_image_loader(project_dir, s3),
+        job_name=job,
+    )
+
+
+def _closing_lines(handle: IO[str]) -> Iterator[str]:
+    with handle:
+        yield from handle
+
+
+def _prepend(first: str | bytes | None, rest: Iterator[Any]) -> Iterator[Any]:
+    if first is not None:
+        yield first
+    yield from rest
+
+
+def _image_loader(project_dir: Path, s3: _S3) -> Callable[[str], Image.Image | None]:
+    """Frames for the preview: the project's local copy first, S3 second, grey if neither."""
+    raw = project_dir / "annotation-data" / "raw-images"
+
+    def load(source_ref: str) -> Image.Image | None:
+        local = raw / PurePosixPath(source_ref).name
+        try:
+            if local.is_file():
+                with Image.open(local) as image:
+                    return image.convert("RGB")
+            if source_ref.startswith("s3://"):
+                with Image.open(io.BytesIO(s3.get(source_ref))) as image:
+                    return image.convert("RGB")
+        except Exception:  # a preview without one frame beats no result at all
+            return None
+        return None
+
+    return load
+
+
+def format_summary(summary: ConsolidationSummary) -> str:
+    """Plain text for a terminal; the last line is the frame count."""
+    out = []
+    if summary.job_name:
+        out.append(f"Job {summary.job_name}")
+    for path in summary.files.all():
+        out.append(f"  wrote {path}")
+    if summary.keypoints:
+        out.append("Agreement (median distance of workers to consensus):")
+        for k in summary.keypoints:
+            px = "n/a" if k.median_px is None else f"{k.median_px:.1f} px"
+            frac = (
+                ""
+                if k.median_body_fraction is None
+                else f" ({k.median_body_fraction:.1%} of body length)"
+            )
+            out.append(f"  {k.keypoint}: {px}{frac}, placed {k.placed_share:.0%}")
+    out.append(
+        f"{summary.workers} workers; left/right flips corrected in "
+        f"{summary.flip_corrected_frames} frames."
+    )
+    if summary.problem_count:
+        out.append(f"{summary.problem_count} problems:")
+        for problem in summary.problems[:SHOWN_PROBLEMS]:
+            out.append(f"  line {problem.line}: {problem.reason}")
+        if summary.problem_count > SHOWN_PROBLEMS:
+            out.append(f"  ... and {summary.problem_count - SHOWN_PROBLEMS} more")
+    out.append(
+        f"{summary.frames_consolidated} frames consolidated, {summary.frames_skipped} skipped."
+    )
+    return "\n".join(out)

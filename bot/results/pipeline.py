@@ -1,0 +1,172 @@
+"""One pass over an output manifest: read, batch, consolidate, write the six result files."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bot.results.agreement import AgreementAccumulator, KeypointAgreement
+from bot.results.consensus import consensus_batch
+from bot.results.exports import CocoWriter, CsvWriter, MarsWriter
+from bot.results.pictures import LoadImage, PreviewPicker, agreement_png, preview_png
+from bot.results.reader import Fetch, Frame, Problem, ReadReport, read_manifest
+from bot.results.spec import LabelSpec
+
+# Frames per numpy batch: large enough that per-call overhead vanishes, small enough that a
+# batch (frames x workers x slots x 2 doubles) stays a few MB.
+BATCH_FRAMES = 1024
+
+FILE_NAMES = {
+    "coco": "coco-keypoints.json",
+    "csv": "keypoints.csv",
+    "mars": "processed_keypoints.json",
+    "agreement": "agreement.json",
+    "preview": "preview.png",
+    "agreement_chart": "agreement.png",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFiles:
+    coco: Path
+    csv: Path
+    mars: Path
+    agreement: Path
+    preview: Path
+    agreement_chart: Path
+
+    @classmethod
+    def in_dir(cls, out_dir: Path) -> ResultFiles:
+        return cls(**{key: out_dir / name for key, name in FILE_NAMES.items()})
+
+    def all(self) -> tuple[Path, ...]:
+        return (
+            self.coco,
+            self.csv,
+            self.mars,
+            self.agreement,
+            self.preview,
+            self.agreement_chart,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsolidationSummary:
+    """What a consolidation produced; `problems` is capped, `problem_count` is not."""
+
+    job_name: str | None
+    frames_consolidated: int
+    frames_skipped: int
+    problems: tuple[Problem, ...]
+    problem_count: int
+    workers: int
+    flip_corrected_frames: int
+    files: ResultFiles
+    keypoints: tuple[KeypointAgreement, ...]
+
+
+def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    iterator = iter(frames)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def consolidate(
+    manifest_lines: Iterable[str] | Iterable[bytes],
+    spec: LabelSpec,
+    out_dir: Path,
+    *,
+    fetch: Fetch,
+    load_image: LoadImage,
+    job_name: str | None = None,
+    label_attribute: str | None = None,
+    batch_frames: int = BATCH_FRAMES,
+) -> ConsolidationSummary:
+    """Stream the manifest once and write the six result files into `out_dir`.
+
+    Memory is bounded by one batch, the agreement histograms (workers x labels) and the few
+    preview frames, whatever the number of frames. Files are written under a `.part` name and
+    renamed when complete, so a crash never leaves a truncated file that looks finished.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = ResultFiles.in_dir(out_dir)
+    report = ReadReport()
+    frames = read_manifest(
+        manifest_lines, spec, fetch=fetch, report=report, label_attribute=label_attribute
+    )
+    coco = CocoWriter(files.coco, spec, job_name)
+    table = CsvWriter(files.csv, spec)
+    mars = MarsWriter(files.mars, spec)
+    agreement = AgreementAccumulator(spec)
+    picker = PreviewPicker()
+    slot_values = spec.n_slots * 2
+    pad = [math.nan] * slot_values
+    try:
+        for batch in _batches(frames, batch_frames):
+            width = max(len(frame.workers) for frame in batch)
+            rows = []
+            worker_rows = []
+            seconds_rows = []
+            for frame in batch:
+                missing = width - len(frame.workers)
+                rows.append(frame.coords + pad * missing if missing else frame.coords)
+                indices = [agreement.worker_index(worker) for worker in frame.workers]
+                worker_rows.append(indices + [-1] * missing)
+                seconds_rows.append(
+                    [math.nan if s is None else s for s in frame.seconds] + [math.nan] * missing
+                )
+            coords = np.array(rows, dtype=np.float64).reshape(len(batch), width, spec.n_slots, 2)
+            result = consensus_batch(coords, spec)
+            agreement.add_batch(
+                result,
+                np.array(worker_rows, dtype=np.int64),
+                np.array(seconds_rows, dtype=np.float64),
+            )
+            coco.add_batch(batch, result)
+            table.add_batch(batch, result)
+            mars.add_batch(batch, result)
+            picker.add_batch(batch, result)
+    finally:
+        coco.close()
+        table.close()
+        mars.close()
+    name = job_name or report.job_name
+    keypoints = agreement.keypoints()
+    document = agreement.to_json(name)
+    document["frames_skipped"] = report.frames_skipped
+    document["problem_count"] = report.problem_count
+    _write_json(files.agreement, document)
+    preview_png(files.preview, spec, picker.chosen(), load_image)
+    agreement_png(
+        files.agreement_chart,
+        spec.keypoints,
+        [k.median_px for k in keypoints],
+        f"Worker agreement per keypoint ({agreement.frames} frames"
+        + (f", {name})" if name else ")"),
+    )
+    return ConsolidationSummary(
+        job_name=name,
+        frames_consolidated=agreement.frames,
+        frames_skipped=report.frames_skipped,
+        problems=tuple(report.problems),
+        problem_count=report.problem_count,
+        workers=len(agreement.worker_names),
+        flip_corrected_frames=agreement.flip_frames,
+        files=files,
+        keypoints=keypoints,
+    )
+
+
+def _write_json(path: Path, document: object) -> None:
+    part = path.with_name(path.name + ".part")
+    with open(part, "w", encoding="utf-8") as out:
+        json.dump(document, out, indent=2, allow_nan=False)
+        out.write("\n")
+    os.replace(part, path)

@@ -1,0 +1,124 @@
+"""Results of a finished job, for `/gt results`, the watcher's completion post and the console.
+
+Consolidation itself lives in bot/results; this module finds the job's output manifest, runs it
+once into the project (reusing earlier results), puts the exports next to the job's output in S3,
+and signs links to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aws import groundtruth as gt
+from aws import s3
+from bot.context import Context
+from bot.errors import GtBotError, NotFoundError
+from bot.project import ProjectConfig
+from bot.results.cli import format_summary, run_consolidate
+from bot.results.pipeline import ConsolidationSummary
+from bot.watcher import Completion
+
+EXPORTS = (
+    "coco-keypoints.json",
+    "keypoints.csv",
+    "processed_keypoints.json",
+    "agreement.json",
+    "preview.png",
+    "agreement.png",
+)
+PICTURES = ("preview.png", "agreement.png")
+
+
+@dataclass(frozen=True)
+class JobResults:
+    job_name: str
+    out_dir: Path
+    summary_text: str
+    links: tuple[tuple[str, str], ...]
+    link_hours: int
+    pictures: tuple[Path, ...]
+    reused: bool
+
+    def text(self) -> str:
+        lines = [self.summary_text, f"Links (valid for {self.link_hours} h):"]
+        lines += [f"  {name}: {url}" for name, url in self.links]
+        lines.append(f"Local copy: {self.out_dir}")
+        return "\n".join(lines)
+
+
+def project_of_job(ctx: Context, job_name: str) -> ProjectConfig:
+    root = ctx.settings.projects_dir
+    names = [c.name for c in root.iterdir() if c.is_dir()] if root.is_dir() else []
+    for name in sorted(names, key=len, reverse=True):
+        if job_name.startswith(name + "-"):
+            return ctx.project(name)
+    raise NotFoundError(
+        f"No project in {root} matches job {job_name} (jobs are named <project>-<time>). "
+        "For a job launched elsewhere, use `gtbot consolidate <output.manifest> --project <name>`."
+    )
+
+
+def _saved_summary(out_dir: Path) -> str | None:
+    marker = out_dir / "summary.txt"
+    if all((out_dir / name).is_file() for name in EXPORTS) and marker.is_file():
+        return marker.read_text(encoding="utf-8")
+    return None
+
+
+def consolidate_job(ctx: Context, job: gt.JobInfo, project: ProjectConfig) -> ConsolidationSummary:
+    uri = job.output_dataset_uri or (
+        f"s3://{project.output_bucket}/{project.output_manifest_key(job.name)}"
+    )
+    out_dir = project.results_dir / job.name
+    return run_consolidate(
+        uri, project.path, out_dir, s3_client_factory=lambda: ctx.clients.s3(project.region)
+    )
+
+
+def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobResults:
+    """Build (or reuse) a job's results and sign links to the copies in S3."""
+    project = project_of_job(ctx, job_name)
+    job = gt.describe_labeling_job(ctx.sagemaker(project.region), job_name)
+    if job.status not in ("Completed", "Stopped"):
+        raise GtBotError(
+            f"{job_name} is {job.status}; results come when it has Completed or been Stopped. "
+            f"`status {job_name}` shows its progress."
+        )
+    out_dir = project.results_dir / job_name
+    saved = None if rebuild else _saved_summary(out_dir)
+    reused = saved is not None
+    if saved is None:
+        ctx.progress(f"Consolidating {job_name} ...")
+        summary = consolidate_job(ctx, job, project)
+        saved = format_summary(summary)
+        (out_dir / "summary.txt").write_text(saved, encoding="utf-8")
+    client = ctx.s3(project)
+    prefix = f"{project.output_prefix}{job_name}/gtbot-results/"
+    links = []
+    hours = ctx.settings.link_hours
+    for name in EXPORTS:
+        ctype = {"png": "image/png", "csv": "text/csv"}.get(
+            name.rsplit(".", 1)[-1], "application/json"
+        )
+        s3.put_bytes(
+            client, project.output_bucket, prefix + name, (out_dir / name).read_bytes(), ctype
+        )
+        links.append(
+            (name, s3.presign_get(client, project.output_bucket, prefix + name, hours * 3600))
+        )
+    return JobResults(
+        job_name=job_name,
+        out_dir=out_dir,
+        summary_text=saved,
+        links=tuple(links),
+        link_hours=hours,
+        pictures=tuple(out_dir / p for p in PICTURES),
+        reused=reused,
+    )
+
+
+def completion_results(ctx: Context, watch: object, job: gt.JobInfo) -> Completion:
+    """The watcher's completion post carries the results when the job's project is known here."""
+    results = job_results(ctx, job.name)
+    return Completion(text=results.text(), files=results.pictures)
