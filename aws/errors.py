@@ -14,7 +14,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from bot.errors import AwsError, NotFoundError
+from bot.errors import AwsError, NameInUseError, NotFoundError
 
 _CODE_ADVICE = {
     "AccessDenied": "the credentials in use are not allowed to do this. Check the IAM policy of "
@@ -54,7 +54,7 @@ def aws_call(action: str) -> Iterator[None]:
         if code in ("ResourceNotFound", "ResourceNotFoundException"):
             raise NotFoundError(f"Could not {action}: {error_message(exc)}") from None
         if code == "ResourceInUse":
-            raise AwsError(
+            raise NameInUseError(
                 f"Could not {action}: {error_message(exc)} Labeling job names are unique forever "
                 "in an account and region; submit again to get a new name."
             ) from None

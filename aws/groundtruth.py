@@ -205,6 +205,19 @@ def describe_labeling_job(client: Any, name: str) -> JobInfo:
         return _job_info(client.describe_labeling_job(LabelingJobName=name))
 
 
+def iter_labeling_job_pages(
+    client: Any, *, created_after: datetime | None = None
+) -> Iterator[list[JobInfo]]:
+    """Page by page, so a caller can count the calls (one per page) it spends per tick."""
+    params: dict[str, Any] = {"SortBy": "CreationTime", "SortOrder": "Descending"}
+    if created_after:
+        params["CreationTimeAfter"] = created_after
+    with aws_call("list labeling jobs"):
+        paginator = client.get_paginator("list_labeling_jobs")
+        for page in paginator.paginate(**params, PaginationConfig={"PageSize": 100}):
+            yield [_job_info(raw) for raw in page.get("LabelingJobSummaryList", [])]
+
+
 def iter_labeling_jobs(
     client: Any,
     *,

@@ -65,7 +65,7 @@ class UploadResult:
     failed: tuple[tuple[str, str], ...]
 
 
-def _bucket_region(client: Any, bucket: str) -> str:
+def bucket_region(client: Any, bucket: str) -> str:
     location = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
     # S3 reports us-east-1 as None and the legacy EU as "EU".
     return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
@@ -115,7 +115,7 @@ def ensure_bucket(client: Any, bucket: str, region: str, *, cors: bool) -> Bucke
                 if error_code(exc) != "BucketAlreadyOwnedByYou":
                     raise
     with aws_call(f"read the region of bucket {bucket}"):
-        actual = _bucket_region(client, bucket)
+        actual = bucket_region(client, bucket)
     if actual != region:
         raise AwsError(
             f"Bucket {bucket} exists in {actual}, but the project's region is {region}. Ground "

@@ -15,7 +15,7 @@ from typing import Any
 from aws.groundtruth import JobInfo
 from bot import pipeline
 from bot.context import Context
-from bot.errors import UsageError
+from bot.errors import NotFoundError, UsageError
 from bot.render import job_line, job_text
 
 
@@ -38,6 +38,8 @@ class Invocation:
     options: dict[str, str | bool]
     interface: str = "console"
     confirm: Callable[[pipeline.Plan], bool] | None = None
+    user: str | None = None
+    channel: str | None = None
 
     def opt_int(self, name: str, default: int) -> int:
         raw = self.options.get(name)
@@ -149,9 +151,11 @@ class Router:
         *,
         interface: str = "console",
         confirm: Callable[[pipeline.Plan], bool] | None = None,
+        user: str | None = None,
+        channel: str | None = None,
     ) -> Reply:
         cmd, args, options = parse(text)
-        return cmd.func(Invocation(self.ctx, args, options, interface, confirm))
+        return cmd.func(Invocation(self.ctx, args, options, interface, confirm, user, channel))
 
 
 # --------------------------------------------------------------------------- commands
@@ -165,9 +169,9 @@ def cmd_help(inv: Invocation) -> Reply:
         if cmd is None:
             raise UsageError(f"No command {inv.args[0]!r}. Try `help`.")
         return Reply(f"{cmd.usage}\n{cmd.help}")
-    width = max(len(c.usage) for c in COMMANDS.values())
-    lines = ["Commands:"] + [
-        f"  {c.usage.ljust(width)}  {c.help}"
+    width = max(len(name) for name in COMMANDS)
+    lines = ["Commands (`help <command>` shows its arguments and options):"] + [
+        f"  {c.name.ljust(width)}  {c.help}"
         for c in sorted(COMMANDS.values(), key=lambda c: c.name)
     ]
     return Reply("\n".join(lines))
@@ -315,3 +319,104 @@ def cmd_stop(inv: Invocation) -> Reply:
     if job.status in ("Completed", "Failed", "Stopped"):
         return Reply(f"Job {job.name} had already ended ({job.status}); nothing to stop.", job=job)
     return Reply(f"Stopping job {job.name} ({job.status}). Labels already made are kept.", job=job)
+
+
+@command("watch", positional=("job",))
+def cmd_watch(inv: Invocation) -> Reply:
+    """Follow an existing labeling job in this channel, even one gtbot did not launch."""
+    store, channel = inv.ctx.store, inv.channel
+    if store is None or channel is None:
+        raise UsageError("`watch` follows a job in a Slack channel; run it as `/gt watch <job>`.")
+    job = pipeline.job_status(inv.ctx, inv.args[0])
+    region = pipeline.region_for_job(inv.ctx, job.name)
+    new = store.add_watch(
+        job_name=job.name,
+        region=region,
+        channel=channel,
+        owner=inv.user,
+        job_created=job.created,
+    )
+    verb = "Now watching" if new else "Moved the watch of"
+    return Reply(f"{verb} {job.name} here ({job.status}); its card follows.", job=job)
+
+
+@command("unwatch", positional=("job",))
+def cmd_unwatch(inv: Invocation) -> Reply:
+    """Stop following a labeling job (the job itself keeps running)."""
+    if inv.ctx.store is None:
+        raise UsageError(
+            "`unwatch` applies to jobs followed in Slack; run it as `/gt unwatch <job>`."
+        )
+    if not inv.ctx.store.remove_watch(inv.args[0]):
+        raise NotFoundError(f"{inv.args[0]} is not being watched. `jobs` lists recent jobs.")
+    return Reply(f"No longer watching {inv.args[0]}. The job itself is unchanged.")
+
+
+@command("frames", positional=("project",), options=("count", "from", "seed", "quality"))
+def cmd_frames(inv: Invocation) -> Reply:
+    """Sample frames worth labeling from the project's videos into raw-images."""
+    from pathlib import Path
+
+    from bot.frames import extract_frames, format_frames_result
+
+    project = inv.ctx.project(inv.args[0])
+    source = _opt_str(inv, "from")
+    last = [-1]
+
+    def progress(p: Any) -> None:
+        pct = 100 * p.done // max(p.total, 1)
+        if pct // 10 != last[0] // 10 or p.done == p.total:
+            last[0] = pct
+            inv.ctx.progress(f"Extracting frames: {p.done}/{p.total} ({pct}%), {p.video}")
+
+    result = extract_frames(
+        project.path,
+        count=inv.opt_int("count", 200),
+        source_dir=Path(source).expanduser() if source else None,
+        seed=inv.opt_int("seed", 0),
+        quality=inv.opt_int("quality", 90),
+        progress=progress,
+    )
+    return Reply(format_frames_result(result), data=result)
+
+
+@command("results", positional=("job",), flags=("rebuild",))
+def cmd_results(inv: Invocation) -> Reply:
+    """Consensus keypoints, exports, agreement figures and preview pictures of a finished job."""
+    from bot.results_service import job_results
+
+    results = job_results(inv.ctx, inv.args[0], rebuild=bool(inv.options.get("rebuild")))
+    return Reply(results.text(), files=tuple(str(p) for p in results.pictures), data=results)
+
+
+@command("consolidate", positional=("manifest",), options=("project", "out"))
+def cmd_consolidate(inv: Invocation) -> Reply:
+    """Consolidate an output.manifest you already have (local path or s3:// URI) offline."""
+    from pathlib import Path
+
+    from bot.results.cli import format_summary, run_consolidate
+
+    name = _opt_str(inv, "project")
+    if not name:
+        raise UsageError("consolidate needs --project <name> (for its keypoints and pairs).")
+    project = inv.ctx.project(name)
+    out = _opt_str(inv, "out")
+    summary = run_consolidate(
+        inv.args[0],
+        project.path,
+        Path(out).expanduser() if out else None,
+        s3_client_factory=lambda: inv.ctx.clients.s3(project.region),
+    )
+    return Reply(format_summary(summary), data=summary)
+
+
+@command("doctor", optional_positional=("project",))
+def cmd_doctor(inv: Invocation) -> Reply:
+    """Check credentials, region, role, workteam and buckets before spending anything."""
+    from bot.doctor import run_doctor
+
+    checks = run_doctor(inv.ctx, inv.args[0] if inv.args else None)
+    lines = [f"{'ok ' if ok else 'FAIL'}  {what}: {detail}" for what, ok, detail in checks]
+    failed = sum(1 for _, ok, _ in checks if not ok)
+    lines.append("All checks passed." if not failed else f"{failed} check(s) failed; see above.")
+    return Reply("\n".join(lines), data=checks)

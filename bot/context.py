@@ -9,6 +9,7 @@ from typing import Any
 from aws.clients import ClientFactory
 from bot.project import ProjectConfig, load_project
 from bot.settings import Settings
+from bot.state import Store
 
 Progress = Callable[[str], None]
 
@@ -22,6 +23,7 @@ class Context:
     settings: Settings
     clients: ClientFactory = field(default_factory=ClientFactory)
     progress: Progress = _quiet
+    store: Store | None = None
 
     def project(self, name: str) -> ProjectConfig:
         return load_project(self.settings.projects_dir, name, self.settings.lab_job_defaults)
@@ -33,4 +35,6 @@ class Context:
         return self.clients.sagemaker(region)
 
     def with_progress(self, progress: Progress) -> Context:
-        return Context(settings=self.settings, clients=self.clients, progress=progress)
+        return Context(
+            settings=self.settings, clients=self.clients, progress=progress, store=self.store
+        )

@@ -33,3 +33,7 @@ class AwsError(GtBotError):
 
 class PermissionDeniedError(GtBotError):
     """The caller may not run this command here."""
+
+
+class NameInUseError(AwsError):
+    """A labeling job with this name exists already (names are unique forever)."""

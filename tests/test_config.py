@@ -83,7 +83,9 @@ def test_lab_defaults_from_env_and_gtbot_yml(tmp_path: Path) -> None:
         "job:\n  role_arn: arn:aws:iam::111122223333:role/LabRole\n"
         "  workteam_arn: arn:aws:sagemaker:us-east-2:111122223333:workteam/private-crowd/lab\n"
     )
-    settings = Settings.from_env({"GTBOT_CONFIG": str(lab), "GTBOT_ROLE_ARN": "arn:aws:iam::999988887777:role/EnvRole"})
+    settings = Settings.from_env(
+        {"GTBOT_CONFIG": str(lab), "GTBOT_ROLE_ARN": "arn:aws:iam::999988887777:role/EnvRole"}
+    )
     project = load_project(tmp_path, "proj", settings.lab_job_defaults)
     assert project.job.role_arn == "arn:aws:iam::999988887777:role/EnvRole"  # env wins
     assert project.job.workteam_arn.endswith("private-crowd/lab")
@@ -118,8 +120,16 @@ BAD_CONFIGS = [
     ("num_obj text", _set("num_obj", "two"), "key `num_obj`"),
     ("duplicate keypoint", _set("keypoints", ["nose", "tail", "nose"]), "'nose' is listed twice"),
     ("keypoints missing", _set("keypoints", _DELETE), "key `keypoints`: missing"),
-    ("pair not in keypoints", _set("check_pairs", [["right ear", "left eer"]]), "'left eer' is not in `keypoints`. Did you mean 'left ear'?"),
-    ("pair of three", _set("check_pairs", [["nose", "right ear", "left ear"]]), "must be a pair like"),
+    (
+        "pair not in keypoints",
+        _set("check_pairs", [["right ear", "left eer"]]),
+        "'left eer' is not in `keypoints`. Did you mean 'left ear'?",
+    ),
+    (
+        "pair of three",
+        _set("check_pairs", [["nose", "right ear", "left ear"]]),
+        "must be a pair like",
+    ),
     ("pair with itself", _set("check_pairs", [["nose", "nose"]]), "pairs a keypoint with itself"),
     ("bucket uppercase", _set("data_bucket", "Lab_Frames"), "may only contain lowercase letters"),
     ("bucket too short", _set("template_bucket", "ab"), "S3 bucket names have 3 to 63"),
@@ -130,27 +140,51 @@ BAD_CONFIGS = [
     ("same buckets", _set("template_bucket", "lab-frames"), "three different buckets"),
     ("bad region", _set("region", "us-east-9"), "'us-east-9' is not an AWS region"),
     ("region typo", _set("region", "useast-2"), "Did you mean 'us-east-2'?"),
-    ("workteam arn form", _set("job.workteam_arn", "my-team"), "key `job.workteam_arn`: 'my-team' is not an ARN of the right form"),
+    (
+        "workteam arn form",
+        _set("job.workteam_arn", "my-team"),
+        "key `job.workteam_arn`: 'my-team' is not an ARN of the right form",
+    ),
     ("role arn form", _set("job.role_arn", "arn:aws:iam::123:role/x"), "key `job.role_arn`"),
-    ("workteam other region", _set("job.workteam_arn", "arn:aws:sagemaker:eu-west-1:123456789012:workteam/private-crowd/t"), "the workteam is in eu-west-1"),
+    (
+        "workteam other region",
+        _set(
+            "job.workteam_arn", "arn:aws:sagemaker:eu-west-1:123456789012:workteam/private-crowd/t"
+        ),
+        "the workteam is in eu-west-1",
+    ),
     ("workers 0", _set("job.workers_per_image", 0), "0 is outside 1..9"),
-    ("workers 12", _set("job.workers_per_image", 12), "12 is outside 1..9. Write a number from 1 to 9"),
+    (
+        "workers 12",
+        _set("job.workers_per_image", 12),
+        "12 is outside 1..9. Write a number from 1 to 9",
+    ),
     ("time limit short", _set("job.task_time_limit_seconds", 10), "10 is outside 30..28800"),
     ("time limit long", _set("job.task_time_limit_seconds", 30000), "30000 is outside 30..28800"),
     ("availability", _set("job.task_availability_seconds", 10), "10 is outside 60..864000"),
     ("price on private team", _set("job.price_usd", 0.036), "a private workteam takes no price"),
-    ("unknown job key", _set("job.workers_per_imag", 3), "unknown job setting. Did you mean `workers_per_image`?"),
+    (
+        "unknown job key",
+        _set("job.workers_per_imag", 3),
+        "unknown job setting. Did you mean `workers_per_image`?",
+    ),
     ("typo of top key", _set("check_pair", []), "unknown key; did you mean `check_pairs`?"),
     ("title too long", _set("job.title", "x" * 129), "at most 128"),
     ("description too long", _set("job.description", "x" * 256), "at most 255"),
     ("too many keywords", _set("job.keywords", ["a", "b", "c", "d", "e", "f"]), "1 to 5 keywords"),
     ("bad keyword", _set("job.keywords", ["pose!"]), "'pose!' is not allowed"),
-    ("consolidation without pre", _set("job.consolidation_lambda_arn", "arn:aws:lambda:us-east-2:123456789012:function:post"), "needs a pre-annotation Lambda"),
+    (
+        "consolidation without pre",
+        _set("job.consolidation_lambda_arn", "arn:aws:lambda:us-east-2:123456789012:function:post"),
+        "needs a pre-annotation Lambda",
+    ),
     ("bad lambda", _set("job.pre_lambda_arn", "lambda-pre"), "key `job.pre_lambda_arn`"),
 ]
 
 
-@pytest.mark.parametrize(("name", "change", "expected"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+@pytest.mark.parametrize(
+    ("name", "change", "expected"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS]
+)
 def test_bad_config_is_reported_with_file_line_key_and_fix(
     tmp_path: Path, name: str, change: object, expected: str
 ) -> None:

@@ -45,7 +45,9 @@ def _expected(human_extra: dict, input_extra: dict | None = None, workteam: str 
         "LabelAttributeName": "annotatedResult",
         "InputConfig": {
             "DataSource": {
-                "S3DataSource": {"ManifestS3Uri": "s3://lab-frames/demo-mice/manifests/input.manifest"}
+                "S3DataSource": {
+                    "ManifestS3Uri": "s3://lab-frames/demo-mice/manifests/input.manifest"
+                }
             },
             **(input_extra or {}),
         },
@@ -97,7 +99,10 @@ def test_public_crowd_request_has_price_and_content_classifiers() -> None:
         },
         {
             "DataAttributes": {
-                "ContentClassifiers": ["FreeOfPersonallyIdentifiableInformation", "FreeOfAdultContent"]
+                "ContentClassifiers": [
+                    "FreeOfPersonallyIdentifiableInformation",
+                    "FreeOfAdultContent",
+                ]
             }
         },
         workteam=PUBLIC,
@@ -118,7 +123,9 @@ def test_price_split_into_dollars_cents_tenths(price: str, parts: tuple[int, int
 def test_lambdas_are_passed_when_configured() -> None:
     pre = "arn:aws:lambda:us-east-2:123456789012:function:gt-pre"
     post = "arn:aws:lambda:us-east-2:123456789012:function:gt-post"
-    request = gt.build_labeling_job_request(_spec(pre_lambda_arn=pre, consolidation_lambda_arn=post))
+    request = gt.build_labeling_job_request(
+        _spec(pre_lambda_arn=pre, consolidation_lambda_arn=post)
+    )
     human = request["HumanTaskConfig"]
     assert human["PreHumanTaskLambdaArn"] == pre
     assert human["AnnotationConsolidationConfig"] == {"AnnotationConsolidationLambdaArn": post}
@@ -179,7 +186,11 @@ def test_list_and_describe_return_dataclasses() -> None:
         stub.add_response(
             "list_labeling_jobs",
             {"LabelingJobSummaryList": [summary]},
-            expected_params={"SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": 100},
+            expected_params={
+                "SortBy": "CreationTime",
+                "SortOrder": "Descending",
+                "MaxResults": 100,
+            },
         )
         jobs = list(gt.iter_labeling_jobs(client))
     assert jobs[0].counters.total == 10 and jobs[0].status == "InProgress"

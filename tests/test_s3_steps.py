@@ -9,6 +9,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.stub import Stubber
+from conftest import write_project
 
 from aws import s3
 from aws.clients import ClientFactory
@@ -16,8 +17,6 @@ from bot import pipeline
 from bot.context import Context
 from bot.errors import AwsError, NotFoundError
 from bot.settings import Settings
-
-from conftest import write_project
 
 
 @pytest.fixture
@@ -65,7 +64,9 @@ def test_bucket_in_another_region_is_a_clear_error(ctx: Context) -> None:
         Bucket="demo-frames", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
     )
     write_project(ctx.settings.projects_dir)
-    with pytest.raises(AwsError, match="exists in eu-west-1, but the project's region is us-east-2"):
+    with pytest.raises(
+        AwsError, match="exists in eu-west-1, but the project's region is us-east-2"
+    ):
         pipeline.setup_buckets(ctx, ctx.project("demo"))
 
 

@@ -7,10 +7,10 @@ import json
 import re
 from pathlib import Path
 
+from conftest import write_project
+
 from bot.pipeline import render_interface
 from bot.project import load_project
-
-from conftest import write_project
 
 
 def test_interface_has_every_label_and_untouched_liquid(tmp_path: Path) -> None:

@@ -1,0 +1,165 @@
+"""Plans and Launch: the one path that spends worker money, guarded against spending twice.
+
+A plan's job name is fixed when the plan is made, so even a launch that crashed half way cannot
+create a second job: the plan row is compare-and-set (pending → launching → launched), and Ground
+Truth itself refuses a second job with the same name.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from aws import groundtruth as gt
+from bot.context import Context
+from bot.errors import GtBotError, NameInUseError, NotFoundError
+from bot.pipeline import Plan
+from bot.state import PlanRow, Store, utcnow
+
+log = logging.getLogger("gtbot.launch")
+STALE_LAUNCH = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What became of a click: `kind` is launched, cancelled, already, forbidden or failed."""
+
+    kind: str
+    message: str
+    plan: PlanRow | None = None
+    job: gt.JobInfo | None = None
+
+
+def plan_summary(plan: Plan) -> dict[str, object]:
+    return {
+        "project": plan.project,
+        "region": plan.region,
+        "job_name": plan.job_name,
+        "images": plan.images,
+        "workers_per_image": plan.workers_per_image,
+        "workteam_kind": plan.workteam_kind,
+        "workteam": plan.workteam_arn.rsplit("/", 1)[-1],
+        "price": plan.price_text(),
+        "cost": plan.cost_text(),
+        "prepared": list(plan.prepared),
+    }
+
+
+def record_plan(store: Store, plan: Plan, *, user: str, channel: str) -> str:
+    plan_id = uuid.uuid4().hex
+    store.add_plan(
+        plan_id=plan_id,
+        project=plan.project,
+        region=plan.region,
+        job_name=plan.job_name,
+        requested_by=user,
+        channel=channel,
+        summary=plan_summary(plan),
+        request=plan.request,
+    )
+    return plan_id
+
+
+def _may_decide(plan: PlanRow, user: str, is_admin: bool) -> bool:
+    return is_admin or plan.requested_by == user
+
+
+def _already(plan: PlanRow) -> Decision:
+    words = {
+        "launching": "is being launched",
+        "launched": f"was launched as {plan.job_name}",
+        "cancelled": "was cancelled",
+        "failed": f"failed to launch ({plan.error})",
+    }
+    return Decision("already", f"This plan {words.get(plan.state, plan.state)}.", plan)
+
+
+def _reconcile(ctx: Context, store: Store, plan: PlanRow) -> PlanRow:
+    """A launch left half done (a crash between click and call): ask AWS what happened."""
+    if plan.state != "launching" or utcnow() - plan.updated_at < STALE_LAUNCH:
+        return plan
+    try:
+        gt.describe_labeling_job(ctx.sagemaker(plan.region), plan.job_name)
+    except NotFoundError:
+        store.transition_plan(plan.id, ("launching",), "pending")
+    else:
+        if store.transition_plan(plan.id, ("launching",), "launched"):
+            _watch_launched(store, plan, None)
+    return store.get_plan(plan.id) or plan
+
+
+def launch_plan(ctx: Context, store: Store, plan_id: str, *, user: str, is_admin: bool) -> Decision:
+    plan = store.get_plan(plan_id)
+    if plan is None:
+        return Decision("failed", "This plan no longer exists; run submit again.")
+    if not _may_decide(plan, user, is_admin):
+        return Decision(
+            "forbidden",
+            "Only the person who asked for this plan, or an admin, may launch it.",
+            plan,
+        )
+    plan = _reconcile(ctx, store, plan)
+    if not store.transition_plan(plan_id, ("pending",), "launching", by=user):
+        return _already(store.get_plan(plan_id) or plan)
+    client = ctx.sagemaker(plan.region)
+    try:
+        job = gt.create_labeling_job(client, plan.request)
+    except NameInUseError:
+        # An earlier attempt reached AWS before we could record it: that job is this plan's.
+        job = gt.describe_labeling_job(client, plan.job_name)
+    except GtBotError as exc:
+        store.transition_plan(plan_id, ("launching",), "failed", error=exc.user_message)
+        return Decision("failed", exc.user_message, store.get_plan(plan_id))
+    store.transition_plan(plan_id, ("launching",), "launched")
+    _watch_launched(store, plan, job)
+    log.info("launched job=%s project=%s by=%s", plan.job_name, plan.project, user)
+    return Decision("launched", f"Launched {plan.job_name}.", store.get_plan(plan_id), job)
+
+
+def _watch_launched(store: Store, plan: PlanRow, job: gt.JobInfo | None) -> None:
+    """The plan card becomes the job card, and its thread carries the job's news."""
+    store.add_watch(
+        job_name=plan.job_name,
+        region=plan.region,
+        channel=plan.channel,
+        project=plan.project,
+        message_ts=plan.message_ts,
+        thread_ts=plan.message_ts,
+        owner=plan.requested_by,
+        job_created=job.created if job else None,
+    )
+
+
+def cancel_plan(store: Store, plan_id: str, *, user: str, is_admin: bool) -> Decision:
+    plan = store.get_plan(plan_id)
+    if plan is None:
+        return Decision("failed", "This plan no longer exists.")
+    if not _may_decide(plan, user, is_admin):
+        return Decision(
+            "forbidden",
+            "Only the person who asked for this plan, or an admin, may cancel it.",
+            plan,
+        )
+    if not store.transition_plan(plan_id, ("pending",), "cancelled", by=user):
+        return _already(store.get_plan(plan_id) or plan)
+    return Decision("cancelled", "Plan cancelled; nothing was launched.", store.get_plan(plan_id))
+
+
+def recover_launches(ctx: Context, store: Store) -> list[PlanRow]:
+    """At start: settle plans a previous process left in `launching`, whatever their age."""
+    settled = []
+    for plan in store.plans_in_state("launching"):
+        try:
+            gt.describe_labeling_job(ctx.sagemaker(plan.region), plan.job_name)
+        except NotFoundError:
+            store.transition_plan(plan.id, ("launching",), "pending")
+        except GtBotError as exc:
+            log.warning("could not settle plan %s: %s", plan.id, exc.user_message)
+            continue
+        else:
+            if store.transition_plan(plan.id, ("launching",), "launched"):
+                _watch_launched(store, plan, None)
+        settled.append(store.get_plan(plan.id) or plan)
+    return settled

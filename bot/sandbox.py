@@ -1,0 +1,293 @@
+"""`gtbot sandbox`: the whole workflow on one machine, no AWS account and no Slack workspace.
+
+moto's S3 server and gtbot's Ground Truth emulator run in-process on loopback; boto3 reaches them
+through its own AWS_ENDPOINT_URL_* variables, and the workflow is played through the same command
+router, launcher and watcher that serve `/gt` in Slack. What a channel would show is printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.cards import JobCard
+
+REGION = "us-east-2"
+ACCOUNT = "123456789012"
+SANDBOX_ROLE = f"arn:aws:iam::{ACCOUNT}:role/service-role/GtbotSandboxRole"
+SANDBOX_TEAM = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:workteam/private-crowd/sandbox-labelers"
+PROJECT = "demo-mice"
+CHANNEL = "#sandbox"
+USER = "U0SANDBOX"
+
+Print = Callable[[str], None]
+
+
+class ConsoleNotifier:
+    """Shows, in a terminal, the posts and card updates a Slack channel would get."""
+
+    def __init__(self, out: Print) -> None:
+        self.out = out
+        self._next = 0
+
+    def _ts(self) -> str:
+        self._next += 1
+        return f"{self._next}"
+
+    def post_card(self, channel: str, card: JobCard, thread_ts: str | None = None) -> str:
+        self.out(_boxed(f"{channel} · new job card", card.text()))
+        return self._ts()
+
+    def update_card(self, channel: str, ts: str, card: JobCard) -> None:
+        self.out(_boxed(f"{channel} · job card updated", card.text()))
+
+    def post_thread(self, channel: str, thread_ts: str | None, text: str) -> str:
+        self.out(_boxed(f"{channel} · in the job's thread", text))
+        return self._ts()
+
+    def upload_files(
+        self, channel: str, thread_ts: str | None, files: list[Path], title: str
+    ) -> None:
+        self.out(_boxed(f"{channel} · files posted: {title}", "\n".join(str(f) for f in files)))
+
+
+def _boxed(title: str, body: str) -> str:
+    lines = [f"┌─ {title}"]
+    for line in body.splitlines() or [""]:
+        wrapped = textwrap.wrap(line, 96, subsequent_indent="    ") or [""]
+        lines += [f"│ {w}" for w in wrapped]
+    lines.append("└─")
+    return "\n".join(lines)
+
+
+@dataclass
+class Emulators:
+    s3_url: str
+    sagemaker_url: str
+    stop: Callable[[], None]
+    settings: object
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL_S3": self.s3_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url,
+            "AWS_ACCESS_KEY_ID": "sandbox",
+            "AWS_SECRET_ACCESS_KEY": "sandbox",
+            "AWS_DEFAULT_REGION": REGION,
+            "GTBOT_ROLE_ARN": SANDBOX_ROLE,
+            "GTBOT_WORKTEAM_ARN": SANDBOX_TEAM,
+        }
+
+
+def start_emulators(rate: float) -> Emulators:
+    from aws.emulator.groundtruth import EmulatorSettings, start_groundtruth_emulator
+    from aws.emulator.moto_s3 import start_local_s3
+
+    s3 = start_local_s3()
+    settings = EmulatorSettings(rate=rate, initializing_seconds=1.0, seed=7)
+    gt = start_groundtruth_emulator(s3.url, settings)
+
+    def stop() -> None:
+        gt.stop()
+        s3.stop()
+
+    return Emulators(s3_url=s3.url, sagemaker_url=gt.url, stop=stop, settings=settings)
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Point this process (boto3 included) at the sandbox, and put everything back after."""
+    saved = {k: os.environ.get(k) for k in values}
+    removed = {
+        k: os.environ.pop(k) for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN") if k in os.environ
+    }
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+        os.environ.update(removed)
+
+
+@dataclass(frozen=True)
+class SandboxSummary:
+    job_name: str
+    status: str
+    images: int
+    labels: int
+    workers_per_image: int
+    output_manifest: str
+    local_results: Path | None
+    workdir: Path
+
+
+def run_sandbox(
+    *,
+    frames: int = 12,
+    workers: int = 3,
+    rate: float = 12.0,
+    keep: bool = True,
+    timeout: float = 50.0,
+    out: Print = print,
+) -> SandboxSummary:
+    workdir = Path(tempfile.mkdtemp(prefix="gtbot-sandbox-"))
+    out(f"gtbot sandbox: S3 and Ground Truth emulators on loopback, files in {workdir}")
+    emulators = start_emulators(rate)
+    env = emulators.env() | {
+        "GTBOT_PROJECTS_DIR": str(workdir / "projects"),
+        "GTBOT_DATABASE_URL": f"sqlite:///{workdir / 'gtbot.db'}",
+        "GTBOT_CONFIG": "",
+    }
+    logging.getLogger("gtbot").setLevel(logging.WARNING)
+    try:
+        with _environment(env):
+            os.environ.pop("GTBOT_CONFIG", None)
+            return _play(workdir, frames=frames, workers=workers, timeout=timeout, out=out)
+    finally:
+        emulators.stop()
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _say(out: Print, who: str, text: str) -> None:
+    out(f"\n{who}: /gt {text}")
+
+
+def _play(
+    workdir: Path, *, frames: int, workers: int, timeout: float, out: Print
+) -> SandboxSummary:
+    import yaml
+
+    from bot import launcher
+    from bot.commands import Router, plan_text
+    from bot.context import Context
+    from bot.results_service import completion_results
+    from bot.settings import Settings
+    from bot.state import Store
+    from bot.synthetic import draw_frames
+    from bot.watcher import Watcher
+
+    settings = Settings.from_env()
+    store = Store(settings.database_url)
+    progress_lines: list[str] = []
+    ctx = Context(settings=settings, store=store, progress=progress_lines.append)
+    router = Router(ctx)
+
+    def run(text: str) -> str:
+        _say(out, "you", text)
+        reply = router.run(text, interface="slack", user=USER, channel=CHANNEL)
+        out(_boxed(f"{CHANNEL} · gtbot (only visible to you)", reply.text))
+        return reply.text
+
+    run(f"init {PROJECT} --region {REGION}")
+    project_dir = settings.projects_dir / PROJECT
+    config_file = project_dir / "project-config.yml"
+    config = yaml.safe_load(config_file.read_text())
+    config["job"]["workers_per_image"] = workers
+    config_file.write_text(
+        config_file.read_text().replace("workers_per_image: 5 ", f"workers_per_image: {workers} ")
+    )
+    images_dir = project_dir / "annotation-data" / "raw-images"
+    draw_frames(images_dir, frames, seed=11, truth_path=workdir / "truth.json")
+    out(f"\n(the sandbox drew {frames} frames of two mice at known poses into {images_dir})")
+    run("help")
+
+    _say(out, "you", f"submit {PROJECT}")
+    reply = router.run(f"submit {PROJECT}", interface="slack", user=USER, channel=CHANNEL)
+    plan = reply.plan
+    assert plan is not None
+    plan_id = launcher.record_plan(store, plan, user=USER, channel=CHANNEL)
+    store.set_plan_message(plan_id, "plan-card")
+    out(_boxed(f"{CHANNEL} · plan card  [Launch] [Cancel]", plan_text(plan)))
+    out("\nyou: (click Launch)")
+    decision = launcher.launch_plan(ctx, store, plan_id, user=USER, is_admin=False)
+    out(_boxed(f"{CHANNEL} · gtbot", decision.message))
+    if decision.kind != "launched":
+        raise RuntimeError(f"the sandbox could not launch: {decision.message}")
+    out("you: (click Launch again: a double click must not launch twice)")
+    again = launcher.launch_plan(ctx, store, plan_id, user=USER, is_admin=False)
+    out(_boxed(f"{CHANNEL} · gtbot (only visible to you)", again.message))
+
+    notifier = ConsoleNotifier(out)
+    watcher = Watcher(ctx, store, notifier, results=completion_results, lease_seconds=30)
+    deadline = time.monotonic() + timeout
+    watch = store.get_watch(plan.job_name)
+    while watch is not None and not watch.completion_announced:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{plan.job_name} did not finish within {timeout:.0f} s")
+        watcher.tick()
+        time.sleep(0.5)
+        watch = store.get_watch(plan.job_name)
+
+    run(f"status {plan.job_name}")
+    from bot.pipeline import job_status
+
+    job = job_status(ctx, plan.job_name)
+    manifest = job.output_dataset_uri or "(none)"
+    results_dir = project_dir / "annotation-data" / "results" / plan.job_name
+    summary = SandboxSummary(
+        job_name=plan.job_name,
+        status=job.status,
+        images=plan.images,
+        labels=job.counters.total_labeled,
+        workers_per_image=workers,
+        output_manifest=manifest,
+        local_results=results_dir if results_dir.is_dir() else None,
+        workdir=workdir,
+    )
+    out("\n" + "=" * 72)
+    out("Sandbox summary")
+    out(f"  Job:             {summary.job_name} ({summary.status})")
+    out(f"  Images:          {summary.images}, {summary.workers_per_image} workers each")
+    out(f"  Labeled:         {summary.labels} of {summary.images}")
+    out(f"  Output manifest: {summary.output_manifest}")
+    if summary.local_results:
+        out(f"  Results:         {summary.local_results}")
+        out("                   (preview.png and agreement.png are pictures to open)")
+    out("Next: try it on your own AWS account (README, 'Run a real job'), or keep the emulators")
+    out("up with `gtbot sandbox --serve` and point `gtbot run ...` at them.")
+    return summary
+
+
+def serve_sandbox(*, rate: float, out: Print = print) -> None:
+    """Keep the emulators up for another shell or the Slack bot, until Ctrl-C."""
+    workdir = Path(tempfile.mkdtemp(prefix="gtbot-sandbox-"))
+    emulators = start_emulators(rate)
+    env = emulators.env() | {"GTBOT_PROJECTS_DIR": str(workdir / "projects")}
+    out("gtbot sandbox: emulators running. In another shell, run:\n")
+    for key, value in env.items():
+        out(f"  export {key}={value}")
+    out(f'\nthen e.g. `gtbot run "init demo-mice --region {REGION}"`. Ctrl-C stops the emulators')
+    out(f"(their state is in memory; files go to {workdir}).")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        out("\nStopping the emulators.")
+    finally:
+        emulators.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main_sandbox(serve: bool, frames: int, workers: int, rate: float, clean: bool) -> int:
+    if serve:
+        serve_sandbox(rate=rate)
+        return 0
+    started = time.monotonic()
+    summary = run_sandbox(frames=frames, workers=workers, rate=rate, keep=not clean)
+    where = "removed (--clean)" if clean else f"kept in {summary.workdir}; delete it when done"
+    print(f"Done in {time.monotonic() - started:.0f} s. Sandbox files {where}.", file=sys.stderr)
+    return 0 if summary.status == "Completed" else 1

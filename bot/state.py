@@ -1,0 +1,417 @@
+"""gtbot's memory: plans and their launch state, watched jobs, and the scheduler lease.
+
+SQLAlchemy Core over SQLite by default (PostgreSQL by URL). The database, not the process, is
+the truth: Launch is a compare-and-set on the plan row, completion is announced by a
+compare-and-set on the watch row, so retries, double clicks, restarts and replicas cannot spend
+twice or post twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from bot.errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "gtbot_schema_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+plans = sa.Table(
+    "gtbot_plans",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("region", sa.String(32), nullable=False),
+    sa.Column("job_name", sa.String(63), nullable=False, unique=True),
+    sa.Column("requested_by", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("message_ts", sa.String(32)),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("request", sa.Text, nullable=False),
+    sa.Column("decided_by", sa.String(64)),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+watches = sa.Table(
+    "gtbot_watches",
+    metadata,
+    sa.Column("job_name", sa.String(63), primary_key=True),
+    sa.Column("region", sa.String(32), nullable=False),
+    sa.Column("project", sa.String(64)),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("message_ts", sa.String(32)),
+    sa.Column("thread_ts", sa.String(32)),
+    sa.Column("owner", sa.String(64)),
+    sa.Column("job_created", sa.DateTime(timezone=True)),
+    sa.Column("last_status", sa.String(32)),
+    sa.Column("last_counters", sa.Text),
+    sa.Column("completion_announced", sa.Boolean, nullable=False, default=False),
+    sa.Column("parked", sa.Boolean, nullable=False, default=False),
+    sa.Column("park_reason", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+leases = sa.Table(
+    "gtbot_leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite drops the timezone; everything in gtbot is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    id: str
+    project: str
+    region: str
+    job_name: str
+    requested_by: str
+    channel: str
+    message_ts: str | None
+    state: str
+    summary: dict[str, Any]
+    request: dict[str, Any]
+    decided_by: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class WatchRow:
+    job_name: str
+    region: str
+    project: str | None
+    channel: str
+    message_ts: str | None
+    thread_ts: str | None
+    owner: str | None
+    job_created: datetime | None
+    last_status: str | None
+    last_counters: dict[str, int] | None
+    completion_announced: bool
+    parked: bool
+    park_reason: str | None
+    created_at: datetime
+
+
+class Store:
+    """All database access goes through here; methods are small and transactional."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            # Several threads (Bolt's listeners, the scheduler) share one engine; SQLite writers
+            # wait for each other instead of failing at once.
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        try:
+            self.engine: Engine = sa.create_engine(url, **kwargs)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise ConfigError(
+                f"GTBOT_DATABASE_URL={url!r} is not a database URL gtbot can use ({exc}). "
+                "Example: sqlite:///gtbot.db or postgresql+psycopg://user@host/gtbot"
+            ) from None
+        if url.startswith("sqlite"):
+
+            @sa.event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cursor = dbapi_conn.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+
+        self._lock = threading.Lock()
+        self._create()
+
+    def _create(self) -> None:
+        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(schema_version.c.version)).first()
+            if row is None:
+                conn.execute(sa.insert(schema_version).values(id=1, version=SCHEMA_VERSION))
+            elif row.version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"The database at {self.url} was written by a newer gtbot (schema "
+                    f"{row.version}, this one knows {SCHEMA_VERSION}). Upgrade gtbot."
+                )
+
+    # ------------------------------------------------------------------ plans
+
+    def add_plan(
+        self,
+        *,
+        plan_id: str,
+        project: str,
+        region: str,
+        job_name: str,
+        requested_by: str,
+        channel: str,
+        summary: dict[str, Any],
+        request: dict[str, Any],
+    ) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(plans).values(
+                    id=plan_id,
+                    project=project,
+                    region=region,
+                    job_name=job_name,
+                    requested_by=requested_by,
+                    channel=channel,
+                    state="pending",
+                    summary=json.dumps(summary),
+                    request=json.dumps(request),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def set_plan_message(self, plan_id: str, message_ts: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(plans).where(plans.c.id == plan_id).values(message_ts=message_ts)
+            )
+
+    def get_plan(self, plan_id: str) -> PlanRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(plans).where(plans.c.id == plan_id)).first()
+        return None if row is None else _plan(row)
+
+    def transition_plan(
+        self,
+        plan_id: str,
+        from_states: tuple[str, ...],
+        to_state: str,
+        *,
+        by: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Compare-and-set: True for exactly one caller, however many race."""
+        values: dict[str, Any] = {"state": to_state, "updated_at": utcnow()}
+        if by is not None:
+            values["decided_by"] = by
+        if error is not None:
+            values["error"] = error
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(plans)
+                .where(plans.c.id == plan_id, plans.c.state.in_(from_states))
+                .values(**values)
+            )
+        return result.rowcount == 1
+
+    def plans_in_state(self, state: str) -> list[PlanRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(plans).where(plans.c.state == state)).all()
+        return [_plan(r) for r in rows]
+
+    # ------------------------------------------------------------------ watches
+
+    def add_watch(
+        self,
+        *,
+        job_name: str,
+        region: str,
+        channel: str,
+        project: str | None = None,
+        message_ts: str | None = None,
+        thread_ts: str | None = None,
+        owner: str | None = None,
+        job_created: datetime | None = None,
+    ) -> bool:
+        """Watch a job in a channel; False if it is already watched (re-attaching keeps state)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            existing = conn.execute(
+                sa.select(watches.c.job_name).where(watches.c.job_name == job_name)
+            ).first()
+            if existing is not None:
+                conn.execute(
+                    sa.update(watches)
+                    .where(watches.c.job_name == job_name)
+                    .values(
+                        channel=channel,
+                        message_ts=message_ts,
+                        thread_ts=thread_ts,
+                        parked=False,
+                        park_reason=None,
+                        updated_at=now,
+                        last_status=None,
+                        last_counters=None,
+                    )
+                )
+                return False
+            conn.execute(
+                sa.insert(watches).values(
+                    job_name=job_name,
+                    region=region,
+                    project=project,
+                    channel=channel,
+                    message_ts=message_ts,
+                    thread_ts=thread_ts,
+                    owner=owner,
+                    job_created=job_created,
+                    completion_announced=False,
+                    parked=False,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return True
+
+    def remove_watch(self, job_name: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(sa.delete(watches).where(watches.c.job_name == job_name))
+        return result.rowcount == 1
+
+    def get_watch(self, job_name: str) -> WatchRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(watches).where(watches.c.job_name == job_name)).first()
+        return None if row is None else _watch(row)
+
+    def active_watches(self) -> list[WatchRow]:
+        """Watches still worth polling: not parked and not yet announced as finished."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(watches).where(
+                    watches.c.parked.is_(False), watches.c.completion_announced.is_(False)
+                )
+            ).all()
+        return [_watch(r) for r in rows]
+
+    def update_watch(self, job_name: str, **values: Any) -> None:
+        if "last_counters" in values and values["last_counters"] is not None:
+            values["last_counters"] = json.dumps(values["last_counters"], sort_keys=True)
+        values["updated_at"] = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(watches).where(watches.c.job_name == job_name).values(**values))
+
+    def claim_completion(self, job_name: str) -> bool:
+        """Compare-and-set on the announcement flag: the completion post is made once."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(watches)
+                .where(watches.c.job_name == job_name, watches.c.completion_announced.is_(False))
+                .values(completion_announced=True, updated_at=utcnow())
+            )
+        return result.rowcount == 1
+
+    def release_completion(self, job_name: str) -> None:
+        """Undo a claim whose post failed, so the next tick tries again."""
+        self.update_watch(job_name, completion_announced=False)
+
+    # ------------------------------------------------------------------ lease
+
+    def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        """Take or renew the lease if free, expired, or already ours. One holder at a time."""
+        now = utcnow()
+        expires = now + timedelta(seconds=ttl_seconds)
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                sa.update(leases)
+                .where(
+                    leases.c.name == name,
+                    sa.or_(leases.c.holder == holder, leases.c.expires_at < now),
+                )
+                .values(holder=holder, expires_at=expires)
+            )
+            if updated.rowcount == 1:
+                return True
+            exists = conn.execute(sa.select(leases.c.name).where(leases.c.name == name)).first()
+            if exists is not None:
+                return False
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        sa.insert(leases).values(name=name, holder=holder, expires_at=expires)
+                    )
+            except sa.exc.IntegrityError:
+                return False
+        return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(leases).where(leases.c.name == name, leases.c.holder == holder))
+
+    def lease_holder(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(leases).where(leases.c.name == name)).first()
+        if row is None or (_aware(row.expires_at) or utcnow()) < utcnow():
+            return None
+        return str(row.holder)
+
+    def iter_all_watches(self) -> Iterator[WatchRow]:
+        with self.engine.connect() as conn:
+            for row in conn.execute(sa.select(watches)).all():
+                yield _watch(row)
+
+
+def _plan(row: Any) -> PlanRow:
+    return PlanRow(
+        id=row.id,
+        project=row.project,
+        region=row.region,
+        job_name=row.job_name,
+        requested_by=row.requested_by,
+        channel=row.channel,
+        message_ts=row.message_ts,
+        state=row.state,
+        summary=json.loads(row.summary),
+        request=json.loads(row.request),
+        decided_by=row.decided_by,
+        error=row.error,
+        created_at=_aware(row.created_at) or utcnow(),
+        updated_at=_aware(row.updated_at) or utcnow(),
+    )
+
+
+def _watch(row: Any) -> WatchRow:
+    return WatchRow(
+        job_name=row.job_name,
+        region=row.region,
+        project=row.project,
+        channel=row.channel,
+        message_ts=row.message_ts,
+        thread_ts=row.thread_ts,
+        owner=row.owner,
+        job_created=_aware(row.job_created),
+        last_status=row.last_status,
+        last_counters=json.loads(row.last_counters) if row.last_counters else None,
+        completion_announced=bool(row.completion_announced),
+        parked=bool(row.parked),
+        park_reason=row.park_reason,
+        created_at=_aware(row.created_at) or utcnow(),
+    )

@@ -1,0 +1,257 @@
+"""The job watcher: keeps each job card current and announces the end exactly once.
+
+One paginated list_labeling_jobs call per region serves every watched job's status and counters.
+The database holds what was last posted, so a restart (or a second replica) posts nothing twice;
+a lease row makes one replica at a time do the polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from aws import groundtruth as gt
+from aws import s3
+from bot.cards import JobCard
+from bot.context import Context
+from bot.errors import GtBotError, NotFoundError
+from bot.state import Store, WatchRow
+
+log = logging.getLogger("gtbot.watcher")
+LEASE_NAME = "watcher"
+
+
+class Notifier(Protocol):
+    """Where cards and posts go: Slack in production, the terminal in the sandbox."""
+
+    def post_card(self, channel: str, card: JobCard, thread_ts: str | None = None) -> str: ...
+
+    def update_card(self, channel: str, ts: str, card: JobCard) -> None: ...
+
+    def post_thread(self, channel: str, thread_ts: str | None, text: str) -> str: ...
+
+    def upload_files(
+        self, channel: str, thread_ts: str | None, files: list[Path], title: str
+    ) -> None: ...
+
+
+class DestinationGone(Exception):
+    """The notifier can no longer post where the watch points (channel deleted, bot removed)."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What the completion post says; built from the job and, when possible, its results."""
+
+    text: str
+    files: tuple[Path, ...] = ()
+
+
+ResultsHook = Callable[[Context, WatchRow, gt.JobInfo], Completion | None]
+
+
+@dataclass
+class TickReport:
+    held_lease: bool = False
+    aws_calls: int = 0
+    updated: list[str] = field(default_factory=list)
+    announced: list[str] = field(default_factory=list)
+    parked: list[str] = field(default_factory=list)
+
+
+def _counters(job: gt.JobInfo) -> dict[str, int]:
+    c = job.counters
+    return {"labeled": c.total_labeled, "failed": c.failed, "unlabeled": c.unlabeled}
+
+
+def output_manifest_uri(job: gt.JobInfo) -> str | None:
+    if job.output_dataset_uri:
+        return job.output_dataset_uri
+    if job.output_path:
+        base = job.output_path if job.output_path.endswith("/") else job.output_path + "/"
+        return f"{base}{job.name}/manifests/output/output.manifest"
+    return None
+
+
+def completion_text(ctx: Context, job: gt.JobInfo, region: str) -> str:
+    c = job.counters
+    counts = f"{c.total_labeled} labeled, {c.failed} failed, {c.unlabeled} not labeled"
+    if job.status == "Failed":
+        return (
+            f"{job.name} failed: {job.failure_reason or 'no reason given'}.\n"
+            f"Counts: {counts}.\nWhat to check: the role's access to the buckets, the input "
+            "manifest, the template, and the workteam (`doctor` checks them)."
+        )
+    lines = [f"{job.name} {job.status.lower()}. Counts: {counts}."]
+    uri = output_manifest_uri(job)
+    if uri:
+        bucket, key = s3.split_s3_uri(uri)
+        hours = ctx.settings.link_hours
+        link = s3.presign_get(ctx.clients.s3(region), bucket, key, hours * 3600)
+        lines.append(f"Output manifest (link valid for {hours} h): {link}")
+        lines.append(f"S3: {uri}")
+    return "\n".join(lines)
+
+
+class Watcher:
+    def __init__(
+        self,
+        ctx: Context,
+        store: Store,
+        notifier: Notifier,
+        *,
+        holder: str | None = None,
+        lease_seconds: float | None = None,
+        results: ResultsHook | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.notifier = notifier
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_seconds = lease_seconds or max(30.0, 3.0 * ctx.settings.poll_seconds)
+        self.results = results
+
+    def tick(self) -> TickReport:
+        report = TickReport()
+        if not self.store.acquire_lease(LEASE_NAME, self.holder, self.lease_seconds):
+            return report
+        report.held_lease = True
+        by_region: dict[str, list[WatchRow]] = defaultdict(list)
+        for watch in self.store.active_watches():
+            by_region[watch.region].append(watch)
+        for region, watches in by_region.items():
+            try:
+                jobs = self._list(region, watches, report)
+            except GtBotError as exc:
+                log.warning(
+                    "listing jobs in %s failed, will retry next tick: %s", region, exc.user_message
+                )
+                continue
+            for watch in watches:
+                try:
+                    self._one(watch, jobs.get(watch.job_name), region, report)
+                except DestinationGone as exc:
+                    self._park(watch, f"cannot post to channel {watch.channel}: {exc}", report)
+                except GtBotError as exc:
+                    log.warning("watch %s: %s (will retry)", watch.job_name, exc.user_message)
+                except Exception:
+                    log.exception("watch %s failed this tick (will retry)", watch.job_name)
+        return report
+
+    def _list(
+        self, region: str, watches: list[WatchRow], report: TickReport
+    ) -> dict[str, gt.JobInfo]:
+        """Every watched job's summary from one paginated listing, bounded by the oldest."""
+        oldest = min((w.job_created or w.created_at) for w in watches) - timedelta(minutes=10)
+        client = self.ctx.sagemaker(region)
+        jobs: dict[str, gt.JobInfo] = {}
+        pages = gt.iter_labeling_job_pages(client, created_after=oldest)
+        for page in pages:
+            report.aws_calls += 1
+            for job in page:
+                jobs[job.name] = job
+        return jobs
+
+    def _park(self, watch: WatchRow, reason: str, report: TickReport) -> None:
+        log.warning("parking the watch of %s: %s", watch.job_name, reason)
+        self.store.update_watch(watch.job_name, parked=True, park_reason=reason)
+        report.parked.append(watch.job_name)
+
+    def _one(
+        self, watch: WatchRow, job: gt.JobInfo | None, region: str, report: TickReport
+    ) -> None:
+        if job is None:
+            try:
+                report.aws_calls += 1
+                job = gt.describe_labeling_job(self.ctx.sagemaker(region), watch.job_name)
+            except NotFoundError:
+                self._park(
+                    watch, "the labeling job no longer exists in this account/region", report
+                )
+                return
+        counters = _counters(job)
+        if job.status != watch.last_status or counters != watch.last_counters:
+            card = JobCard.from_job(job, project=watch.project, owner=watch.owner)
+            message_ts, thread_ts = watch.message_ts, watch.thread_ts
+            if message_ts:
+                self.notifier.update_card(watch.channel, message_ts, card)
+            else:
+                message_ts = self.notifier.post_card(watch.channel, card)
+                thread_ts = thread_ts or message_ts
+            if watch.last_status is not None and job.status != watch.last_status:
+                self.notifier.post_thread(
+                    watch.channel, thread_ts, f"{job.name}: {watch.last_status} → {job.status}"
+                )
+            self.store.update_watch(
+                watch.job_name,
+                last_status=job.status,
+                last_counters=counters,
+                message_ts=message_ts,
+                thread_ts=thread_ts,
+                job_created=job.created or watch.job_created,
+            )
+            report.updated.append(job.name)
+            watch = self.store.get_watch(watch.job_name) or watch
+        if job.terminal and self.store.claim_completion(job.name):
+            try:
+                self._announce(watch, job, region)
+            except BaseException:
+                self.store.release_completion(job.name)
+                raise
+            report.announced.append(job.name)
+
+    def _announce(self, watch: WatchRow, job: gt.JobInfo, region: str) -> None:
+        completion: Completion | None = None
+        if self.results is not None and job.status in ("Completed", "Stopped"):
+            try:
+                completion = self.results(self.ctx, watch, job)
+            except GtBotError as exc:
+                log.warning("results for %s unavailable: %s", job.name, exc.user_message)
+        text = completion_text(self.ctx, job, region)
+        if completion is not None:
+            text += "\n" + completion.text
+        self.notifier.post_thread(watch.channel, watch.thread_ts, text)
+        if completion is not None and completion.files:
+            self.notifier.upload_files(
+                watch.channel, watch.thread_ts, list(completion.files), f"{job.name}: results"
+            )
+
+
+def start_watcher(
+    ctx: Context, store: Store, notifier: Notifier, *, results: ResultsHook | None = None
+) -> Callable[[], None]:
+    """Run ticks on APScheduler's cadence; returns a function that stops it and frees the lease."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    watcher = Watcher(ctx, store, notifier, results=results)
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.add_job(
+        watcher.tick,
+        "interval",
+        seconds=ctx.settings.poll_seconds,
+        id="gtbot-watcher",
+        coalesce=True,
+        max_instances=1,
+        next_run_time=_now(),
+    )
+    scheduler.start()
+
+    def stop() -> None:
+        scheduler.shutdown(wait=False)
+        store.release_lease(LEASE_NAME, watcher.holder)
+
+    return stop
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

@@ -1,0 +1,80 @@
+"""Who may do what, where: GTBOT_ADMINS, GTBOT_SUBMITTERS and GTBOT_CHANNELS.
+
+Ids starting with S are Slack user groups, resolved through usergroups.users.list and cached
+for a few minutes so a click does not wait on Slack each time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+
+from bot.commands import Command
+from bot.errors import PermissionDeniedError
+from bot.settings import Settings
+
+log = logging.getLogger("gtbot.auth")
+GROUP_CACHE_SECONDS = 300
+
+
+class Authorizer:
+    def __init__(self, settings: Settings, client: Any) -> None:
+        self.settings = settings
+        self.client = client
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+        self._lock = threading.Lock()
+
+    def _members(self, group: str) -> frozenset[str]:
+        with self._lock:
+            cached = self._groups.get(group)
+            if cached and time.monotonic() - cached[0] < GROUP_CACHE_SECONDS:
+                return cached[1]
+        try:
+            users = frozenset(self.client.usergroups_users_list(usergroup=group).get("users", []))
+        except SlackApiError as exc:
+            log.warning("cannot read user group %s: %s", group, exc.response.get("error"))
+            users = frozenset()
+        with self._lock:
+            self._groups[group] = (time.monotonic(), users)
+        return users
+
+    def _in(self, user: str, ids: frozenset[str]) -> bool:
+        if user in ids:
+            return True
+        return any(user in self._members(i) for i in ids if i.startswith("S"))
+
+    def channel_allowed(self, channel: str) -> bool:
+        return not self.settings.channels or channel in self.settings.channels
+
+    def is_admin(self, user: str) -> bool:
+        return self._in(user, self.settings.admins)
+
+    def is_submitter(self, user: str) -> bool:
+        return self.is_admin(user) or self._in(user, self.settings.submitters)
+
+    def check_channel(self, channel: str) -> None:
+        if not self.channel_allowed(channel):
+            raise PermissionDeniedError(
+                "gtbot does not answer in this channel. Use it in one of the channels in "
+                "GTBOT_CHANNELS, or ask an admin to add this one."
+            )
+
+    def check_command(self, cmd: Command, user: str, channel: str) -> None:
+        """Reading is open in allowed channels; spending needs a submitter (or an admin)."""
+        self.check_channel(channel)
+        if not cmd.spends or self.is_submitter(user):
+            return
+        if not self.settings.submitters and not self.settings.admins:
+            raise PermissionDeniedError(
+                f"`{cmd.name}` spends money or changes AWS, and no one may run it yet. Set "
+                "GTBOT_SUBMITTERS (and GTBOT_ADMINS) to Slack user ids (U...) or user-group "
+                "ids (S...), comma-separated, and restart gtbot."
+            )
+        raise PermissionDeniedError(
+            f"`{cmd.name}` spends money or changes AWS; only submitters may run it. Ask an "
+            "admin to add you (or your user group) to GTBOT_SUBMITTERS."
+        )

@@ -1,0 +1,356 @@
+"""The Bolt app: `/gt` and the plan/job card buttons. Slack glue only.
+
+Every listener acknowledges first (Slack allows 3 seconds) and only then authorizes and calls
+into bot/. Dependencies are closed over by factories, because Bolt injects listener arguments
+by name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slack_bolt import Ack, App, BoltResponse, Respond
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from bot import launcher, pipeline
+from bot.cards import JobCard
+from bot.commands import Reply, Router, parse
+from bot.context import Context
+from bot.errors import GtBotError
+from bot.render import escape_mrkdwn
+from bot.state import Store
+from bot.watcher import DestinationGone
+from handlers import blocks
+from handlers.auth import Authorizer
+
+log = logging.getLogger("gtbot.slack")
+audit = logging.getLogger("gtbot.audit")
+DEFAULT_SLACK_API = "https://slack.com/api/"
+
+
+@dataclass
+class SlackDeps:
+    ctx: Context
+    store: Store
+    client: WebClient
+    auth: Authorizer
+
+    @property
+    def router(self) -> Router:
+        return Router(self.ctx)
+
+
+def audit_line(action: str, *, user: str, channel: str, **fields: Any) -> None:
+    """One structured line per action that spends money or changes AWS."""
+    audit.info(json.dumps({"action": action, "user": user, "channel": channel, **fields}))
+
+
+def apology(exc: BaseException) -> str:
+    trace_id = uuid.uuid4().hex[:12]
+    log.error("unexpected error, trace id %s", trace_id, exc_info=exc)
+    return (
+        f"Sorry, something went wrong inside gtbot (trace id `{trace_id}`). Nothing more was "
+        "done; an admin can find the details in the log under that id."
+    )
+
+
+def guarded_run(respond: Callable[..., Any], work: Callable[[], None]) -> None:
+    """Expected problems become an ephemeral message that says what to do; others an apology."""
+    try:
+        work()
+    except GtBotError as exc:
+        respond(text=escape_mrkdwn(exc.user_message), response_type="ephemeral")
+    except Exception as exc:  # the edge: never a stack trace in chat
+        respond(text=apology(exc), response_type="ephemeral")
+
+
+_GONE = frozenset({"channel_not_found", "not_in_channel", "is_archived", "account_inactive"})
+
+
+@contextmanager
+def _destination_check() -> Iterator[None]:
+    """Slack errors that mean "this channel is gone for us": the watch is parked, not retried."""
+    try:
+        yield
+    except SlackApiError as exc:
+        error = str(exc.response.get("error", ""))
+        if error in _GONE:
+            raise DestinationGone(error) from None
+        raise
+
+
+class SlackNotifier:
+    """Posts and updates cards for the watcher; bot/ sees only these methods."""
+
+    def __init__(self, client: WebClient) -> None:
+        self.client = client
+
+    def post_card(self, channel: str, card: JobCard, thread_ts: str | None = None) -> str:
+        with _destination_check():
+            response = self.client.chat_postMessage(
+                channel=channel,
+                blocks=blocks.job_blocks(card),
+                text=blocks.job_fallback_text(card),
+                thread_ts=thread_ts,
+            )
+        return str(response["ts"])
+
+    def update_card(self, channel: str, ts: str, card: JobCard) -> None:
+        with _destination_check():
+            self.client.chat_update(
+                channel=channel,
+                ts=ts,
+                blocks=blocks.job_blocks(card),
+                text=blocks.job_fallback_text(card),
+            )
+
+    def post_thread(self, channel: str, thread_ts: str | None, text: str) -> str:
+        with _destination_check():
+            response = self.client.chat_postMessage(
+                channel=channel, thread_ts=thread_ts, text=escape_mrkdwn(text)
+            )
+        return str(response["ts"])
+
+    def upload_files(
+        self, channel: str, thread_ts: str | None, files: list[Path], title: str
+    ) -> None:
+        with _destination_check():
+            self.client.files_upload_v2(
+                channel=channel,
+                thread_ts=thread_ts,
+                initial_comment=escape_mrkdwn(title),
+                file_uploads=[{"file": str(f), "title": f.name} for f in files],
+            )
+
+
+def _post_plan(deps: SlackDeps, plan: pipeline.Plan, user: str, channel: str) -> None:
+    plan_id = launcher.record_plan(deps.store, plan, user=user, channel=channel)
+    summary = launcher.plan_summary(plan)
+    response = deps.client.chat_postMessage(
+        channel=channel,
+        blocks=blocks.plan_blocks(summary, plan_id, user, "pending"),
+        text=escape_mrkdwn(f"Plan for {plan.project}: {plan.images} images, {plan.cost_text()}"),
+    )
+    deps.store.set_plan_message(plan_id, str(response["ts"]))
+
+
+def _reply_to_slack(respond: Respond, reply: Reply) -> None:
+    respond(
+        text=escape_mrkdwn(reply.text[:300]),
+        blocks=blocks.text_blocks(reply.text),
+        response_type="ephemeral",
+    )
+
+
+def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
+    def handle_gt(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        text = str(body.get("text") or "")
+        user = str(body.get("user_id") or "")
+        channel = str(body.get("channel_id") or "")
+
+        def work() -> None:
+            cmd, args, _ = parse(text)
+            deps.auth.check_command(cmd, user, channel)
+            if cmd.spends:
+                audit_line(cmd.name, user=user, channel=channel, args=args)
+            if cmd.name == "submit":
+                respond(
+                    text=f"Preparing `{escape_mrkdwn(args[0])}`: buckets, interface, frames, "
+                    "manifest. The plan card follows here.",
+                    response_type="ephemeral",
+                )
+            reply = deps.router.run(text, interface="slack", user=user, channel=channel)
+            if reply.plan is not None:
+                _post_plan(deps, reply.plan, user, channel)
+            elif cmd.name == "watch" and reply.job is not None:
+                _start_watch_card(deps, reply.job.name, channel)
+                _reply_to_slack(respond, reply)
+            else:
+                _reply_to_slack(respond, reply)
+
+        guarded_run(respond, work)
+
+    return handle_gt
+
+
+def _start_watch_card(deps: SlackDeps, job_name: str, channel: str) -> None:
+    watch = deps.store.get_watch(job_name)
+    if watch is None:
+        return
+    job = pipeline.job_status(deps.ctx, job_name)
+    card = JobCard.from_job(job, project=watch.project, owner=watch.owner)
+    ts = SlackNotifier(deps.client).post_card(channel, card)
+    deps.store.update_watch(
+        job_name,
+        message_ts=ts,
+        thread_ts=ts,
+        last_status=job.status,
+        last_counters=_counters(job.counters),
+    )
+
+
+def _counters(counters: Any) -> dict[str, int]:
+    return {
+        "labeled": counters.total_labeled,
+        "failed": counters.failed,
+        "unlabeled": counters.unlabeled,
+    }
+
+
+def _action_value(body: dict[str, Any]) -> str:
+    actions = body.get("actions") or [{}]
+    return str(actions[0].get("value") or "")
+
+
+def _actor(body: dict[str, Any]) -> tuple[str, str, str | None]:
+    user = str((body.get("user") or {}).get("id") or "")
+    channel = str((body.get("channel") or {}).get("id") or "")
+    ts = (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts")
+    return user, channel, ts
+
+
+def make_plan_action(deps: SlackDeps, action: str) -> Callable[..., None]:
+    """Launch or Cancel on a plan card; a compare-and-set makes every extra click harmless."""
+
+    def handle_plan_button(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        plan_id = _action_value(body)
+        user, channel, _ = _actor(body)
+
+        def work() -> None:
+            deps.auth.check_channel(channel)
+            is_admin = deps.auth.is_admin(user)
+            if action == "launch":
+                decision = launcher.launch_plan(
+                    deps.ctx, deps.store, plan_id, user=user, is_admin=is_admin
+                )
+            else:
+                decision = launcher.cancel_plan(deps.store, plan_id, user=user, is_admin=is_admin)
+            plan = decision.plan
+            if decision.kind in ("launched", "cancelled") and plan is not None:
+                audit_line(
+                    action, user=user, channel=channel, job=plan.job_name, project=plan.project
+                )
+            if decision.kind == "launched" and plan is not None and decision.job is not None:
+                card = JobCard.from_job(decision.job, project=plan.project, owner=plan.requested_by)
+                if plan.message_ts:
+                    SlackNotifier(deps.client).update_card(plan.channel, plan.message_ts, card)
+                deps.store.update_watch(
+                    plan.job_name,
+                    last_status=decision.job.status,
+                    last_counters=_counters(decision.job.counters),
+                )
+                return
+            if decision.kind == "cancelled" and plan is not None and plan.message_ts:
+                deps.client.chat_update(
+                    channel=plan.channel,
+                    ts=plan.message_ts,
+                    blocks=blocks.plan_blocks(
+                        plan.summary, plan.id, plan.requested_by, "cancelled"
+                    ),
+                    text="Plan cancelled.",
+                )
+                return
+            if decision.kind == "failed" and plan is not None and plan.message_ts:
+                deps.client.chat_update(
+                    channel=plan.channel,
+                    ts=plan.message_ts,
+                    blocks=blocks.plan_blocks(plan.summary, plan.id, plan.requested_by, "failed")
+                    + blocks.text_blocks(f"Launch failed: {decision.message}"),
+                    text="Launch failed.",
+                )
+            respond(
+                text=escape_mrkdwn(decision.message),
+                response_type="ephemeral",
+                replace_original=False,
+            )
+
+        guarded_run(respond, work)
+
+    return handle_plan_button
+
+
+def make_stop_action(deps: SlackDeps) -> Callable[..., None]:
+    def handle_stop_button(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        job_name = _action_value(body)
+        user, channel, _ = _actor(body)
+
+        def work() -> None:
+            deps.auth.check_channel(channel)
+            watch = deps.store.get_watch(job_name)
+            owner = watch.owner if watch else None
+            if not (deps.auth.is_admin(user) or (owner is not None and owner == user)):
+                respond(
+                    text="Only the person who launched this job, or an admin, may stop it.",
+                    response_type="ephemeral",
+                    replace_original=False,
+                )
+                return
+            audit_line("stop", user=user, channel=channel, job=job_name)
+            job = pipeline.stop_job(deps.ctx, job_name)
+            if watch and watch.message_ts:
+                card = JobCard.from_job(job, project=watch.project, owner=watch.owner)
+                SlackNotifier(deps.client).update_card(watch.channel, watch.message_ts, card)
+            respond(
+                text=escape_mrkdwn(f"Stopping {job_name}: labels already made are kept."),
+                response_type="ephemeral",
+                replace_original=False,
+            )
+
+        guarded_run(respond, work)
+
+    return handle_stop_button
+
+
+def ignore_retries(request: Any, next: Callable[[], BoltResponse]) -> BoltResponse:  # noqa: A002
+    """Slack re-sends a request it thinks we missed; the first delivery is already at work."""
+    retry = request.headers.get("x-slack-retry-num")
+    if retry:
+        log.info("ignoring Slack retry %s (%s)", retry, request.headers.get("x-slack-retry-reason"))
+        return BoltResponse(status=200, body="")
+    return next()
+
+
+def web_client(token: str, api_url: str | None) -> WebClient:
+    """A Web API client that waits out 429s (Retry-After) and retries Slack's 5xx."""
+    base = api_url or DEFAULT_SLACK_API
+    client = WebClient(token=token, base_url=base if base.endswith("/") else base + "/")
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=5))
+    client.retry_handlers.append(ServerErrorRetryHandler(max_retry_count=3))
+    return client
+
+
+def build_app(
+    ctx: Context, store: Store, *, token: str, signing_secret: str, api_url: str | None = None
+) -> tuple[App, SlackDeps]:
+    client = web_client(token, api_url)
+    app = App(
+        token=token,
+        signing_secret=signing_secret,
+        client=client,
+        process_before_response=False,
+    )
+    deps = SlackDeps(ctx=ctx, store=store, client=client, auth=Authorizer(ctx.settings, client))
+    app.middleware(ignore_retries)
+    app.command("/gt")(make_gt_command(deps))
+    app.action(blocks.LAUNCH_ACTION)(make_plan_action(deps, "launch"))
+    app.action(blocks.CANCEL_ACTION)(make_plan_action(deps, "cancel"))
+    app.action(blocks.STOP_ACTION)(make_stop_action(deps))
+    return app, deps
+
+
+__all__ = ["SlackApiError", "SlackDeps", "SlackNotifier", "build_app"]
