@@ -1,0 +1,151 @@
+"""Consensus against known truth, with the emulator's workforce doing the labeling."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from conftest import write_project
+
+from aws.emulator.groundtruth import (
+    EmulatorSettings,
+    GroundTruthEmulator,
+    start_groundtruth_emulator,
+)
+from bot.cli import run_text
+from bot.context import Context
+from bot.settings import Settings
+from bot.synthetic import draw_frames
+
+TEAM = "arn:aws:sagemaker:us-east-2:123456789012:workteam/private-crowd/sandbox-labelers"
+PRE = "arn:aws:lambda:us-east-2:123456789012:function:gt-pre"
+POST = "arn:aws:lambda:us-east-2:123456789012:function:gt-post"
+
+
+@pytest.fixture
+def noisy_workforce(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[GroundTruthEmulator]:
+    settings = EmulatorSettings(
+        rate=400.0, seed=21, noise_px=4.0, swap_fraction=0.12, miss_fraction=0.05
+    )
+    emu = start_groundtruth_emulator(s3_endpoint, settings)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", emu.url)
+    yield emu
+    emu.stop()
+
+
+def _dist(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return math.hypot(a[0] - b[0], a[1] - b[1])
+
+
+@pytest.mark.slow
+def test_consensus_beats_single_workers_and_corrects_flips(
+    noisy_workforce: GroundTruthEmulator, projects_dir: Path
+) -> None:
+    project = write_project(
+        projects_dir,
+        "demo",
+        job_workteam_arn=TEAM,
+        job_workers_per_image=5,
+        job_pre_lambda_arn=PRE,
+        job_consolidation_lambda_arn=POST,
+    )
+    truth_file = projects_dir / "truth.json"
+    draw_frames(project / "annotation-data" / "raw-images", 30, seed=8, truth_path=truth_file)
+    ctx = Context(settings=Settings.from_env())
+    job = run_text("submit demo --yes", ctx).job
+    assert job is not None
+    deadline = time.monotonic() + 40
+    while "Completed" not in run_text(f"status {job.name}", ctx).text:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    results = run_text(f"results {job.name}", ctx)
+    assert "30 frames consolidated, 0 skipped." in results.text
+
+    truth_doc = json.loads(truth_file.read_text())
+    keypoints = truth_doc["keypoints"]
+    truth = {
+        (frame, animal, keypoints[i]): tuple(xy)
+        for frame, animals in truth_doc["truth"].items()
+        for animal, points in animals.items()
+        for i, xy in enumerate(points)
+    }
+
+    # Single workers, straight from the output manifest.
+    body = (
+        boto3.client("s3", region_name="us-east-2")
+        .get_object(
+            Bucket="demo-frames-output", Key=f"demo/{job.name}/manifests/output/output.manifest"
+        )["Body"]
+        .read()
+    )
+    worker_errors: list[float] = []
+    # (frame, animal, pair) -> [workers who swapped it, workers who placed both points]
+    swaps: dict[tuple[str, str, tuple[str, str]], list[int]] = {}
+    pairs = [tuple(p) for p in truth_doc["pairs"]]
+    for line in body.decode().splitlines():
+        record = json.loads(line)
+        frame = record["source-ref"].rsplit("/", 1)[-1]
+        for answer in record["annotatedResult"]["annotationsFromAllWorkers"]:
+            content = json.loads(answer["annotationData"]["content"])
+            placed = {p["label"]: (p["x"], p["y"]) for p in content["annotatedResult"]["keypoints"]}
+            for label, xy in placed.items():
+                animal, _, kp = label.partition(" mouse ")
+                worker_errors.append(_dist(xy, truth[(frame, animal, kp)]))
+            for animal in ("black", "white"):
+                for right_kp, left_kp in pairs:
+                    right, left = f"{animal} mouse {right_kp}", f"{animal} mouse {left_kp}"
+                    if right not in placed or left not in placed:
+                        continue
+                    t_right, t_left = (
+                        truth[(frame, animal, right_kp)],
+                        truth[(frame, animal, left_kp)],
+                    )
+                    crossed = _dist(placed[right], t_left) + _dist(placed[left], t_right)
+                    straight = _dist(placed[right], t_right) + _dist(placed[left], t_left)
+                    tally = swaps.setdefault((frame, animal, (right_kp, left_kp)), [0, 0])
+                    tally[0] += crossed < straight
+                    tally[1] += 1
+
+    consensus_errors: list[float] = []
+    rows: list[dict[str, str]] = []
+    with (project / "annotation-data" / "results" / job.name / "keypoints.csv").open() as fh:
+        for row in csv.DictReader(fh):
+            if row["x"]:
+                frame = row["frame"].rsplit("/", 1)[-1]
+                xy = (float(row["x"]), float(row["y"]))
+                consensus_errors.append(_dist(xy, truth[(frame, row["animal"], row["keypoint"])]))
+                rows.append(row)
+
+    single = statistics.median(worker_errors)
+    consensus = statistics.median(consensus_errors)
+    assert len(consensus_errors) == 30 * 14
+    assert consensus < 0.7 * single, (consensus, single)
+    error_of = {
+        (r["frame"].rsplit("/", 1)[-1], r["animal"], r["keypoint"]): e
+        for e, r in zip(consensus_errors, rows, strict=True)
+    }
+    # Where a minority of workers swapped a left/right pair, flip correction must put the
+    # consensus back on the right side: both points end up near the truth, not an ear apart.
+    minority = [key for key, (swapped, placed) in swaps.items() if 0 < swapped < placed / 2]
+    assert len(minority) >= 5, "the workforce should have swapped some pairs"
+    for frame, animal, pair in minority:
+        for kp in pair:
+            assert error_of[(frame, animal, kp)] < 12.0, (
+                frame,
+                animal,
+                kp,
+                swaps[(frame, animal, pair)],
+            )
+    # A swapped answer is a large error for a single worker; consensus removes most of them.
+    far_single = sum(e > 12.0 for e in worker_errors) / len(worker_errors)
+    far_consensus = sum(e > 12.0 for e in consensus_errors) / len(consensus_errors)
+    assert far_consensus < far_single / 3, (far_consensus, far_single)
