@@ -1,0 +1,65 @@
+"""`gtbot sandbox --serve`: another shell, given the printed exports, runs the recipe against it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_serve_prints_exports_that_another_shell_can_use(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GTBOT_"))}
+    env["TMPDIR"] = str(tmp_path)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bot", "sandbox", "--serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        exports: dict[str, str] = {}
+        deadline = time.monotonic() + 30
+        assert server.stdout is not None
+        line = ""
+        while time.monotonic() < deadline and "then e.g." not in line:
+            line = server.stdout.readline()
+            if line.strip().startswith("export "):
+                key, _, value = line.strip()[len("export ") :].partition("=")
+                exports[key] = value
+        assert exports["AWS_ENDPOINT_URL_S3"].startswith("http://127.0.0.1:")
+        assert exports["AWS_ENDPOINT_URL_SAGEMAKER"].startswith("http://127.0.0.1:")
+        shell = env | exports
+
+        def gtbot(text: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "bot", "run", text],
+                capture_output=True,
+                text=True,
+                env=shell,
+                cwd=tmp_path,
+                timeout=60,
+            )
+
+        assert gtbot("init demo-mice --region us-east-2").returncode == 0
+        frames = (
+            Path(exports["GTBOT_PROJECTS_DIR"]) / "demo-mice" / "annotation-data" / "raw-images"
+        )
+        from bot.synthetic import draw_frames
+
+        draw_frames(frames, 3, seed=1)
+        submitted = gtbot("submit demo-mice --yes")
+        assert submitted.returncode == 0, submitted.stderr
+        assert "Launched labeling job demo-mice-" in submitted.stdout
+        assert "demo-mice-" in gtbot("jobs").stdout
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, _ = server.communicate(timeout=20)
+    assert server.returncode == 0
+    assert "Stopping the emulators." in out
