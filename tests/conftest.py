@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from aws.emulator.groundtruth import (
+    EmulatorSettings,
+    GroundTruthEmulator,
+    start_groundtruth_emulator,
+)
 from aws.emulator.moto_s3 import LocalS3, start_local_s3
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -72,3 +78,26 @@ def projects_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("GTBOT_PROJECTS_DIR", str(root))
     monkeypatch.chdir(tmp_path)
     return root
+
+
+SANDBOX_TEAM = "arn:aws:sagemaker:us-east-2:123456789012:workteam/private-crowd/sandbox-labelers"
+PRE_LAMBDA = "arn:aws:lambda:us-east-2:123456789012:function:gt-pre"
+POST_LAMBDA = "arn:aws:lambda:us-east-2:123456789012:function:gt-post"
+
+
+@pytest.fixture
+def make_emulator(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., GroundTruthEmulator]]:
+    """Start gtbot's Ground Truth emulator on loopback and point boto3 at it."""
+    started: list[GroundTruthEmulator] = []
+
+    def start(**settings: Any) -> GroundTruthEmulator:
+        emu = start_groundtruth_emulator(s3_endpoint, EmulatorSettings(**settings))
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", emu.url)
+        started.append(emu)
+        return emu
+
+    yield start
+    for emu in started:
+        emu.stop()

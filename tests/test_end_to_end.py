@@ -7,17 +7,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
 import pytest
-from conftest import write_project
+from conftest import POST_LAMBDA, PRE_LAMBDA, SANDBOX_TEAM, write_project
 
 from aws.emulator.groundtruth import (
-    EmulatorSettings,
     GroundTruthEmulator,
-    start_groundtruth_emulator,
 )
 from aws.emulator.moto_s3 import LocalS3
 from bot.cli import run_text
@@ -26,17 +24,12 @@ from bot.errors import NameInUseError
 from bot.settings import Settings
 from bot.synthetic import draw_frames
 
-TEAM = "arn:aws:sagemaker:us-east-2:123456789012:workteam/private-crowd/sandbox-labelers"
-PRE = "arn:aws:lambda:us-east-2:123456789012:function:gt-pre"
-POST = "arn:aws:lambda:us-east-2:123456789012:function:gt-post"
+TEAM, PRE, POST = SANDBOX_TEAM, PRE_LAMBDA, POST_LAMBDA
 
 
 @pytest.fixture
-def emulator(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[GroundTruthEmulator]:
-    emu = start_groundtruth_emulator(s3_endpoint, EmulatorSettings(rate=200.0, seed=3))
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", emu.url)
-    yield emu
-    emu.stop()
+def emulator(make_emulator: Callable[..., GroundTruthEmulator]) -> GroundTruthEmulator:
+    return make_emulator(rate=200.0, seed=3)
 
 
 def _ctx() -> Context:

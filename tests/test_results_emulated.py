@@ -7,39 +7,25 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
 import pytest
-from conftest import write_project
+from conftest import POST_LAMBDA, PRE_LAMBDA, SANDBOX_TEAM, write_project
 
 from aws.emulator.groundtruth import (
-    EmulatorSettings,
     GroundTruthEmulator,
-    start_groundtruth_emulator,
 )
 from bot.cli import run_text
 from bot.context import Context
 from bot.settings import Settings
 from bot.synthetic import draw_frames
 
-TEAM = "arn:aws:sagemaker:us-east-2:123456789012:workteam/private-crowd/sandbox-labelers"
-PRE = "arn:aws:lambda:us-east-2:123456789012:function:gt-pre"
-POST = "arn:aws:lambda:us-east-2:123456789012:function:gt-post"
-
 
 @pytest.fixture
-def noisy_workforce(
-    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[GroundTruthEmulator]:
-    settings = EmulatorSettings(
-        rate=400.0, seed=21, noise_px=4.0, swap_fraction=0.12, miss_fraction=0.05
-    )
-    emu = start_groundtruth_emulator(s3_endpoint, settings)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", emu.url)
-    yield emu
-    emu.stop()
+def noisy_workforce(make_emulator: Callable[..., GroundTruthEmulator]) -> GroundTruthEmulator:
+    return make_emulator(rate=400.0, seed=21, noise_px=4.0, swap_fraction=0.12, miss_fraction=0.05)
 
 
 def _dist(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -53,10 +39,10 @@ def test_consensus_beats_single_workers_and_corrects_flips(
     project = write_project(
         projects_dir,
         "demo",
-        job_workteam_arn=TEAM,
+        job_workteam_arn=SANDBOX_TEAM,
         job_workers_per_image=5,
-        job_pre_lambda_arn=PRE,
-        job_consolidation_lambda_arn=POST,
+        job_pre_lambda_arn=PRE_LAMBDA,
+        job_consolidation_lambda_arn=POST_LAMBDA,
     )
     truth_file = projects_dir / "truth.json"
     draw_frames(project / "annotation-data" / "raw-images", 30, seed=8, truth_path=truth_file)
