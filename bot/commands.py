@@ -416,7 +416,7 @@ def cmd_doctor(inv: Invocation) -> Reply:
     from bot.doctor import run_doctor
 
     checks = run_doctor(inv.ctx, inv.args[0] if inv.args else None)
-    lines = [f"{'ok ' if ok else 'FAIL'}  {what}: {detail}" for what, ok, detail in checks]
+    lines = [f"{'ok  ' if ok else 'FAIL'}  {what}: {detail}" for what, ok, detail in checks]
     failed = sum(1 for _, ok, _ in checks if not ok)
     lines.append("All checks passed." if not failed else f"{failed} check(s) failed; see above.")
     return Reply("\n".join(lines), data=checks)
