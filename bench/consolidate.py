@@ -2,7 +2,8 @@
 
 Generates N frames x 5 workers x 14 keypoints (the demo two-mouse project) in the recipe
 manifest form to a temp file, then measures in the same run:
-  - the parse floor: `json.loads` of every line and of every worker content string;
+  - the parse floor: `orjson.loads` of every line and of every worker content string, the JSON
+    library `bot.results` itself reads with, from the same binary file handle;
   - the full consolidation (read, consensus with flip correction, agreement, six files).
 Peak memory is the process's ru_maxrss after each phase (tracemalloc would slow the run).
 
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -86,11 +89,11 @@ def generate(path: Path, frames: int, seed: int = 1) -> None:
 
 def parse_floor(path: Path) -> float:
     start = time.perf_counter()
-    with open(path) as lines:
+    with open(path, "rb") as lines:
         for line in lines:
-            record = json.loads(line)
+            record = orjson.loads(line)
             for worker in record["annotatedResult"]["annotationsFromAllWorkers"]:
-                json.loads(worker["annotationData"]["content"])
+                orjson.loads(worker["annotationData"]["content"])
     return time.perf_counter() - start
 
 
@@ -121,7 +124,7 @@ def main() -> None:
             raise FileNotFoundError(uri)
 
         start = time.perf_counter()
-        with open(manifest) as lines:
+        with open(manifest, "rb") as lines:
             summary = consolidate(
                 lines, SPEC, Path(tmp) / "out", fetch=no_fetch, load_image=lambda ref: None
             )

@@ -15,7 +15,7 @@ plain chain.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import os
 import shutil
@@ -23,9 +23,11 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import numpy as np
+import numpy.typing as npt
+import orjson
 
-from bot.results.consensus import BatchConsensus
-from bot.results.reader import Frame
+from bot.results.consensus import BatchConsensus, BoolArray, FloatArray, IntArray
+from bot.results.reader import FrameBatch
 from bot.results.spec import LabelSpec
 
 CSV_COLUMNS = ("frame", "animal", "keypoint", "x", "y", "n_workers", "spread")
@@ -73,20 +75,56 @@ def instance_names(spec: LabelSpec) -> list[tuple[int, int, str]]:
 
 def file_name(source_ref: str) -> str:
     """The image's base name: MARS keeps frames flat in `annotation-data/raw-images/`."""
-    return PurePosixPath(source_ref.split("?", 1)[0]).name or source_ref
+    path = source_ref.split("?", 1)[0]
+    last = path.rpartition("/")[2]
+    if last and last != ".":
+        return last  # what PurePosixPath(...).name gives, at a tenth of the cost
+    return PurePosixPath(path).name or source_ref
 
 
-def _box(
-    xs: list[float], ys: list[float], width: float | None, height: float | None
-) -> tuple[float, float, float, float]:
-    """Tight box of the placed points, padded like MARS and clipped to the image."""
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    if width is not None and height is not None:
-        x0 = max(0.0, x0 - BOX_MARGIN * width)
-        x1 = min(width, x1 + BOX_MARGIN * width)
-        y0 = max(0.0, y0 - BOX_MARGIN * height)
-        y1 = min(height, y1 + BOX_MARGIN * height)
-    return x0, y0, x1 - x0, y1 - y0
+def _json_text(array: npt.NDArray[Any]) -> bytes:
+    """orjson's text of a numeric array: numbers in the shortest form that reads back exactly,
+    NaN as `null` (callers that need MARS's `NaN` replace it; nothing else says null)."""
+    return orjson.dumps(np.ascontiguousarray(array), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _rows(text: bytes) -> list[bytes]:
+    """The rows of a 2-D array's JSON text without their brackets: `[[1,2],[3,4]]` ->
+    `1,2` and `3,4`. Splitting one text per batch costs far less than one dump per row."""
+    return text[2:-2].split(b"],[")
+
+
+def _blocks(text: bytes) -> list[bytes]:
+    """The 2-D blocks of a 3-D array's JSON text without their outer brackets:
+    `[[[1],[2]],[[3],[4]]]` -> `1],[2` and `3],[4`."""
+    return text[3:-3].split(b"]],[[")
+
+
+def _items(text: bytes) -> list[bytes]:
+    """The numbers of a 1-D array's JSON text."""
+    return text[1:-1].split(b",")
+
+
+def py_round(values: FloatArray, digits: int) -> FloatArray:
+    """`round(value, digits)` of every element, exactly as Python's correctly rounded `round`.
+
+    `np.round` scales, rounds and divides, which agrees with Python except when the scaled
+    value lies within a rounding error of a half; those few elements are rounded by Python.
+    """
+    out = np.round(values, digits)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = values * 10.0**digits
+        risky = np.abs(scaled - np.floor(scaled) - 0.5) <= np.abs(scaled) * 1e-15 + 1e-300
+    for i in np.flatnonzero(risky):
+        out.flat[i] = round(float(values.flat[i]), digits)
+    return out
+
+
+def _size_text(value: float | None, cache: dict[float | None, bytes]) -> bytes:
+    text = cache.get(value)
+    if text is None:
+        text = cache[value] = orjson.dumps(value)
+    return text
 
 
 def _part(path: Path) -> Path:
@@ -101,73 +139,119 @@ class CocoWriter:
         self.path = path
         self.spec = spec
         self.job_name = job_name
-        self.out: IO[str] = open(_part(path), "w", encoding="utf-8")  # noqa: SIM115
+        self.out: IO[bytes] = open(_part(path), "wb")  # noqa: SIM115
         self.annotations_path = path.with_name(path.name + ".annotations.part")
-        self.annotations: IO[str] = open(self.annotations_path, "w", encoding="utf-8")  # noqa: SIM115
+        self.annotations: IO[bytes] = open(self.annotations_path, "wb")  # noqa: SIM115
         info = {"description": f"gtbot consensus of {job_name or 'a Ground Truth job'}"}
-        self.out.write('{"info": ' + json.dumps(info) + ', "images": [')
+        self.out.write(b'{"info":' + orjson.dumps(info) + b',"images":[')
         self.image_id = 0
         self.annotation_id = 0
         self.instances = instance_names(spec)
-
-    def add_batch(self, frames: list[Frame], consensus: BatchConsensus) -> None:
-        spec = self.spec
         n_kp, n_obj = len(spec.keypoints), spec.num_obj
-        points = np.round(consensus.points, 2).tolist()
+        # Slots of each instance's keypoints, instances in `instance_names` order.
+        self.instance_slots = np.array(
+            [[(a * n_kp + k) * n_obj + j for k in range(n_kp)] for a, j, _ in self.instances],
+            dtype=np.int64,
+        )
+        self.categories = np.array([a + 1 for a, _, _ in self.instances], dtype=np.int64)
+
+    def add_batch(self, batch: FrameBatch, consensus: BatchConsensus) -> None:
+        n_frames = len(batch)
         images = []
-        annotations = []
-        for b, frame in enumerate(frames):
-            self.image_id += 1
-            image = {
-                "id": self.image_id,
-                "file_name": file_name(frame.source_ref),
-                "coco_url": frame.source_ref,
-                "width": int(round(frame.width)) if frame.width is not None else 0,
-                "height": int(round(frame.height)) if frame.height is not None else 0,
-            }
-            images.append(json.dumps(image))
-            frame_points = points[b]
-            for a, j, _ in self.instances:
-                keypoints: list[float] = []
-                xs: list[float] = []
-                ys: list[float] = []
-                for k in range(n_kp):
-                    x, y = frame_points[(a * n_kp + k) * n_obj + j]
-                    if x == x:
-                        keypoints += (x, y, 2)
-                        xs.append(x)
-                        ys.append(y)
-                    else:
-                        keypoints += (0, 0, 0)
-                if not xs:
-                    continue
-                bx, by, bw, bh = _box(xs, ys, frame.width, frame.height)
-                self.annotation_id += 1
-                annotations.append(
-                    json.dumps(
-                        {
-                            "id": self.annotation_id,
-                            "image_id": self.image_id,
-                            "category_id": a + 1,
-                            "keypoints": keypoints,
-                            "num_keypoints": len(xs),
-                            "bbox": [round(bx, 2), round(by, 2), round(bw, 2), round(bh, 2)],
-                            "area": round(bw * bh, 2),
-                            "iscrowd": 0,
-                        }
-                    )
-                )
+        for b in range(n_frames):
+            ref, width, height = batch.source_refs[b], batch.widths[b], batch.heights[b]
+            images.append(
+                {
+                    "id": self.image_id + b + 1,
+                    "file_name": file_name(ref),
+                    "coco_url": ref,
+                    "width": int(round(width)) if width is not None else 0,
+                    "height": int(round(height)) if height is not None else 0,
+                }
+            )
         if images:
-            lead = ", " if self.image_id > len(images) else ""
-            self.out.write(lead + ", ".join(images))
-        if annotations:
-            lead = ", " if self.annotation_id > len(annotations) else ""
-            self.annotations.write(lead + ", ".join(annotations))
+            lead = b"," if self.image_id else b""
+            self.out.write(lead + orjson.dumps(images)[1:-1])
+        # (B, I, K, 2) consensus points of every instance, rounded like the keypoints list.
+        points = np.round(consensus.points, 2)[:, self.instance_slots]
+        placed = ~np.isnan(points[..., 0])
+        counts = placed.sum(axis=2)
+        exists = counts > 0  # an instance nobody placed gets no annotation
+        frame_of, instance_of = np.nonzero(exists)
+        if len(frame_of):
+            self._annotations(batch, points[exists], placed[exists], frame_of, instance_of)
+        self.image_id += n_frames
+
+    def _annotations(
+        self,
+        batch: FrameBatch,
+        points: FloatArray,
+        placed: BoolArray,
+        frame_of: IntArray,
+        instance_of: IntArray,
+    ) -> None:
+        """One annotation per placed instance: points (N, K, 2) and placed (N, K)."""
+        n = len(points)
+        # Keypoints text: "x,y,2" per placed point and "0,0,0" per missing one; the
+        # visibility is written as a negative marker (coordinates are never negative).
+        triples = np.empty((n, points.shape[1], 3), dtype=np.float64)
+        triples[..., :2] = points
+        triples[..., 2] = np.where(placed, -1.0, -2.0)
+        text = _json_text(triples.reshape(n, -1))
+        keypoints = _rows(text.replace(b"null,null,-2.0", b"0,0,0").replace(b"-1.0", b"2"))
+        # Tight box of the placed points, padded by MARS's margin and clipped to the image.
+        x0 = np.where(placed, points[..., 0], np.inf).min(axis=1)
+        x1 = np.where(placed, points[..., 0], -np.inf).max(axis=1)
+        y0 = np.where(placed, points[..., 1], np.inf).min(axis=1)
+        y1 = np.where(placed, points[..., 1], -np.inf).max(axis=1)
+        sizes = np.array(
+            [
+                (w, h) if w is not None and h is not None else (np.nan, np.nan)
+                for w, h in zip(batch.widths, batch.heights, strict=True)
+            ],
+            dtype=np.float64,
+        ).reshape(-1, 2)[frame_of]
+        width, height = sizes[:, 0], sizes[:, 1]
+        known = ~np.isnan(width)
+        with np.errstate(invalid="ignore"):
+            pad_x0 = x0 - BOX_MARGIN * width
+            pad_x1 = x1 + BOX_MARGIN * width
+            pad_y0 = y0 - BOX_MARGIN * height
+            pad_y1 = y1 + BOX_MARGIN * height
+            # Python's max(0.0, v) and min(w, v), as the per-frame code computed them.
+            x0 = np.where(known, np.where(pad_x0 > 0.0, pad_x0, 0.0), x0)
+            x1 = np.where(known, np.where(pad_x1 < width, pad_x1, width), x1)
+            y0 = np.where(known, np.where(pad_y0 > 0.0, pad_y0, 0.0), y0)
+            y1 = np.where(known, np.where(pad_y1 < height, pad_y1, height), y1)
+        box_w, box_h = x1 - x0, y1 - y0
+        boxes = _rows(_json_text(py_round(np.stack([x0, y0, box_w, box_h], axis=1), 2)))
+        areas = py_round(box_w * box_h, 2).tolist()
+        image_ids = (frame_of + self.image_id + 1).tolist()
+        categories = self.categories[instance_of].tolist()
+        counts = placed.sum(axis=1).tolist()
+        annotations = []
+        first = self.annotation_id + 1
+        for i in range(n):
+            annotations.append(
+                {
+                    "id": first + i,
+                    "image_id": image_ids[i],
+                    "category_id": categories[i],
+                    "keypoints": orjson.Fragment(b"[" + keypoints[i] + b"]"),
+                    "num_keypoints": counts[i],
+                    "bbox": orjson.Fragment(b"[" + boxes[i] + b"]"),
+                    "area": areas[i],
+                    "iscrowd": 0,
+                }
+            )
+        lead = b"," if self.annotation_id else b""
+        self.annotations.write(lead + orjson.dumps(annotations)[1:-1])
+        self.annotation_id += n
 
     def close(self) -> None:
         self.annotations.close()
-        self.out.write('], "annotations": [')
-        with open(self.annotations_path, encoding="utf-8") as side:
+        self.out.write(b'],"annotations":[')
+        with open(self.annotations_path, "rb") as side:
             shutil.copyfileobj(side, self.out)
         categories = [
             {
@@ -179,44 +263,62 @@ class CocoWriter:
             }
             for a, animal in enumerate(self.spec.animal_names)
         ]
-        self.out.write('], "categories": ' + json.dumps(categories) + "}\n")
+        self.out.write(b'],"categories":' + orjson.dumps(categories) + b"}\n")
         self.out.close()
         os.remove(self.annotations_path)
         os.replace(_part(self.path), self.path)
 
 
+def _csv_field(text: str) -> bytes:
+    """One CSV field exactly as `csv.writer` (excel dialect, minimal quoting) writes it."""
+    if not any(c in text for c in _CSV_SPECIAL):
+        return text.encode("utf-8")
+    out = io.StringIO()
+    csv.writer(out).writerow([text, ""])
+    return out.getvalue()[:-3].encode("utf-8")  # drop the "," and the empty field's "\r\n"
+
+
+_CSV_SPECIAL = (",", '"', "\r", "\n")
+
+
 class CsvWriter:
     """Missing consensus points get a row with empty x, y and spread and n_workers 0, so every
-    frame has the same rows."""
+    frame has the same rows. Rows are the bytes `csv.writer` would write (excel dialect),
+    assembled per batch from one JSON text per column group instead of per-row formatting."""
 
     def __init__(self, path: Path, spec: LabelSpec) -> None:
         self.path = path
-        self.file: IO[str] = open(_part(path), "w", encoding="utf-8", newline="")  # noqa: SIM115
-        self.writer = csv.writer(self.file)
-        self.writer.writerow(CSV_COLUMNS)
+        self.file: IO[bytes] = open(_part(path), "wb")  # noqa: SIM115
+        self.file.write(b",".join(_csv_field(c) for c in CSV_COLUMNS) + b"\r\n")
         names = {(a, j): name for a, j, name in instance_names(spec)}
         n_kp, n_obj = len(spec.keypoints), spec.num_obj
-        self.slot_names = [
-            (names[(s // n_obj // n_kp, s % n_obj)], spec.keypoints[s // n_obj % n_kp])
+        self.slot_prefixes = [
+            b","
+            + _csv_field(names[(s // n_obj // n_kp, s % n_obj)])
+            + b","
+            + _csv_field(spec.keypoints[s // n_obj % n_kp])
+            + b","
             for s in range(spec.n_slots)
         ]
 
-    def add_batch(self, frames: list[Frame], consensus: BatchConsensus) -> None:
-        xs = np.round(consensus.points[..., 0], 2).tolist()
-        ys = np.round(consensus.points[..., 1], 2).tolist()
-        spread = np.round(consensus.spread, 2).tolist()
-        counts = consensus.n_workers.tolist()
-        names = self.slot_names
-        rows = []
-        for b, frame in enumerate(frames):
-            ref = frame.source_ref
-            for s, (x, y, n, sp) in enumerate(zip(xs[b], ys[b], counts[b], spread[b], strict=True)):
-                animal, keypoint = names[s]
-                if x == x:
-                    rows.append((ref, animal, keypoint, x, y, n, sp))
-                else:
-                    rows.append((ref, animal, keypoint, "", "", 0, ""))
-        self.writer.writerows(rows)
+    def add_batch(self, batch: FrameBatch, consensus: BatchConsensus) -> None:
+        n_frames, n_slots = consensus.n_workers.shape
+        points = np.round(consensus.points, 2).reshape(-1, 2)
+        # Python's csv writes floats with repr, which orjson matches for these values
+        # (two decimals, so never the exponent form of tiny numbers); NaN becomes empty.
+        xy = _rows(_json_text(points).replace(b"null", b""))
+        counts = _items(_json_text(consensus.n_workers.reshape(-1)))
+        spread = _items(_json_text(np.round(consensus.spread, 2).reshape(-1)).replace(b"null", b""))
+        refs = [_csv_field(ref) for ref in batch.source_refs]
+        parts: list[bytes] = []
+        row = 0
+        prefixes = self.slot_prefixes
+        for b in range(n_frames):
+            ref = refs[b]
+            for s in range(n_slots):
+                parts += (ref, prefixes[s], xy[row], b",", counts[row], b",", spread[row], b"\r\n")
+                row += 1
+        self.file.write(b"".join(parts))
 
     def close(self) -> None:
         self.file.close()
@@ -233,28 +335,37 @@ class MarsWriter:
     `source-ref` (MARS had a local path there). A point a worker did not place is NaN, as in
     MARS's own file (Python's json reads it; strict JSON parsers do not). With `num_obj` > 1,
     instance n > 1 of an animal is stored as `ann_<animal>_<n>`.
+
+    The text is assembled per batch: each kind of number (X, Y, med, ...) is encoded once for
+    the whole batch and cut into per-record pieces, because encoding ~250 floats per frame one
+    record at a time was the slowest part of a consolidation.
     """
 
     def __init__(self, path: Path, spec: LabelSpec) -> None:
         self.path = path
         self.spec = spec
-        self.file: IO[str] = open(_part(path), "w", encoding="utf-8")  # noqa: SIM115
-        self.file.write("[")
+        self.file: IO[bytes] = open(_part(path), "wb")  # noqa: SIM115
+        self.file.write(b"[")
         self.count = 0
         self.keys = [
-            (a, j, f"ann_{animal}" if j == 0 else f"ann_{animal}_{j + 1}")
+            (a, j, orjson.dumps(f"ann_{animal}" if j == 0 else f"ann_{animal}_{j + 1}"))
             for a, j, _ in instance_names(spec)
             for animal in [spec.animal_names[a]]
         ]
+        self.labels = orjson.dumps(list(spec.keypoints))
+        self.sizes: dict[float | None, bytes] = {}
 
-    def add_batch(self, frames: list[Frame], consensus: BatchConsensus) -> None:
+    def add_batch(self, batch: FrameBatch, consensus: BatchConsensus) -> None:
         spec = self.spec
         n_frames, n_workers = consensus.coords.shape[:2]
         n_animals, n_kp, n_obj = len(spec.animal_names), len(spec.keypoints), spec.num_obj
         size = np.array(
-            [(f.width or math.nan, f.height or math.nan) for f in frames],
+            [
+                (w or math.nan, h or math.nan)
+                for w, h in zip(batch.widths, batch.heights, strict=True)
+            ],
             dtype=np.float64,
-        )  # (B, 2)
+        ).reshape(-1, 2)  # (B, 2)
         coords = consensus.coords.reshape(n_frames, n_workers, n_animals, n_kp, n_obj, 2)
         norm = coords / size[:, None, None, None, None, :]
         with np.errstate(all="ignore"):
@@ -269,63 +380,103 @@ class MarsWriter:
             mu = np.where(any_placed[..., None], total / np.maximum(count, 1), np.nan)
             dev = np.where(placed[..., None], (norm - mu[:, None]) ** 2, 0.0).sum(axis=1)
             std = np.where(any_placed[..., None], np.sqrt(dev / np.maximum(count, 1)), np.nan)
-        # Innermost axis = keypoints, so `tolist` yields the X/Y rows MARS stores directly.
-        norm_l = np.round(norm.transpose(0, 2, 4, 5, 1, 3), 5).tolist()  # (B, A, n, 2, W, K)
-        med_l = np.round(med.transpose(0, 1, 3, 4, 2), 5).tolist()  # (B, A, n, 2, K)
-        mu_l = np.round(mu.transpose(0, 1, 3, 4, 2), 5).tolist()
-        std_l = np.round(std.transpose(0, 1, 3, 4, 2), 5).tolist()
-        labels = list(spec.keypoints)
-        records = []
-        for b, frame in enumerate(frames):
-            n_real = len(frame.workers)
-            record: dict[str, Any] = {
-                "image": frame.source_ref,
-                "height": frame.height,
-                "width": frame.width,
-                "frame_id": frame.source_ref,
-                "ann_label": labels,
-                "ann": [],
-            }
-            for a, j, key in self.keys:
-                xs, ys = norm_l[b][a][j]
-                m_x, m_y = med_l[b][a][j]
-                u_x, u_y = mu_l[b][a][j]
-                s_x, s_y = std_l[b][a][j]
-                placed_x = [v for v in m_x if v == v]
-                placed_y = [v for v in m_y if v == v]
-                if placed_x:
-                    x0, x1, y0, y1 = _mars_box(
-                        min(placed_x), max(placed_x), min(placed_y), max(placed_y)
-                    )
-                    area = abs(x1 - x0) * abs(y1 - y0) * (frame.width or 0) * (frame.height or 0)
-                    bbox = [round(x0, 5), round(x1, 5), round(y0, 5), round(y1, 5)]
-                else:
-                    bbox, area = [math.nan] * 4, math.nan
-                record[key] = {
-                    "X": xs[:n_real],
-                    "Y": ys[:n_real],
-                    "bbox": bbox,
-                    "med": [m_y, m_x],
-                    "mu": [u_y, u_x],
-                    "std": [s_y, s_x],
-                    "area": round(area, 2) if area == area else area,
-                }
-            records.append(record)
-        if records:
-            text = json.dumps(records)[1:-1]
-            self.file.write((", " if self.count else "") + text)
-            self.count += len(records)
+        # Keypoints innermost: (B, A, n, 2, W, K) and (B, A, n, 2, K) with axis 3 = (x, y).
+        norm_r = np.round(norm.transpose(0, 2, 4, 5, 1, 3), 5)
+        med_r = np.round(med.transpose(0, 1, 3, 4, 2), 5)
+        mu_r = np.round(mu.transpose(0, 1, 3, 4, 2), 5)
+        std_r = np.round(std.transpose(0, 1, 3, 4, 2), 5)
+        # The box of the placed (rounded) medians, grown like MARS's `correct_box`.
+        med_placed = ~np.isnan(med_r[..., 0, :])  # (B, A, n, K)
+        with np.errstate(invalid="ignore"):
+            xmin = np.where(med_placed, med_r[..., 0, :], np.inf).min(axis=-1)
+            xmax = np.where(med_placed, med_r[..., 0, :], -np.inf).max(axis=-1)
+            ymin = np.where(med_placed, med_r[..., 1, :], np.inf).min(axis=-1)
+            ymax = np.where(med_placed, med_r[..., 1, :], -np.inf).max(axis=-1)
+            x0, x1, y0, y1 = _mars_box(xmin, xmax, ymin, ymax)
+            area = (
+                np.abs(x1 - x0)
+                * np.abs(y1 - y0)
+                * np.nan_to_num(size[:, 0], nan=0.0)[:, None, None]
+                * np.nan_to_num(size[:, 1], nan=0.0)[:, None, None]
+            )
+        nobody = ~med_placed.any(axis=-1)  # (B, A, n)
+        bbox = py_round(np.stack([x0, x1, y0, y1], axis=-1), 5)
+        bbox[nobody] = np.nan
+        area = py_round(area, 2)
+        area[nobody] = np.nan
+
+        def nan_text(array: npt.NDArray[np.floating[Any]]) -> bytes:
+            return _json_text(array).replace(b"null", b"NaN")
+
+        n_real = [len(w) for w in batch.workers]
+        short = [b for b in range(n_frames) if n_real[b] < n_workers]
+        animals = []
+        for a, j, key in self.keys:
+            xs = _blocks(nan_text(norm_r[:, a, j, 0]))
+            ys = _blocks(nan_text(norm_r[:, a, j, 1]))
+            for b in short:  # padded workers are not in the record
+                xs[b] = nan_text(norm_r[b, a, j, 0, : n_real[b]])[2:-2]
+                ys[b] = nan_text(norm_r[b, a, j, 1, : n_real[b]])[2:-2]
+            animals.append(
+                (
+                    b"," + key + b':{"X":[[',
+                    xs,
+                    ys,
+                    _rows(nan_text(bbox[:, a, j])),
+                    _blocks(nan_text(med_r[:, a, j, ::-1])),
+                    _blocks(nan_text(mu_r[:, a, j, ::-1])),
+                    _blocks(nan_text(std_r[:, a, j, ::-1])),
+                    _items(nan_text(area[:, a, j])),
+                )
+            )
+        parts: list[bytes] = []
+        labels = b',"ann_label":' + self.labels + b',"ann":[]'
+        sizes = self.sizes
+        for b in range(n_frames):
+            ref = orjson.dumps(batch.source_refs[b])
+            parts += (
+                b',{"image":' if b or self.count else b'{"image":',
+                ref,
+                b',"height":',
+                _size_text(batch.heights[b], sizes),
+                b',"width":',
+                _size_text(batch.widths[b], sizes),
+                b',"frame_id":',
+                ref,
+                labels,
+            )
+            for lead, xs, ys, boxes, meds, mus, stds, areas in animals:
+                parts += (
+                    lead,
+                    xs[b],
+                    b']],"Y":[[',
+                    ys[b],
+                    b']],"bbox":[',
+                    boxes[b],
+                    b'],"med":[[',
+                    meds[b],
+                    b']],"mu":[[',
+                    mus[b],
+                    b']],"std":[[',
+                    stds[b],
+                    b']],"area":',
+                    areas[b],
+                    b"}",
+                )
+            parts.append(b"}")
+        self.file.write(b"".join(parts))
+        self.count += n_frames
 
     def close(self) -> None:
-        self.file.write("]\n")
+        self.file.write(b"]\n")
         self.file.close()
         os.replace(_part(self.path), self.path)
 
 
 def _mars_box(
-    xmin: float, xmax: float, ymin: float, ymax: float
-) -> tuple[float, float, float, float]:
+    xmin: FloatArray, xmax: FloatArray, ymin: FloatArray, ymax: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """MARS's `correct_box`: grow by 4% of the image, never past its edges (fractions)."""
-    x_stretch = min(xmin, abs(1 - xmax), BOX_MARGIN)
-    y_stretch = min(ymin, abs(1 - ymax), BOX_MARGIN)
+    x_stretch = np.minimum(np.minimum(xmin, np.abs(1 - xmax)), BOX_MARGIN)
+    y_stretch = np.minimum(np.minimum(ymin, np.abs(1 - ymax)), BOX_MARGIN)
     return xmin - x_stretch, xmax + x_stretch, ymin - y_stretch, ymax + y_stretch

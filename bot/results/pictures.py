@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from bot.results.consensus import BatchConsensus, FloatArray
 from bot.results.exports import file_name
-from bot.results.reader import Frame
+from bot.results.reader import Frame, FrameBatch
 from bot.results.spec import LabelSpec
 
 LoadImage = Callable[[str], "Image.Image | None"]
@@ -72,7 +72,7 @@ class PreviewPicker:
         self.order = 0
         self.random = random.Random(seed)
 
-    def add_batch(self, frames: list[Frame], consensus: BatchConsensus) -> None:
+    def add_batch(self, frames: FrameBatch, consensus: BatchConsensus) -> None:
         with np.errstate(all="ignore"):
             spread = consensus.spread
             counted = np.isfinite(spread)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +15,12 @@ from bot.results.agreement import AgreementAccumulator, KeypointAgreement
 from bot.results.consensus import consensus_batch
 from bot.results.exports import CocoWriter, CsvWriter, MarsWriter
 from bot.results.pictures import LoadImage, PreviewPicker, agreement_png, preview_png
-from bot.results.reader import Fetch, Frame, Problem, ReadReport, read_manifest
+from bot.results.reader import Fetch, Problem, ReadReport, read_batches
 from bot.results.spec import LabelSpec
 
-# Frames per numpy batch: large enough that per-call overhead vanishes, small enough that a
-# batch (frames x workers x slots x 2 doubles) stays a few MB.
+# Manifest lines (so at most that many frames) per numpy batch: large enough that per-call
+# overhead vanishes, small enough that a batch (frames x workers x slots x 2 doubles, plus the
+# batch's raw lines) stays a few MB.
 BATCH_FRAMES = 1024
 
 FILE_NAMES = {
@@ -72,12 +72,6 @@ class ConsolidationSummary:
     keypoints: tuple[KeypointAgreement, ...]
 
 
-def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
-    iterator = iter(frames)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
-
-
 def consolidate(
     manifest_lines: Iterable[str] | Iterable[bytes],
     spec: LabelSpec,
@@ -98,37 +92,31 @@ def consolidate(
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ResultFiles.in_dir(out_dir)
     report = ReadReport()
-    frames = read_manifest(
-        manifest_lines, spec, fetch=fetch, report=report, label_attribute=label_attribute
+    batches = read_batches(
+        manifest_lines,
+        spec,
+        fetch=fetch,
+        report=report,
+        label_attribute=label_attribute,
+        batch_lines=batch_frames,
     )
     coco = CocoWriter(files.coco, spec, job_name)
     table = CsvWriter(files.csv, spec)
     mars = MarsWriter(files.mars, spec)
     agreement = AgreementAccumulator(spec)
     picker = PreviewPicker()
-    slot_values = spec.n_slots * 2
-    pad = [math.nan] * slot_values
     try:
-        for batch in _batches(frames, batch_frames):
-            width = max(len(frame.workers) for frame in batch)
-            rows = []
-            worker_rows = []
-            seconds_rows = []
-            for frame in batch:
-                missing = width - len(frame.workers)
-                rows.append(frame.coords + pad * missing if missing else frame.coords)
-                indices = [agreement.worker_index(worker) for worker in frame.workers]
-                worker_rows.append(indices + [-1] * missing)
-                seconds_rows.append(
-                    [math.nan if s is None else s for s in frame.seconds] + [math.nan] * missing
-                )
-            coords = np.array(rows, dtype=np.float64).reshape(len(batch), width, spec.n_slots, 2)
-            result = consensus_batch(coords, spec)
-            agreement.add_batch(
-                result,
-                np.array(worker_rows, dtype=np.int64),
-                np.array(seconds_rows, dtype=np.float64),
-            )
+        for batch in batches:
+            width = batch.coords.shape[1]
+            worker_rows = np.full((len(batch), width), -1, dtype=np.int64)
+            seconds_rows = np.full((len(batch), width), math.nan, dtype=np.float64)
+            worker_index = agreement.worker_index
+            for b, (names, spent) in enumerate(zip(batch.workers, batch.seconds, strict=True)):
+                worker_rows[b, : len(names)] = [worker_index(name) for name in names]
+                if spent.count(None) != len(spent):
+                    seconds_rows[b, : len(spent)] = [math.nan if s is None else s for s in spent]
+            result = consensus_batch(batch.coords, spec)
+            agreement.add_batch(result, worker_rows, seconds_rows)
             coco.add_batch(batch, result)
             table.add_batch(batch, result)
             mars.add_batch(batch, result)

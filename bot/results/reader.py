@@ -1,9 +1,15 @@
-"""Stream a Ground Truth `output.manifest` into per-frame worker coordinates.
+"""Stream a Ground Truth `output.manifest` into batches of per-frame worker coordinates.
 
-Worker answers are untrusted input: they are parsed with `json.loads` only, every coordinate is
-checked, and anything wrong becomes a (line, reason) problem instead of an exception, so one bad
-line or one careless worker never costs the rest of a job. Memory is constant in the number of
-frames: one line and its worker answers are held at a time.
+Worker answers are untrusted input: they are parsed as JSON only (never evaluated), every
+coordinate is checked, and anything wrong becomes a (line, reason) problem instead of an
+exception, so one bad line or one careless worker never costs the rest of a job. Memory is
+constant in the number of frames: one batch of lines is held at a time.
+
+Two paths read a line. The fast one (orjson, and points checked for a whole batch at once with
+numpy) only accepts lines where nothing at all is unusual and never reports anything; every
+other line, and every line whose points fail the batch check, is re-read by the careful one
+(stdlib `json`, point by point), which is the reference behaviour and writes every problem. So
+reports and results do not depend on which path read a line, and lines keep their order.
 """
 
 from __future__ import annotations
@@ -12,8 +18,14 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
 
 from bot.results.spec import LabelSpec, normalise_label
 
@@ -24,6 +36,21 @@ DEFAULT_LABEL_ATTRIBUTE = "annotatedResult"
 # size; large enough for any real frame, small enough to reject Infinity.
 _UNKNOWN_SIZE = 1e30
 _NAN = math.nan
+_INF = math.inf
+_DEFAULT_METADATA = f"{DEFAULT_LABEL_ATTRIBUTE}-metadata"
+# Lines per batch unless the caller says otherwise (see `bot.results.pipeline.BATCH_FRAMES`).
+DEFAULT_BATCH_LINES = 1024
+# Beyond this a float no longer holds every integer, so the batch check could round a huge
+# integer coordinate differently from the careful path; such points take the careful path.
+_EXACT_INT = float(2**53)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+# Per fast-read point: its line among the fast-read ones, worker position, slot, x, y.
+_Points = tuple[IntArray, IntArray, IntArray, FloatArray, FloatArray]
+_label_of = itemgetter("label")
+_x_of = itemgetter("x")
+_y_of = itemgetter("y")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +90,7 @@ class Frame:
 
     `coords` is flat, worker-major: worker w, slot s, axis a lives at
     `(w * spec.n_slots + s) * 2 + a`; NaN means the worker did not place that point (missing is
-    never zero). A flat list keeps the per-point cost to a list store; arrays are built per batch.
+    never zero).
     """
 
     line: int
@@ -75,6 +102,38 @@ class Frame:
     coords: list[float]
 
 
+@dataclass(slots=True)
+class FrameBatch:
+    """Consecutive usable frames of the manifest, their worker points as one array.
+
+    `coords` is (frames, workers, slots, 2); frames with fewer workers than the widest are
+    padded with all-NaN workers, which the NaN-aware consensus ignores like unplaced points.
+    """
+
+    lines: list[int]
+    source_refs: list[str]
+    widths: list[float | None]
+    heights: list[float | None]
+    workers: list[list[str]]
+    seconds: list[list[float | None]]
+    coords: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, b: int) -> Frame:
+        n = len(self.workers[b])
+        return Frame(
+            self.lines[b],
+            self.source_refs[b],
+            self.widths[b],
+            self.heights[b],
+            self.workers[b],
+            self.seconds[b],
+            self.coords[b, :n].ravel().tolist(),
+        )
+
+
 def read_manifest(
     lines: Iterable[str | bytes],
     spec: LabelSpec,
@@ -84,13 +143,37 @@ def read_manifest(
     label_attribute: str | None = None,
 ) -> Iterator[Frame]:
     """Yield one `Frame` per usable manifest line, recording every problem in `report`."""
+    for batch in read_batches(
+        lines, spec, fetch=fetch, report=report, label_attribute=label_attribute
+    ):
+        for b in range(len(batch)):
+            yield batch[b]
+
+
+def read_batches(
+    lines: Iterable[str | bytes],
+    spec: LabelSpec,
+    *,
+    fetch: Fetch,
+    report: ReadReport,
+    label_attribute: str | None = None,
+    batch_lines: int = DEFAULT_BATCH_LINES,
+) -> Iterator[FrameBatch]:
+    """Yield the usable frames of every `batch_lines` manifest lines, in manifest order,
+    recording every problem in `report`; a batch may be short or, if all its lines were
+    unusable, skipped."""
     reader = _Reader(spec, fetch, report, label_attribute)
+    pending = _Pending(spec.num_obj == 1)
     for number, raw in enumerate(lines, start=1):
         report.lines = number
-        frame = reader.read_line(number, raw)
-        if frame is not None:
-            report.frames += 1
-            yield frame
+        pending.add(reader, number, raw)
+        if len(pending.entries) >= batch_lines:
+            batch = pending.flush(reader)
+            if batch is not None:
+                yield batch
+    batch = pending.flush(reader)
+    if batch is not None:
+        yield batch
 
 
 def local_worker_response_fetch(manifest_path: Path, fallback: Fetch | None = None) -> Fetch:
@@ -116,6 +199,250 @@ def local_worker_response_fetch(manifest_path: Path, fallback: Fetch | None = No
         return fallback(uri)
 
     return fetch
+
+
+class _Pending:
+    """The lines of one batch: fast-read ones as flat point lists, the rest kept raw for the
+    careful path. Nothing is reported until `flush`, which handles every line in order."""
+
+    def __init__(self, fast: bool) -> None:
+        self.fast = fast
+        # Per line: the raw text, and its index among fast-read lines or -1.
+        self.entries: list[tuple[int, str | bytes, int]] = []
+        self._clear()
+
+    def _clear(self) -> None:
+        self.entries = []
+        self.refs: list[str] = []
+        self.widths: list[float] = []
+        self.heights: list[float] = []
+        self.workers: list[list[str]] = []
+        self.seconds: list[list[float | None]] = []
+        self.job_names: list[object] = []
+        self.counts: list[int] = []  # per fast-read worker: points given
+        # Per point of fast-read workers, in order.
+        self.labels: list[Any] = []
+        self.xs: list[object] = []
+        self.ys: list[object] = []
+
+    def add(self, reader: _Reader, number: int, raw: str | bytes) -> None:
+        fast = self.fast and self._read_fast(reader, raw)
+        self.entries.append((number, raw, len(self.refs) - 1 if fast else -1))
+
+    def _read_fast(self, reader: _Reader, raw: str | bytes) -> bool:
+        """Take the line if it is an ordinary recipe line (consolidated answers, every worker
+        reporting the same image size); False, with nothing kept, on anything unusual, which
+        the careful path will then explain. Whole-line comprehensions and C-level `map`s
+        instead of a loop per worker and point: this runs for every line of a job."""
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return False
+        if type(record) is not dict:
+            return False
+        source_ref = record.get("source-ref")
+        if type(source_ref) is not str or not source_ref:
+            return False
+        attribute = reader.label_attribute
+        if attribute is None:
+            if _DEFAULT_METADATA not in record:
+                return False
+            attribute = DEFAULT_LABEL_ATTRIBUTE
+        metadata = record.get(f"{attribute}-metadata")
+        if type(metadata) is not dict:
+            return False
+        for source in (metadata, record):
+            for key in source:
+                if key.endswith("failure-reason"):
+                    return False
+        result = record.get(attribute)
+        if type(result) is not dict:
+            return False
+        items = result.get("annotationsFromAllWorkers")
+        if type(items) is not list or not items:
+            return False
+        loads = orjson.loads
+        try:
+            # Anything not shaped like the recipe raises here (TypeError, KeyError, bad JSON).
+            answers = [
+                loads(item["annotationData"]["content"])[DEFAULT_LABEL_ATTRIBUTE] for item in items
+            ]
+            keypoints = [answer["keypoints"] for answer in answers]
+            sizes = {
+                (properties["width"], properties["height"])
+                for properties in [answer["inputImageProperties"] for answer in answers]
+            }
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return False
+        if len(sizes) != 1 or set(map(type, keypoints)) != {list}:
+            return False
+        counts = list(map(len, keypoints))
+        if 0 in counts:
+            return False
+        ((width, height),) = sizes
+        if not (
+            (type(width) is float or type(width) is int)
+            and (type(height) is float or type(height) is int)
+            and 0 < width < _INF
+            and 0 < height < _INF
+        ):
+            return False
+        workers = [item.get("workerId") for item in items]
+        if set(map(type, workers)) != {str}:
+            workers = [
+                worker if type(worker) is str else f"worker-{position}"
+                for position, worker in enumerate(workers, start=1)
+            ]
+        seconds = [item.get("timeSpentInSeconds") for item in items]
+        if seconds.count(None) != len(seconds):
+            seconds = [_seconds(spent) for spent in seconds]
+        points = list(chain.from_iterable(keypoints))
+        n_points = len(self.labels)
+        try:
+            self.labels.extend(map(_label_of, points))
+            self.xs.extend(map(_x_of, points))
+            self.ys.extend(map(_y_of, points))
+        except (KeyError, TypeError):
+            del self.labels[n_points:], self.xs[n_points:], self.ys[n_points:]
+            return False
+        self.counts += counts
+        self.refs.append(source_ref)
+        self.widths.append(float(width))
+        self.heights.append(float(height))
+        self.workers.append(workers)  # type: ignore[arg-type]
+        self.seconds.append(seconds)  # type: ignore[arg-type]
+        self.job_names.append(metadata.get("job-name"))
+        return True
+
+    def flush(self, reader: _Reader) -> FrameBatch | None:
+        """Check every fast-read point at once, send failing lines to the careful path, and
+        assemble the batch in line order."""
+        spec = reader.spec
+        report = reader.report
+        n_slots = spec.n_slots
+        entries = self.entries
+        accepted, points = self._check(reader)
+        lines: list[int] = []
+        refs: list[str] = []
+        widths: list[float | None] = []
+        heights: list[float | None] = []
+        workers: list[list[str]] = []
+        seconds: list[list[float | None]] = []
+        careful: list[tuple[int, list[float]]] = []  # (frame position, flat coords)
+        frame_of_line = np.full(len(self.refs), -1, dtype=np.int64)
+        for number, raw, fast in entries:
+            if fast >= 0 and accepted[fast]:
+                frame_of_line[fast] = len(lines)
+                if report.job_name is None and type(self.job_names[fast]) is str:
+                    report.job_name = str(self.job_names[fast])
+                lines.append(number)
+                refs.append(self.refs[fast])
+                widths.append(self.widths[fast])
+                heights.append(self.heights[fast])
+                workers.append(self.workers[fast])
+                seconds.append(self.seconds[fast])
+                continue
+            frame = reader.read_line(number, raw)
+            if frame is None:
+                continue
+            careful.append((len(lines), frame.coords))
+            lines.append(number)
+            refs.append(frame.source_ref)
+            widths.append(frame.width)
+            heights.append(frame.height)
+            workers.append(frame.workers)
+            seconds.append(frame.seconds)
+        report.frames += len(lines)
+        width = max((len(w) for w in workers), default=0)
+        coords = np.full((len(lines), width, n_slots, 2), np.nan, dtype=np.float64)
+        for b, flat in careful:
+            coords[b, : len(workers[b])] = np.array(flat, dtype=np.float64).reshape(-1, n_slots, 2)
+        if points is not None:
+            line_of_point, worker_of_point, slot, x, y = points
+            frame_of_point = frame_of_line[line_of_point]
+            keep = frame_of_point >= 0
+            where = (frame_of_point[keep], worker_of_point[keep], slot[keep])
+            coords[(*where, 0)] = x[keep]
+            coords[(*where, 1)] = y[keep]
+        self._clear()
+        if not lines:
+            return None
+        return FrameBatch(lines, refs, widths, heights, workers, seconds, coords)
+
+    def _check(self, reader: _Reader) -> tuple[list[bool], _Points | None]:
+        """Which fast-read lines have every point usable: a known label (exact spelling), a
+        number (not a bool) in the image, and no label twice for one worker; and per point
+        its (fast line, worker position, slot, x, y) for the assembly."""
+        n_lines = len(self.refs)
+        if n_lines == 0:
+            return [], None
+        n_slots = reader.spec.n_slots
+        counts = np.array(self.counts, dtype=np.int64)
+        n_workers = len(counts)
+        n_points = len(self.labels)
+        per_line = np.fromiter(map(len, self.workers), dtype=np.int64, count=n_lines)
+        line_of_worker = np.repeat(np.arange(n_lines), per_line)
+        first_worker = np.cumsum(per_line) - per_line
+        position = np.arange(n_workers) - first_worker[line_of_worker]
+        worker = np.repeat(np.arange(n_workers), counts)
+        index = reader.index
+        try:
+            slot = np.fromiter(map(index.__getitem__, self.labels), np.int64, count=n_points)
+        except (KeyError, TypeError):
+            slot = np.fromiter(
+                (index.get(label, -1) if type(label) is str else -1 for label in self.labels),
+                np.int64,
+                count=n_points,
+            )
+        x, x_ok = _numbers(self.xs)
+        y, y_ok = _numbers(self.ys)
+        line_of_point = line_of_worker[worker]
+        with np.errstate(invalid="ignore"):
+            ok = (
+                (slot >= 0)
+                & x_ok
+                & y_ok
+                & (x >= 0.0)
+                & (x <= np.array(self.widths)[line_of_point])
+                & (y >= 0.0)
+                & (y <= np.array(self.heights)[line_of_point])
+            )
+        key = worker * n_slots + np.where(ok, slot, 0)
+        placed = np.bincount(key[ok], minlength=n_workers * n_slots)
+        bad_worker = (placed.reshape(n_workers, n_slots) > 1).any(axis=1)
+        bad_worker |= np.bincount(worker[~ok], minlength=n_workers) > 0
+        bad_line = np.bincount(line_of_worker[bad_worker], minlength=n_lines) > 0
+        points = (line_of_point, position[worker], slot, x, y)
+        return [not bad for bad in bad_line.tolist()], points
+
+
+def _numbers(values: list[object]) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """Values as floats and which of them are plain JSON numbers the batch check can judge
+    exactly like the careful path (ints and floats, not bools, no huge integers)."""
+    kinds = set(map(type, values))
+    n = len(values)
+    if kinds <= {float, int}:
+        try:
+            array = np.fromiter(values, np.float64, count=n)
+        except OverflowError:
+            pass
+        else:
+            # orjson reads integers beyond 64 bits as floats, so check floats too.
+            return array, np.abs(array) < _EXACT_INT
+    ok = np.fromiter(
+        (
+            (type(v) is float or type(v) is int) and abs(v) < _EXACT_INT  # type: ignore[operator]
+            for v in values
+        ),
+        bool,
+        count=n,
+    )
+    array = np.fromiter(
+        (float(v) if good else _NAN for v, good in zip(values, ok, strict=True)),  # type: ignore[arg-type]
+        np.float64,
+        count=n,
+    )
+    return array, ok
 
 
 class _Reader:
@@ -153,6 +480,10 @@ class _Reader:
         source_ref = record.get("source-ref")
         if not isinstance(source_ref, str) or not source_ref:
             report.skip(number, "no `source-ref` on this line")
+            return None
+        if not _is_unicode(source_ref):
+            # A lone surrogate escape ("\\ud800") cannot be written to a UTF-8 export.
+            report.skip(number, "`source-ref` is not valid Unicode text")
             return None
         attribute = self._attribute(record)
         metadata = record.get(f"{attribute}-metadata")
@@ -346,8 +677,12 @@ class _Reader:
                 report.add(number, f"{where}: {label!r} has a non-numeric coordinate")
                 return 0
         assert isinstance(x, int | float) and isinstance(y, int | float)
-        if not (math.isfinite(x) and math.isfinite(y)):
-            report.add(number, f"{where}: {label!r} has a non-finite coordinate ({x}, {y})")
+        if _as_float(x) is None or _as_float(y) is None:
+            # An integer too large for a float is finite but lies outside any image.
+            if isinstance(x, int) or isinstance(y, int):
+                report.add(number, f"{where}: {label!r} is outside the image")
+            else:
+                report.add(number, f"{where}: {label!r} has a non-finite coordinate ({x}, {y})")
             return 0
         if not (0.0 <= x <= w and 0.0 <= y <= h):
             report.add(number, f"{where}: {label!r} at ({x:g}, {y:g}) is outside the image")
@@ -393,19 +728,36 @@ def _keypoint_result(content: object) -> dict[str, Any] | None:
 def _image_size(properties: object) -> tuple[float | None, float | None]:
     if not isinstance(properties, dict):
         return None, None
-    width, height = properties.get("width"), properties.get("height")
-    if (
-        isinstance(width, int | float)
-        and isinstance(height, int | float)
-        and not isinstance(width, bool)
-        and not isinstance(height, bool)
-        and math.isfinite(width)
-        and math.isfinite(height)
-        and width > 0
-        and height > 0
-    ):
-        return float(width), float(height)
+    width = _as_float(properties.get("width"))
+    height = _as_float(properties.get("height"))
+    if width is not None and height is not None and width > 0 and height > 0:
+        return width, height
     return None, None
+
+
+def _as_float(value: object) -> float | None:
+    """A JSON number as a finite float; None for anything else, including NaN, infinities and
+    integers beyond the float range (which `math.isfinite` would raise on)."""
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _worker_identity(answer: dict[str, Any], position: int) -> str:
@@ -421,9 +773,8 @@ def _worker_identity(answer: dict[str, Any], position: int) -> str:
 
 
 def _seconds(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value) if value >= 0 else None
-    return None
+    seconds = _as_float(value)
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 def _failure(record: dict[str, Any], metadata: dict[str, Any]) -> str | None:
