@@ -236,12 +236,18 @@ def get_bytes(client: Any, bucket: str, key: str) -> bytes:
             raise
 
 
-def iter_lines(client: Any, bucket: str, key: str) -> Iterator[str]:
-    """Stream a text object line by line, so a large manifest never sits whole in memory."""
+def iter_lines(client: Any, bucket: str, key: str) -> Iterator[bytes]:
+    """Stream an object line by line (raw bytes), so a large manifest never sits in memory."""
     with aws_call(f"read s3://{bucket}/{key}"):
-        body = client.get_object(Bucket=bucket, Key=key)["Body"]
-        for raw in body.iter_lines():
-            yield raw.decode("utf-8")
+        try:
+            body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                raise NotFoundError(
+                    f"s3://{bucket}/{key} does not exist: is the job finished, and the bucket right?"
+                ) from None
+            raise
+        yield from body.iter_lines()
 
 
 def presign_get(client: Any, bucket: str, key: str, expires_seconds: int) -> str:

@@ -74,7 +74,7 @@ def test_consensus_beats_single_workers_and_corrects_flips(
         .read()
     )
     worker_errors: list[float] = []
-    # (frame, animal, pair) -> [workers who swapped it, workers who placed both points]
+    # (frame, animal, pair) -> [workers who clearly swapped it, workers who clearly did not]
     swaps: dict[tuple[str, str, tuple[str, str]], list[int]] = {}
     pairs = [tuple(p) for p in truth_doc["pairs"]]
     for line in body.decode().splitlines():
@@ -97,9 +97,13 @@ def test_consensus_beats_single_workers_and_corrects_flips(
                     )
                     crossed = _dist(placed[right], t_left) + _dist(placed[left], t_right)
                     straight = _dist(placed[right], t_right) + _dist(placed[left], t_left)
+                    # Only clear answers count: with pixel noise, a worker whose two points sit
+                    # between the true ones has neither swapped nor not.
+                    if abs(crossed - straight) < _dist(t_right, t_left):
+                        continue
                     tally = swaps.setdefault((frame, animal, (right_kp, left_kp)), [0, 0])
                     tally[0] += crossed < straight
-                    tally[1] += 1
+                    tally[1] += crossed > straight
 
     consensus_errors: list[float] = []
     rows: list[dict[str, str]] = []
@@ -121,7 +125,9 @@ def test_consensus_beats_single_workers_and_corrects_flips(
     }
     # Where a minority of workers swapped a left/right pair, flip correction must put the
     # consensus back on the right side: both points end up near the truth, not an ear apart.
-    minority = [key for key, (swapped, placed) in swaps.items() if 0 < swapped < placed / 2]
+    minority = [
+        key for key, (swapped, kept) in swaps.items() if swapped > 0 and kept >= swapped + 2
+    ]
     assert len(minority) >= 5, "the workforce should have swapped some pairs"
     for frame, animal, pair in minority:
         for kp in pair:

@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-import yaml
 from PIL import Image
 
-from bot.errors import ConfigError, NotFoundError
+from aws import s3
+from bot.errors import NotFoundError
+from bot.project import ProjectConfig, find_config_file, parse_project
 from bot.results.pipeline import ConsolidationSummary, consolidate
 from bot.results.reader import Fetch, local_worker_response_fetch
 from bot.results.spec import LabelSpec
@@ -26,26 +27,22 @@ S3ClientFactory = Callable[[], Any]
 SHOWN_PROBLEMS = 10
 
 
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise NotFoundError(f"{uri} is not an s3:// URI.")
-    bucket, _, key = uri[5:].partition("/")
-    if not bucket or not key:
-        raise NotFoundError(f"{uri} does not name a bucket and a key: use s3://bucket/key.")
-    return bucket, key
-
-
 def load_spec(project_dir: Path) -> LabelSpec:
-    path = project_dir / "project-config.yml"
-    if not path.is_file():
+    """The label spec from the project's config, validated by the project model itself."""
+    config_file = find_config_file(project_dir)
+    if config_file is None:
         raise NotFoundError(f"No project-config.yml in {project_dir}: is this a project folder?")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must be a mapping of keys such as `species` and `keypoints`.")
-    return LabelSpec.from_mapping(data)
+    return label_spec(parse_project(config_file, project_dir.name, {}))
+
+
+def label_spec(project: ProjectConfig) -> LabelSpec:
+    return LabelSpec(
+        species=project.species,
+        animals=project.animal_names,
+        keypoints=project.keypoints,
+        check_pairs=project.check_pairs,
+        num_obj=project.num_obj,
+    )
 
 
 class _S3:
@@ -62,29 +59,10 @@ class _S3:
         return self._client
 
     def get(self, uri: str) -> bytes:
-        bucket, key = split_s3_uri(uri)
-        try:
-            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
-        except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-            if code in {"NoSuchKey", "404", "NoSuchBucket"}:
-                raise NotFoundError(f"{uri} does not exist.") from exc
-            raise
-        data: bytes = body.read()
-        return data
+        return s3.get_bytes(self.client, *s3.split_s3_uri(uri))
 
     def lines(self, uri: str) -> Iterator[bytes]:
-        bucket, key = split_s3_uri(uri)
-        try:
-            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
-        except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-            if code in {"NoSuchKey", "404", "NoSuchBucket"}:
-                raise NotFoundError(
-                    f"{uri} does not exist: is the job finished, and the bucket right?"
-                ) from exc
-            raise
-        yield from body.iter_lines()
+        return s3.iter_lines(self.client, *s3.split_s3_uri(uri))
 
 
 def _job_from_path(parts: tuple[str, ...]) -> str | None:
@@ -124,14 +102,14 @@ def run_consolidate(
     """Consolidate a local or `s3://` output manifest into `out` (default
     `<project>/annotation-data/results/<job or manifest name>/`)."""
     spec = load_spec(project_dir)
-    s3 = _S3(s3_client_factory)
+    store = _S3(s3_client_factory)
     lines: Iterator[str] | Iterator[bytes]
     if source.startswith("s3://"):
-        _, key = split_s3_uri(source)
+        _, key = s3.split_s3_uri(source)
         parts = PurePosixPath(key).parts
         stem = PurePosixPath(key).stem
-        lines = s3.lines(source)
-        fetch: Fetch = s3.get
+        lines = store.lines(source)
+        fetch: Fetch = store.get
     else:
         path = Path(source)
         if not path.is_file():
@@ -140,7 +118,7 @@ def run_consolidate(
         stem = path.stem
         handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
         lines = _closing_lines(handle)
-        fetch = local_worker_response_fetch(path, s3.get)
+        fetch = local_worker_response_fetch(path, store.get)
     first = next(lines, None)
     job = _job_from_first_line(first) if first is not None else None
     job = job or _job_from_path(parts)
@@ -151,7 +129,7 @@ def run_consolidate(
         spec,
         target,
         fetch=fetch,
-        load_image=_image_loader(project_dir, s3),
+        load_image=_image_loader(project_dir, store),
         job_name=job,
     )
 
@@ -167,7 +145,7 @@ def _prepend(first: str | bytes | None, rest: Iterator[Any]) -> Iterator[Any]:
     yield from rest
 
 
-def _image_loader(project_dir: Path, s3: _S3) -> Callable[[str], Image.Image | None]:
+def _image_loader(project_dir: Path, store: _S3) -> Callable[[str], Image.Image | None]:
     """Frames for the preview: the project's local copy first, S3 second, grey if neither."""
     raw = project_dir / "annotation-data" / "raw-images"
 
@@ -178,7 +156,7 @@ def _image_loader(project_dir: Path, s3: _S3) -> Callable[[str], Image.Image | N
                 with Image.open(local) as image:
                     return image.convert("RGB")
             if source_ref.startswith("s3://"):
-                with Image.open(io.BytesIO(s3.get(source_ref))) as image:
+                with Image.open(io.BytesIO(store.get(source_ref))) as image:
                     return image.convert("RGB")
         except Exception:  # a preview without one frame beats no result at all
             return None
