@@ -186,6 +186,9 @@ class Watcher:
             else:
                 message_ts = self.notifier.post_card(watch.channel, card)
                 thread_ts = thread_ts or message_ts
+                # Remembered before anything else can fail (the status reply, a crash): a card
+                # the database does not know about would make the next tick post a second one.
+                self.store.update_watch(watch.job_name, message_ts=message_ts, thread_ts=thread_ts)
             if watch.last_status is not None and job.status != watch.last_status:
                 self.notifier.post_thread(
                     watch.channel, thread_ts, f"{job.name}: {watch.last_status} → {job.status}"

@@ -1,0 +1,230 @@
+"""Shared pieces of the watcher tests and bench: a job rig on the emulators and a Slack stub
+that also records each answer's HTTP status and the caller's token.
+
+The plain `SlackStub` records a call before deciding to answer 429, so counting "posts" needs
+the status; and two bot processes talking to one stub are told apart by their bot tokens.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from slack_stub import Call, SlackStub
+
+from aws.emulator.groundtruth import GroundTruthEmulator
+from bot.synthetic import draw_frames
+
+REGION = "us-east-2"
+TEAM = f"arn:aws:sagemaker:{REGION}:123456789012:workteam/private-crowd/sandbox-labelers"
+ROLE = "arn:aws:iam::123456789012:role/service-role/GtbotTestRole"
+DATA, OUTPUT, UI = "watch-frames", "watch-frames-output", "watch-ui"
+CARD_RE = re.compile(
+    r"^(?P<job>\S+): (?P<status>\w+) \[[-#]*\] "
+    r"(?:\d+% \((?P<labeled>\d+)/\d+ labeled\)|waiting for the first objects)$"
+)
+
+
+class _TrackingCalls(list[Call]):
+    """The stub's call list; remembers, per handler thread, the call it just appended."""
+
+    def __init__(self, local: threading.local) -> None:
+        super().__init__()
+        self._local = local
+
+    def append(self, call: Call) -> None:
+        super().append(call)
+        self._local.call = call
+
+
+class RecordingSlackStub(SlackStub):
+    """SlackStub plus: the HTTP status and `ok` of every answer, and the bot token used."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        super().__init__()
+        self.calls = _TrackingCalls(self._local)
+        self.answers: dict[int, tuple[int, bool]] = {}
+        # Answer 429 to the next n calls whose text contains the key (e.g. the completion post).
+        self.rate_limit_text: dict[str, int] = {}
+        # Answer `{"ok": false, "error": ...}` to the next call whose text contains the key.
+        self.fail_text: dict[str, str] = {}
+
+    def _parse(self, handler: Any, raw: bytes) -> dict[str, Any]:
+        params = super()._parse(handler, raw)
+        params["_token"] = str(handler.headers.get("Authorization", "")).removeprefix("Bearer ")
+        self._local.call = None
+        text = str(params.get("text", ""))
+        with self.lock:
+            for needle, left in self.rate_limit_text.items():
+                if left > 0 and needle in text:
+                    self.rate_limit_text[needle] = left - 1
+                    self.rate_limit_next += 1
+        return params
+
+    def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        text = str(params.get("text", ""))
+        with self.lock:
+            needle = next((n for n in self.fail_text if n in text), None)
+            error = self.fail_text.pop(needle) if needle is not None else None
+        if error is not None:
+            return {"ok": False, "error": error}
+        return super()._answer(method, params)
+
+    def limited(self) -> list[Call]:
+        """Calls answered 429."""
+        with self.lock:
+            return [c for c in self.calls if self.answers.get(id(c), (0, False))[0] == 429]
+
+    def by_token(self, token: str) -> list[Call]:
+        """Chat calls made with one bot token: which process posted."""
+        with self.lock:
+            return [
+                c
+                for c in self.calls
+                if c.method.startswith("chat.") and c.params.get("_token") == token
+            ]
+
+    def _send(
+        self,
+        handler: Any,
+        status: int,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        call = getattr(self._local, "call", None)
+        if call is not None:
+            with self.lock:
+                self.answers[id(call)] = (status, bool(body.get("ok")))
+        super()._send(handler, status, body, headers)
+
+    def delivered(self, method: str) -> list[Call]:
+        """Calls of `method` Slack accepted (200 and ok): what the channel really shows."""
+        with self.lock:
+            return [
+                c
+                for c in self.calls
+                if c.method == method and self.answers.get(id(c), (0, False)) == (200, True)
+            ]
+
+    def cards(self, channel: str | None = None) -> list[Call]:
+        """Top-level posts with blocks: job cards (thread replies carry `thread_ts`)."""
+        return [
+            c
+            for c in self.delivered("chat.postMessage")
+            if c.params.get("blocks") and not c.params.get("thread_ts")
+            if channel is None or c.params.get("channel") == channel
+        ]
+
+    def thread_posts(self, channel: str | None = None) -> list[Call]:
+        return [
+            c
+            for c in self.delivered("chat.postMessage")
+            if c.params.get("thread_ts") and not c.params.get("blocks")
+            if channel is None or c.params.get("channel") == channel
+        ]
+
+    def completions(self, channel: str | None = None) -> list[Call]:
+        """Completion posts: the thread replies that give the final counts."""
+        return [c for c in self.thread_posts(channel) if "Counts:" in str(c.params["text"])]
+
+    def updates(self, channel: str | None = None) -> list[Call]:
+        return [
+            c
+            for c in self.delivered("chat.update")
+            if channel is None or c.params.get("channel") == channel
+        ]
+
+
+def card_state(call: Call) -> tuple[str, int, int]:
+    """(status, labeled, failed objects) as a card shows them, from a recorded post or update."""
+    match = CARD_RE.match(html.unescape(str(call.params["text"])))
+    assert match, call.params["text"]
+    blocks_text = json.dumps(call.params.get("blocks", []))
+    failed = re.search(r"Failed objects: (\d+)", blocks_text)
+    return match["status"], int(match["labeled"] or 0), int(failed[1]) if failed else 0
+
+
+def text_of(call: Call) -> str:
+    """A posted text as a reader sees it (Slack shows `&amp;` as `&`)."""
+    return html.unescape(str(call.params.get("text", "")))
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+@dataclass
+class JobRig:
+    """Buckets, frames and a manifest in the S3 emulator; jobs created straight in the
+    Ground Truth emulator with boto3, as `/gt watch` would find them."""
+
+    emulator: GroundTruthEmulator
+    s3_url: str
+    frames_dir: Path
+    sm: Any = field(init=False)
+    s3: Any = field(init=False)
+    _prepared: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=self.emulator.url)
+        self.s3 = boto3.client("s3", region_name=REGION, endpoint_url=self.s3_url)
+        for bucket in (DATA, OUTPUT, UI):
+            self.s3.create_bucket(
+                Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
+            )
+
+    def manifest(self, frames: int) -> str:
+        """A manifest of `frames` small frames that carry their truth (no template needed)."""
+        if frames not in self._prepared:
+            paths = draw_frames(self.frames_dir / f"n{frames}", frames, width=200, height=150)
+            lines = []
+            for path in paths:
+                key = f"n{frames}/{path.name}"
+                self.s3.upload_file(str(path), DATA, key)
+                lines.append(json.dumps({"source-ref": f"s3://{DATA}/{key}"}) + "\n")
+            key = f"n{frames}/manifest.json"
+            self.s3.put_object(Bucket=DATA, Key=key, Body="".join(lines).encode())
+            self._prepared[frames] = f"s3://{DATA}/{key}"
+        return self._prepared[frames]
+
+    def create_job(
+        self, name: str, *, frames: int = 4, workers: int = 1, manifest: str | None = None
+    ) -> None:
+        self.sm.create_labeling_job(
+            LabelingJobName=name,
+            LabelAttributeName="annotatedResult",
+            InputConfig={
+                "DataSource": {"S3DataSource": {"ManifestS3Uri": manifest or self.manifest(frames)}}
+            },
+            OutputConfig={"S3OutputPath": f"s3://{OUTPUT}/jobs/"},
+            RoleArn=ROLE,
+            HumanTaskConfig={
+                "WorkteamArn": TEAM,
+                "UiConfig": {"UiTemplateS3Uri": f"s3://{UI}/template.liquid.html"},
+                "TaskTitle": "Label the mice",
+                "TaskDescription": "Place every keypoint of both mice",
+                "NumberOfHumanWorkersPerDataObject": workers,
+                "TaskTimeLimitInSeconds": 300,
+            },
+        )
+
+    def status(self, name: str) -> str:
+        return str(self.sm.describe_labeling_job(LabelingJobName=name)["LabelingJobStatus"])
+
+    def read(self, uri: str) -> bytes:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        body: bytes = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
