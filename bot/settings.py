@@ -67,13 +67,13 @@ class Settings:
             submitters=_split_ids(env.get("GTBOT_SUBMITTERS")),
             channels=_split_ids(env.get("GTBOT_CHANNELS")),
             poll_seconds=_positive_int(env, "GTBOT_POLL_SECONDS", 60),
-            link_hours=_positive_int(env, "GTBOT_LINK_HOURS", 24),
+            link_hours=_positive_int(env, "GTBOT_LINK_HOURS", 24, most=168),
             slack_api_url=env.get("SLACK_API_URL") or None,
             bind_address=env.get("GTBOT_BIND", "0.0.0.0"),
         )
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _positive_int(env: Mapping[str, str], name: str, default: int, most: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -85,6 +85,9 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         ) from None
     if value < 1:
         raise ConfigError(f"{name}={raw} must be at least 1. Write e.g. {name}={default}.")
+    if most is not None and value > most:
+        # S3 refuses presigned links that live longer than 7 days.
+        raise ConfigError(f"{name}={raw} is more than {most}. Write e.g. {name}={default}.")
     return value
 
 

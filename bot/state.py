@@ -20,7 +20,15 @@ from sqlalchemy.engine import Engine
 
 from bot.errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# What each schema version adds to the one before, for databases made by an older gtbot.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE gtbot_watches ADD COLUMN completion_claimed_at TIMESTAMP",
+        "ALTER TABLE gtbot_watches ADD COLUMN completion_claimed_by VARCHAR(128)",
+    ),
+}
 
 metadata = sa.MetaData()
 
@@ -64,6 +72,8 @@ watches = sa.Table(
     sa.Column("last_status", sa.String(32)),
     sa.Column("last_counters", sa.Text),
     sa.Column("completion_announced", sa.Boolean, nullable=False, default=False),
+    sa.Column("completion_claimed_at", sa.DateTime(timezone=True)),
+    sa.Column("completion_claimed_by", sa.String(128)),
     sa.Column("parked", sa.Boolean, nullable=False, default=False),
     sa.Column("park_reason", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -166,6 +176,11 @@ class Store:
                     f"The database at {self.url} was written by a newer gtbot (schema "
                     f"{row.version}, this one knows {SCHEMA_VERSION}). Upgrade gtbot."
                 )
+            elif row.version < SCHEMA_VERSION:
+                for version in range(row.version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS.get(version, ()):
+                        conn.execute(sa.text(statement))
+                conn.execute(sa.update(schema_version).values(version=SCHEMA_VERSION))
 
     # ------------------------------------------------------------------ plans
 
@@ -319,19 +334,35 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(sa.update(watches).where(watches.c.job_name == job_name).values(**values))
 
-    def claim_completion(self, job_name: str) -> bool:
-        """Compare-and-set on the announcement flag: the completion post is made once."""
+    def claim_completion(self, job_name: str, holder: str, stale_seconds: float) -> bool:
+        """Compare-and-set: one poster at a time may announce the end of a job.
+
+        A claim left by a process that died before confirming its post goes stale after
+        `stale_seconds` (the lease), so the announcement is retried rather than lost.
+        """
+        now = utcnow()
         with self.engine.begin() as conn:
             result = conn.execute(
                 sa.update(watches)
-                .where(watches.c.job_name == job_name, watches.c.completion_announced.is_(False))
-                .values(completion_announced=True, updated_at=utcnow())
+                .where(
+                    watches.c.job_name == job_name,
+                    watches.c.completion_announced.is_(False),
+                    sa.or_(
+                        watches.c.completion_claimed_at.is_(None),
+                        watches.c.completion_claimed_at < now - timedelta(seconds=stale_seconds),
+                    ),
+                )
+                .values(completion_claimed_at=now, completion_claimed_by=holder, updated_at=now)
             )
         return result.rowcount == 1
 
+    def finish_completion(self, job_name: str) -> None:
+        """The completion post is out: never again for this job."""
+        self.update_watch(job_name, completion_announced=True)
+
     def release_completion(self, job_name: str) -> None:
         """Undo a claim whose post failed, so the next tick tries again."""
-        self.update_watch(job_name, completion_announced=False)
+        self.update_watch(job_name, completion_claimed_at=None, completion_claimed_by=None)
 
     # ------------------------------------------------------------------ lease
 

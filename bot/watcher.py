@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -118,12 +119,14 @@ class Watcher:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds = lease_seconds or max(30.0, 3.0 * ctx.settings.poll_seconds)
         self.results = results
+        self._renewed = 0.0
 
     def tick(self) -> TickReport:
         report = TickReport()
         if not self.store.acquire_lease(LEASE_NAME, self.holder, self.lease_seconds):
             return report
         report.held_lease = True
+        self._renewed = time.monotonic()
         by_region: dict[str, list[WatchRow]] = defaultdict(list)
         for watch in self.store.active_watches():
             by_region[watch.region].append(watch)
@@ -136,6 +139,11 @@ class Watcher:
                 )
                 continue
             for watch in watches:
+                # A long tick (Slack retries, consolidation) renews the lease as it goes, so no
+                # other replica starts polling while this one is still posting.
+                if not self._renew():
+                    log.warning("lost the watcher lease mid-tick; leaving the rest to its holder")
+                    return report
                 try:
                     self._one(watch, jobs.get(watch.job_name), region, report)
                 except DestinationGone as exc:
@@ -145,6 +153,13 @@ class Watcher:
                 except Exception:
                     log.exception("watch %s failed this tick (will retry)", watch.job_name)
         return report
+
+    def _renew(self) -> bool:
+        now = time.monotonic()
+        if now - self._renewed < self.lease_seconds / 3:
+            return True
+        self._renewed = now
+        return self.store.acquire_lease(LEASE_NAME, self.holder, self.lease_seconds)
 
     def _list(
         self, region: str, watches: list[WatchRow], report: TickReport
@@ -203,12 +218,13 @@ class Watcher:
             )
             report.updated.append(job.name)
             watch = self.store.get_watch(watch.job_name) or watch
-        if job.terminal and self.store.claim_completion(job.name):
+        if job.terminal and self.store.claim_completion(job.name, self.holder, self.lease_seconds):
             try:
                 self._announce(watch, job, region)
             except BaseException:
                 self.store.release_completion(job.name)
                 raise
+            self.store.finish_completion(job.name)
             report.announced.append(job.name)
 
     def _announce(self, watch: WatchRow, job: gt.JobInfo, region: str) -> None:

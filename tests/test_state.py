@@ -1,0 +1,121 @@
+"""The database is the truth: compare-and-set plans, one completion, leases, schema upgrades."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bot.errors import ConfigError
+from bot.settings import Settings
+from bot.state import Store, utcnow, watches
+
+
+def _store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'gtbot.db'}")
+
+
+def test_completion_claim_is_exclusive_and_a_dead_claim_goes_stale(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.add_watch(job_name="job-1", region="us-east-2", channel="C1")
+    assert store.claim_completion("job-1", "a", stale_seconds=30)
+    assert not store.claim_completion("job-1", "b", stale_seconds=30)
+    # "a" died between claiming and posting: after the lease its claim is taken over.
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.update(watches).values(completion_claimed_at=utcnow() - timedelta(seconds=31))
+        )
+    assert store.claim_completion("job-1", "b", stale_seconds=30)
+    store.finish_completion("job-1")
+    assert not store.claim_completion("job-1", "c", stale_seconds=0)
+    assert store.active_watches() == []
+
+
+def test_a_failed_post_releases_the_claim(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.add_watch(job_name="job-1", region="us-east-2", channel="C1")
+    assert store.claim_completion("job-1", "a", stale_seconds=30)
+    store.release_completion("job-1")
+    assert store.claim_completion("job-1", "a", stale_seconds=30)
+
+
+def test_plan_launch_is_a_compare_and_set(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.add_plan(
+        plan_id="p1",
+        project="demo",
+        region="us-east-2",
+        job_name="demo-1",
+        requested_by="U1",
+        channel="C1",
+        summary={},
+        request={"LabelingJobName": "demo-1"},
+    )
+    assert store.transition_plan("p1", ("pending",), "launching", by="U1")
+    assert not store.transition_plan("p1", ("pending",), "launching", by="U2")
+    assert not store.transition_plan("p1", ("pending",), "cancelled", by="U1")
+    plan = store.get_plan("p1")
+    assert plan is not None and plan.state == "launching" and plan.decided_by == "U1"
+
+
+def test_lease_has_one_holder_until_it_lapses(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    assert store.acquire_lease("watcher", "a", 30)
+    assert store.acquire_lease("watcher", "a", 30)  # renewal
+    assert not store.acquire_lease("watcher", "b", 30)
+    assert store.lease_holder("watcher") == "a"
+    assert store.acquire_lease("watcher", "a", -1)  # expire it
+    assert store.acquire_lease("watcher", "b", 30)
+    store.release_lease("watcher", "b")
+    assert store.lease_holder("watcher") is None
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE gtbot_schema_version (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+        )
+        conn.execute(sa.text("INSERT INTO gtbot_schema_version VALUES (1, 1)"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE gtbot_watches (job_name VARCHAR(63) PRIMARY KEY, region VARCHAR(32) NOT NULL,"
+                " project VARCHAR(64), channel VARCHAR(64) NOT NULL, message_ts VARCHAR(32),"
+                " thread_ts VARCHAR(32), owner VARCHAR(64), job_created TIMESTAMP,"
+                " last_status VARCHAR(32), last_counters TEXT, completion_announced BOOLEAN NOT NULL,"
+                " parked BOOLEAN NOT NULL, park_reason TEXT, created_at TIMESTAMP NOT NULL,"
+                " updated_at TIMESTAMP NOT NULL)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO gtbot_watches VALUES ('old-job', 'us-east-2', NULL, 'C1', '1.0', '1.0',"
+                " NULL, NULL, 'InProgress', NULL, 0, 0, NULL, '2026-11-01 00:00:00', '2026-11-01 00:00:00')"
+            )
+        )
+    store = Store(f"sqlite:///{path}")
+    assert [w.job_name for w in store.active_watches()] == ["old-job"]
+    assert store.claim_completion("old-job", "a", stale_seconds=30)
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version FROM gtbot_schema_version")).scalar() == 2
+
+
+def test_a_database_from_a_newer_gtbot_is_refused(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE gtbot_schema_version SET version = 99"))
+    with pytest.raises(ConfigError, match="newer gtbot"):
+        _store(tmp_path)
+
+
+def test_bad_database_url_and_link_hours_are_explained(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="GTBOT_DATABASE_URL"):
+        Store("not a url")
+    with pytest.raises(ConfigError, match="GTBOT_LINK_HOURS=200 is more than 168"):
+        Settings.from_env({"GTBOT_LINK_HOURS": "200"})
+    assert Settings.from_env({"GTBOT_LINK_HOURS": "168"}).link_hours == 168
