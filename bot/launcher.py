@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+import sqlalchemy as sa
+
 from aws import groundtruth as gt
 from bot.context import Context
 from bot.errors import GtBotError, NameInUseError, NotFoundError
@@ -48,17 +50,26 @@ def plan_summary(plan: Plan) -> dict[str, object]:
 
 
 def record_plan(store: Store, plan: Plan, *, user: str, channel: str) -> str:
+    """Store a pending plan. Job names carry the second, so a second submit of the same project
+    within that second (a double-typed command, two people at once) names a job that already
+    has a plan: that is the user's to retry, not a crash."""
     plan_id = uuid.uuid4().hex
-    store.add_plan(
-        plan_id=plan_id,
-        project=plan.project,
-        region=plan.region,
-        job_name=plan.job_name,
-        requested_by=user,
-        channel=channel,
-        summary=plan_summary(plan),
-        request=plan.request,
-    )
+    try:
+        store.add_plan(
+            plan_id=plan_id,
+            project=plan.project,
+            region=plan.region,
+            job_name=plan.job_name,
+            requested_by=user,
+            channel=channel,
+            summary=plan_summary(plan),
+            request=plan.request,
+        )
+    except sa.exc.IntegrityError:
+        raise NameInUseError(
+            f"A plan for {plan.project} was made a moment ago with the same job name "
+            f"({plan.job_name}): use that plan's card, or run submit again in a second."
+        ) from None
     return plan_id
 
 

@@ -34,6 +34,9 @@ log = logging.getLogger("gtbot.server")
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of clicks beyond it had connections
+    # dropped and retried by TCP a second later, eating a third of Slack's 3-second ack window.
+    request_queue_size = 128
 
 
 class _QuietHandler(WSGIRequestHandler):

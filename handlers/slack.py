@@ -1,8 +1,10 @@
 """The Bolt app: `/gt` and the plan/job card buttons. Slack glue only.
 
-Every listener acknowledges first (Slack allows 3 seconds) and only then authorizes and calls
-into bot/. Dependencies are closed over by factories, because Bolt injects listener arguments
-by name.
+Every request is acknowledged first (Slack allows 3 seconds) and only then authorized and handed
+to bot/. The ack runs on the HTTP request's own thread and the work as a Bolt lazy listener: with
+Bolt's default runner the ack itself waited for a free listener thread (5 of them), so a few slow
+AWS calls in flight made every further command miss its 3 seconds. Dependencies are closed over
+by factories, because Bolt injects listener arguments by name.
 """
 
 from __future__ import annotations
@@ -154,14 +156,20 @@ def _reply_to_slack(respond: Respond, reply: Reply) -> None:
     )
 
 
+def acknowledge(ack: Ack) -> None:
+    """The whole synchronous part of every listener: nothing here may wait on AWS or Slack."""
+    ack()
+
+
 def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
-    def handle_gt(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
+    def handle_gt(body: dict[str, Any], respond: Respond) -> None:
         text = str(body.get("text") or "")
         user = str(body.get("user_id") or "")
         channel = str(body.get("channel_id") or "")
 
         def work() -> None:
+            # The channel first: outside GTBOT_CHANNELS even a typo gets only "not here".
+            deps.auth.check_channel(channel)
             cmd, args, _ = parse(text)
             deps.auth.check_command(cmd, user, channel)
             if cmd.spends:
@@ -225,8 +233,7 @@ def _actor(body: dict[str, Any]) -> tuple[str, str, str | None]:
 def make_plan_action(deps: SlackDeps, action: str) -> Callable[..., None]:
     """Launch or Cancel on a plan card; a compare-and-set makes every extra click harmless."""
 
-    def handle_plan_button(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
+    def handle_plan_button(body: dict[str, Any], respond: Respond) -> None:
         plan_id = _action_value(body)
         user, channel, _ = _actor(body)
 
@@ -284,8 +291,7 @@ def make_plan_action(deps: SlackDeps, action: str) -> Callable[..., None]:
 
 
 def make_stop_action(deps: SlackDeps) -> Callable[..., None]:
-    def handle_stop_button(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
+    def handle_stop_button(body: dict[str, Any], respond: Respond) -> None:
         job_name = _action_value(body)
         user, channel, _ = _actor(body)
 
@@ -342,14 +348,16 @@ def build_app(
         token=token,
         signing_secret=signing_secret,
         client=client,
-        process_before_response=False,
+        # The listener's synchronous part (`acknowledge`) answers the HTTP request; the work
+        # runs in Bolt's lazy-listener threads, so it never delays an ack.
+        process_before_response=True,
     )
     deps = SlackDeps(ctx=ctx, store=store, client=client, auth=Authorizer(ctx.settings, client))
     app.middleware(ignore_retries)
-    app.command("/gt")(make_gt_command(deps))
-    app.action(blocks.LAUNCH_ACTION)(make_plan_action(deps, "launch"))
-    app.action(blocks.CANCEL_ACTION)(make_plan_action(deps, "cancel"))
-    app.action(blocks.STOP_ACTION)(make_stop_action(deps))
+    app.command("/gt")(ack=acknowledge, lazy=[make_gt_command(deps)])
+    app.action(blocks.LAUNCH_ACTION)(ack=acknowledge, lazy=[make_plan_action(deps, "launch")])
+    app.action(blocks.CANCEL_ACTION)(ack=acknowledge, lazy=[make_plan_action(deps, "cancel")])
+    app.action(blocks.STOP_ACTION)(ack=acknowledge, lazy=[make_stop_action(deps)])
     return app, deps
 
 
