@@ -177,7 +177,12 @@ def cmd_help(inv: Invocation) -> Reply:
     return Reply("\n".join(lines))
 
 
-@command("init", positional=("project",), options=("region", "data-bucket", "template-bucket"))
+@command(
+    "init",
+    positional=("project",),
+    options=("region", "data-bucket", "template-bucket"),
+    spends=True,
+)
 def cmd_init(inv: Invocation) -> Reply:
     """Create a project folder with a commented project-config.yml (MARS defaults)."""
     name = inv.args[0]
@@ -352,7 +357,16 @@ def cmd_unwatch(inv: Invocation) -> Reply:
     return Reply(f"No longer watching {inv.args[0]}. The job itself is unchanged.")
 
 
-@command("frames", positional=("project",), options=("count", "from", "seed", "quality"))
+# Slack users must not name files on the bot's host: reading or writing there is for a terminal.
+_HOST_PATHS = (
+    "From Slack, give an s3:// URI and no --out/--from: paths on the bot's machine can only be "
+    "used from a terminal there (`gtbot run ...`)."
+)
+
+
+@command(
+    "frames", positional=("project",), options=("count", "from", "seed", "quality"), spends=True
+)
 def cmd_frames(inv: Invocation) -> Reply:
     """Sample frames worth labeling from the project's videos into raw-images."""
     from pathlib import Path
@@ -361,6 +375,8 @@ def cmd_frames(inv: Invocation) -> Reply:
 
     project = inv.ctx.project(inv.args[0])
     source = _opt_str(inv, "from")
+    if source and inv.interface != "console":
+        raise UsageError(_HOST_PATHS)
     last = [-1]
 
     def progress(p: Any) -> None:
@@ -389,7 +405,7 @@ def cmd_results(inv: Invocation) -> Reply:
     return Reply(results.text(), files=tuple(str(p) for p in results.pictures), data=results)
 
 
-@command("consolidate", positional=("manifest",), options=("project", "out"))
+@command("consolidate", positional=("manifest",), options=("project", "out"), spends=True)
 def cmd_consolidate(inv: Invocation) -> Reply:
     """Consolidate an output.manifest you already have (local path or s3:// URI) offline."""
     from pathlib import Path
@@ -401,6 +417,8 @@ def cmd_consolidate(inv: Invocation) -> Reply:
         raise UsageError("consolidate needs --project <name> (for its keypoints and pairs).")
     project = inv.ctx.project(name)
     out = _opt_str(inv, "out")
+    if inv.interface != "console" and (out or not inv.args[0].startswith("s3://")):
+        raise UsageError(_HOST_PATHS)
     summary = run_consolidate(
         inv.args[0],
         project.path,

@@ -70,11 +70,11 @@ class Authorizer:
             return
         if not self.settings.submitters and not self.settings.admins:
             raise PermissionDeniedError(
-                f"`{cmd.name}` spends money or changes AWS, and no one may run it yet. Set "
+                f"`{cmd.name}` changes AWS or the lab's files, and no one may run it yet. Set "
                 "GTBOT_SUBMITTERS (and GTBOT_ADMINS) to Slack user ids (U...) or user-group "
                 "ids (S...), comma-separated, and restart gtbot."
             )
         raise PermissionDeniedError(
-            f"`{cmd.name}` spends money or changes AWS; only submitters may run it. Ask an "
+            f"`{cmd.name}` changes AWS or the lab's files; only submitters may run it. Ask an "
             "admin to add you (or your user group) to GTBOT_SUBMITTERS."
         )

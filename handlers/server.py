@@ -119,9 +119,12 @@ def start_bot(
         log.info("settled plan %s left launching by a previous run: now %s", plan.id, plan.state)
     stop_watcher: Callable[[], None] = lambda: None  # noqa: E731
     if watcher:
+        from bot.results_service import completion_results
         from bot.watcher import start_watcher
 
-        stop_watcher = start_watcher(ctx, store, SlackNotifier(deps.client))
+        stop_watcher = start_watcher(
+            ctx, store, SlackNotifier(deps.client), results=completion_results
+        )
     server = None
     if port is not None:
         server = make_server(

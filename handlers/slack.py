@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -180,18 +181,78 @@ def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
                     "manifest. The plan card follows here.",
                     response_type="ephemeral",
                 )
-            reply = deps.router.run(text, interface="slack", user=user, channel=channel)
+            progress = ProgressMessage(deps.client, channel, f"/gt {cmd.name}")
+            router = Router(deps.ctx.with_progress(progress.update))
+            try:
+                reply = router.run(text, interface="slack", user=user, channel=channel)
+            finally:
+                progress.finish()
             if reply.plan is not None:
                 _post_plan(deps, reply.plan, user, channel)
             elif cmd.name == "watch" and reply.job is not None:
                 _start_watch_card(deps, reply.job.name, channel)
                 _reply_to_slack(respond, reply)
+            elif cmd.name == "results" and reply.files:
+                _post_results(deps, reply, channel)
+                respond(
+                    text=f"Results of `{escape_mrkdwn(args[0])}` posted in the channel.",
+                    response_type="ephemeral",
+                )
             else:
                 _reply_to_slack(respond, reply)
 
         guarded_run(respond, work)
 
     return handle_gt
+
+
+class ProgressMessage:
+    """Long commands (frames, upload, submit) show their progress as one message kept updated.
+
+    The message is posted on the first progress line and then edited at most every
+    `interval` seconds, so a 10,000-frame upload does not flood the channel or hit rate limits.
+    """
+
+    def __init__(self, client: WebClient, channel: str, title: str, interval: float = 2.0) -> None:
+        self.client = client
+        self.channel = channel
+        self.title = title
+        self.interval = interval
+        self.ts: str | None = None
+        self.last_sent = 0.0
+        self.last_line = ""
+
+    def _send(self, line: str) -> None:
+        text = f"{escape_mrkdwn(self.title)}: {escape_mrkdwn(line)}"
+        try:
+            if self.ts is None:
+                self.ts = str(self.client.chat_postMessage(channel=self.channel, text=text)["ts"])
+            else:
+                self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
+        except SlackApiError as exc:  # progress is a courtesy; the command goes on
+            log.warning("progress message failed: %s", exc.response.get("error"))
+        self.last_sent = time.monotonic()
+
+    def update(self, line: str) -> None:
+        self.last_line = line
+        if self.ts is None or time.monotonic() - self.last_sent >= self.interval:
+            self._send(line)
+
+    def finish(self) -> None:
+        """The message ends on the last line reported, so it never shows a stale percentage."""
+        if self.ts is not None:
+            self._send(f"{self.last_line} (finished)")
+
+
+def _post_results(deps: SlackDeps, reply: Reply, channel: str) -> None:
+    """Results go to the job's thread when the job is watched here, else to the channel."""
+    results = reply.data
+    job_name = getattr(results, "job_name", "")
+    watch = deps.store.get_watch(job_name) if job_name else None
+    thread = watch.thread_ts if watch is not None and watch.channel == channel else None
+    notifier = SlackNotifier(deps.client)
+    notifier.post_thread(channel, thread, reply.text)
+    notifier.upload_files(channel, thread, [Path(f) for f in reply.files], f"{job_name}: results")
 
 
 def _start_watch_card(deps: SlackDeps, job_name: str, channel: str) -> None:

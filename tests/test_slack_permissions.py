@@ -53,6 +53,11 @@ TABLE = [
     ("manifest", "manifest demo", True),
     ("submit", "submit demo", True),
     ("stop", f"stop {NO_JOB}", True),
+    ("watch", f"watch {NO_JOB}", False),
+    ("unwatch", f"unwatch {NO_JOB}", False),
+    ("init", "init fresh-project", True),
+    ("frames", "frames demo --count 5", True),
+    ("consolidate", "consolidate s3://demo-frames-output/demo/x.manifest --project demo", True),
 ]
 REFUSALS = ("does not answer in this channel", "only submitters may run it", "no one may run it")
 

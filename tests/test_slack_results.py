@@ -1,0 +1,99 @@
+"""Results, progress and host paths in Slack: pictures in the job's thread, one updated message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from slack_harness import ADMIN, CHANNEL, SUBMITTER, Harness, start_harness, texts
+
+from aws.emulator.groundtruth import EmulatorSettings
+from handlers import blocks
+
+
+@pytest.fixture
+def bot(tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    harness = start_harness(
+        tmp_path,
+        s3_endpoint,
+        setenv=monkeypatch.setenv,
+        emulator=EmulatorSettings(seed=2, rate=200.0),
+        frames=4,
+    )
+    yield harness
+    harness.stop()
+
+
+@pytest.mark.slow
+def test_results_go_to_the_jobs_thread_with_pictures(bot: Harness) -> None:
+    plan_id, card_ts = bot.submit_plan(user=SUBMITTER)
+    bot.click(blocks.LAUNCH_ACTION, plan_id, user=SUBMITTER, message_ts=card_ts)
+    plan = bot.wait_for(
+        lambda: (p := bot.running.deps.store.get_plan(plan_id)) and p.state == "launched" and p,
+        15,
+        "the launch",
+    )
+    job = plan.job_name
+    bot.wait_for(
+        lambda: "Completed" in texts(bot.wait_responses(bot.command(f"status {job}"))),
+        30,
+        "the job to complete",
+    )
+    bot.stub.clear()
+    sent = bot.command(f"results {job}", user=ADMIN)
+    seen = texts(bot.wait_responses(sent, timeout=30))
+    assert f"Results of `{job}` posted in the channel." in seen
+
+    posts = bot.wait_for(
+        lambda: [
+            c
+            for c in bot.stub.of("chat.postMessage")
+            if "frames consolidated" in str(c.params.get("text"))
+        ],
+        15,
+        "the results post",
+    )
+    assert posts[0].params["channel"] == CHANNEL and posts[0].params["thread_ts"] == card_ts
+    assert "4 frames consolidated, 0 skipped." in posts[0].params["text"]
+    assert (
+        "coco-keypoints.json" in posts[0].params["text"]
+        and "valid for 24 h" in posts[0].params["text"]
+    )
+    complete = bot.wait_for(lambda: bot.stub.of("files.completeUploadExternal"), 15, "the upload")
+    assert (
+        complete[0].params["channel_id"] == CHANNEL and complete[0].params["thread_ts"] == card_ts
+    )
+    assert len(complete[0].params["files"]) == 2
+    assert len(bot.stub.uploads) == 2
+    assert all(body.startswith(b"\x89PNG") for body in bot.stub.uploads.values())
+
+
+def test_progress_is_one_message_kept_updated(bot: Harness) -> None:
+    bot.command("setup demo", user=SUBMITTER)
+    bot.wait_for(lambda: len(bot.buckets()) == 3, 15, "the buckets")
+    bot.stub.clear()
+    sent = bot.command("upload demo", user=SUBMITTER)
+    assert "4 uploaded" in texts(bot.wait_responses(sent, timeout=20))
+    posted = [
+        c for c in bot.stub.of("chat.postMessage") if "/gt upload" in str(c.params.get("text"))
+    ]
+    assert len(posted) == 1 and "Uploading frames" in posted[0].params["text"]
+    updates = bot.stub.of("chat.update")
+    assert updates and updates[-1].params["text"].endswith("(finished)")
+    assert updates[-1].params["text"].startswith("/gt upload: Uploading frames: 4/4 (100%)")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "consolidate /etc/passwd --project demo",
+        "consolidate s3://demo-frames-output/x.manifest --project demo --out /tmp/anywhere",
+        "frames demo --from /home",
+    ],
+)
+def test_paths_on_the_bots_machine_are_refused_from_slack(bot: Harness, text: str) -> None:
+    sent = bot.command(text, user=ADMIN)
+    seen = texts(bot.wait_responses(sent))
+    assert "paths on the bot's machine can only be used from a terminal" in seen
+    assert not (Path("/tmp/anywhere")).exists()
