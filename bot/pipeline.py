@@ -444,7 +444,14 @@ def job_status(ctx: Context, job_name: str) -> gt.JobInfo:
 
 def recent_jobs(ctx: Context, limit: int = 20) -> list[gt.JobInfo]:
     jobs: list[gt.JobInfo] = []
-    for region in lab_regions(ctx):
+    regions = lab_regions(ctx)
+    if not regions:
+        raise ConfigError(
+            f"No projects in {ctx.settings.projects_dir} and no AWS region set, so gtbot does not "
+            "know where to look for jobs. Create a project (`init <name>`), set "
+            "GTBOT_PROJECTS_DIR to your projects folder, or set AWS_DEFAULT_REGION."
+        )
+    for region in regions:
         jobs.extend(gt.iter_labeling_jobs(ctx.sagemaker(region), max_items=limit))
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     jobs.sort(key=lambda j: j.created or epoch, reverse=True)

@@ -152,6 +152,10 @@ def _gtbot(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def test_console_errors_are_messages_not_tracebacks(projects_dir: Path) -> None:
     env = dict(os.environ)
+    no_region = _gtbot(
+        "run", "jobs", env={k: v for k, v in env.items() if k != "AWS_DEFAULT_REGION"}
+    )
+    assert no_region.returncode == 1 and "set AWS_DEFAULT_REGION" in no_region.stderr
     missing = _gtbot("run", "setup nothing-here", env=env)
     assert missing.returncode == 1
     assert (
