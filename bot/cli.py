@@ -117,7 +117,7 @@ def _serve(port: int | None, host: str | None, socket_mode: bool) -> int:
 
             from handlers.server import slack_credentials
 
-            handler = SocketModeHandler(running.app, slack_credentials(True)[2])  # type: ignore[attr-defined]
+            handler = SocketModeHandler(running.app, slack_credentials(True)[2])
             handler.connect()
             log.info("gtbot connected to Slack in Socket Mode")
         stop.wait()

@@ -245,12 +245,17 @@ class Watcher:
 
 
 def start_watcher(
-    ctx: Context, store: Store, notifier: Notifier, *, results: ResultsHook | None = None
+    ctx: Context,
+    store: Store,
+    notifier: Notifier,
+    *,
+    results: ResultsHook | None = None,
+    holder: str | None = None,
 ) -> Callable[[], None]:
     """Run ticks on APScheduler's cadence; returns a function that stops it and frees the lease."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    watcher = Watcher(ctx, store, notifier, results=results)
+    watcher = Watcher(ctx, store, notifier, results=results, holder=holder)
     scheduler = BackgroundScheduler(timezone="UTC")
     scheduler.add_job(
         watcher.tick,

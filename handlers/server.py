@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ def slack_credentials(socket_mode: bool = False) -> tuple[str, str, str | None]:
 class Running:
     """A started bot: its HTTP server (if any), Slack deps and background watcher."""
 
+    app: App
     deps: SlackDeps
     server: WSGIServer | None
     stop_watcher: Callable[[], None]
@@ -117,15 +119,8 @@ def start_bot(
     )
     for plan in launcher.recover_launches(ctx, store):
         log.info("settled plan %s left launching by a previous run: now %s", plan.id, plan.state)
-    stop_watcher: Callable[[], None] = lambda: None  # noqa: E731
-    if watcher:
-        from bot.results_service import completion_results
-        from bot.watcher import start_watcher
-
-        stop_watcher = start_watcher(
-            ctx, store, SlackNotifier(deps.client), results=completion_results
-        )
     server = None
+    holder = None
     if port is not None:
         server = make_server(
             host or settings.bind_address,
@@ -134,12 +129,23 @@ def start_bot(
             server_class=_ThreadingWSGIServer,
             handler_class=_QuietHandler,
         )
+        if port:
+            # Only one live process can hold this host and port, so a bot restarted on its
+            # usual port takes its own lease back at once instead of waiting for it to lapse.
+            holder = f"{socket.gethostname()}:{port}"
         threading.Thread(target=server.serve_forever, name="gtbot-http", daemon=True).start()
         log.info(
             "gtbot listening on http://%s:%s/slack/events",
             host or settings.bind_address,
             server.server_address[1],
         )
-    running = Running(deps=deps, server=server, stop_watcher=stop_watcher)
-    running.app = app  # type: ignore[attr-defined]
+    stop_watcher: Callable[[], None] = lambda: None  # noqa: E731
+    if watcher:
+        from bot.results_service import completion_results
+        from bot.watcher import start_watcher
+
+        stop_watcher = start_watcher(
+            ctx, store, SlackNotifier(deps.client), results=completion_results, holder=holder
+        )
+    running = Running(app=app, deps=deps, server=server, stop_watcher=stop_watcher)
     return running

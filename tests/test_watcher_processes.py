@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from watcher_support import JobRig, RecordingSlackStub, card_state, wait_until
 
 from aws.emulator.groundtruth import (
@@ -25,7 +24,7 @@ from aws.emulator.groundtruth import (
     GroundTruthEmulator,
     start_groundtruth_emulator,
 )
-from bot.state import Store, leases, utcnow
+from bot.state import Store
 from bot.watcher import LEASE_NAME
 
 GTBOT = Path(sys.executable).with_name("gtbot")
@@ -53,6 +52,12 @@ def rig(emulator: GroundTruthEmulator, s3_endpoint: str, tmp_path: Path) -> JobR
     return JobRig(emulator, s3_endpoint, tmp_path / "frames")
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class Bots:
     """Starts `gtbot serve` processes on one database; stops whatever is left at the end."""
 
@@ -75,10 +80,10 @@ class Bots:
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, token: str) -> subprocess.Popen[bytes]:
+    def start(self, token: str, port: int = 0) -> subprocess.Popen[bytes]:
         log = (self.tmp / f"{token}.log").open("wb")
         proc = subprocess.Popen(
-            [str(GTBOT), "serve", "--port", "0", "--host", "127.0.0.1"],
+            [str(GTBOT), "serve", "--port", str(port), "--host", "127.0.0.1"],
             env=self.env | {"SLACK_BOT_TOKEN": token},
             cwd=self.tmp,
             stdout=log,
@@ -99,11 +104,6 @@ class Bots:
         """The pid in the lease row (holders are host:pid:random), if it has not lapsed."""
         holder = self.store.lease_holder(LEASE_NAME)
         return int(holder.split(":")[1]) if holder else None
-
-    def expire_lease(self) -> None:
-        """Move the lease's expiry into the past: the clock jump a real restart waits out."""
-        with self.store.engine.begin() as conn:
-            conn.execute(sa.update(leases).values(expires_at=utcnow() - timedelta(minutes=1)))
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -137,16 +137,18 @@ def test_sigkill_mid_job_then_restart_resumes_without_duplicates(
     job, channel = "mice-restart", "CRESTART"
     rig.create_job(job, frames=6, workers=2)  # 12 tasks at 1 task/s: ~12 s of work
     bots.store.add_watch(job_name=job, region="us-east-2", channel=channel)
-    bots.start("xoxb-first")
+    port = _free_port()
+    bots.start("xoxb-first", port)
     wait_until(lambda: _labeled_shown(stub, channel) >= 1, 20, "the card to show progress")
     bots.kill("xoxb-first")
     killed_at = time.monotonic()
     assert rig.status(job) == "InProgress", "the kill should land mid-job"
     assert len(stub.cards(channel)) == 1
 
-    # The killed process's lease would lapse by itself after 30 s (two-process test); skip it.
-    bots.expire_lease()
-    bots.start("xoxb-second")
+    # Restarted on its port, the bot is the lease's holder again: it resumes at once rather
+    # than after the 30 s a lease left by a dead process takes to lapse.
+    bots.start("xoxb-second", port)
+    wait_until(lambda: any(u.at > killed_at for u in stub.updates(channel)), 10, "the resumed card")
     wait_until(lambda: len(stub.completions(channel)) >= 1, 40, "the completion post")
     time.sleep(2.5)  # two more ticks: nothing may follow
 
