@@ -68,7 +68,8 @@ class TickReport:
     parked: list[str] = field(default_factory=list)
 
 
-def _counters(job: gt.JobInfo) -> dict[str, int]:
+def card_counters(job: gt.JobInfo) -> dict[str, int]:
+    """What a card shows of the counters, stored so that a tick can tell whether it changed."""
     c = job.counters
     return {"labeled": c.total_labeled, "failed": c.failed, "unlabeled": c.unlabeled}
 
@@ -192,7 +193,7 @@ class Watcher:
                     watch, "the labeling job no longer exists in this account/region", report
                 )
                 return
-        counters = _counters(job)
+        counters = card_counters(job)
         if job.status != watch.last_status or counters != watch.last_counters:
             card = JobCard.from_job(job, project=watch.project, owner=watch.owner)
             message_ts, thread_ts = watch.message_ts, watch.thread_ts

@@ -34,7 +34,7 @@ from bot.context import Context
 from bot.errors import GtBotError
 from bot.render import escape_mrkdwn
 from bot.state import Store
-from bot.watcher import DestinationGone
+from bot.watcher import DestinationGone, card_counters
 from handlers import blocks
 from handlers.auth import Authorizer
 
@@ -267,16 +267,8 @@ def _start_watch_card(deps: SlackDeps, job_name: str, channel: str) -> None:
         message_ts=ts,
         thread_ts=ts,
         last_status=job.status,
-        last_counters=_counters(job.counters),
+        last_counters=card_counters(job),
     )
-
-
-def _counters(counters: Any) -> dict[str, int]:
-    return {
-        "labeled": counters.total_labeled,
-        "failed": counters.failed,
-        "unlabeled": counters.unlabeled,
-    }
 
 
 def _action_value(body: dict[str, Any]) -> str:
@@ -319,7 +311,7 @@ def make_plan_action(deps: SlackDeps, action: str) -> Callable[..., None]:
                 deps.store.update_watch(
                     plan.job_name,
                     last_status=decision.job.status,
-                    last_counters=_counters(decision.job.counters),
+                    last_counters=card_counters(decision.job),
                 )
                 return
             if decision.kind == "cancelled" and plan is not None and plan.message_ts:
