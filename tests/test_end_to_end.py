@@ -168,6 +168,11 @@ def test_console_errors_are_messages_not_tracebacks(projects_dir: Path) -> None:
     created = _gtbot("run", "init", "lab-one", "--region", "eu-west-1", env=env)
     assert created.returncode == 0, created.stderr
     assert (projects_dir / "lab-one" / "project-config.yml").is_file()
+    no_slack = {k: v for k, v in env.items() if not k.startswith("SLACK_")}
+    socket_mode = _gtbot("socket", env=no_slack)
+    assert socket_mode.returncode == 1
+    assert "SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN not set" in socket_mode.stderr
+    assert "slack-app-manifest.yml" in socket_mode.stderr and "Traceback" not in socket_mode.stderr
     helped = _gtbot("run", "help submit", env=env)
     assert helped.returncode == 0 and "submit <project> [--yes]" in helped.stdout
 
