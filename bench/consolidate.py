@@ -4,10 +4,13 @@ Generates N frames x 5 workers x 14 keypoints (the demo two-mouse project) in th
 manifest form to a temp file, then measures in the same run:
   - the parse floor: `orjson.loads` of every line and of every worker content string, the JSON
     library `bot.results` itself reads with, from the same binary file handle;
-  - the full consolidation (read, consensus with flip correction, agreement, six files).
-Peak memory is the process's ru_maxrss after each phase (tracemalloc would slow the run).
+  - the full consolidation (read, consensus with flip correction, agreement, six files), with
+    the manifest passed as a binary file handle, so it uses two processes on a 2-core machine
+    (`--workers 1` forces the single-process path for comparison).
+Peak memory is ru_maxrss after each phase (tracemalloc would slow the run), of this process and
+of its largest child (the second reading process); their sum bounds the run's peak.
 
-    .venv/bin/python bench/consolidate.py [--frames 100000]
+    .venv/bin/python bench/consolidate.py [--frames 100000] [--workers 1|2]
 """
 
 from __future__ import annotations
@@ -97,13 +100,14 @@ def parse_floor(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=None, help="default: automatic")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "output.manifest"
@@ -126,16 +130,25 @@ def main() -> None:
         start = time.perf_counter()
         with open(manifest, "rb") as lines:
             summary = consolidate(
-                lines, SPEC, Path(tmp) / "out", fetch=no_fetch, load_image=lambda ref: None
+                lines,
+                SPEC,
+                Path(tmp) / "out",
+                fetch=no_fetch,
+                load_image=lambda ref: None,
+                workers=args.workers,
             )
         took = time.perf_counter() - start
         peak = rss_mb()
+        child = rss_mb(resource.RUSAGE_CHILDREN)
         sizes = {p.name: p.stat().st_size / 1e6 for p in summary.files.all()}
         print(
             f"consolidate: {took:.2f} s ({summary.frames_consolidated / took:,.0f} frames/s), "
             f"{took / floor:.2f}x the parse floor"
         )
-        print(f"peak rss: {peak:.0f} MB (before consolidate {rss_before:.0f} MB)")
+        print(
+            f"peak rss: {peak:.0f} MB (before consolidate {rss_before:.0f} MB); "
+            f"largest child {child:.0f} MB; sum {peak + child:.0f} MB"
+        )
         print(
             f"frames {summary.frames_consolidated}, skipped {summary.frames_skipped}, "
             f"flip-corrected frames {summary.flip_corrected_frames}, "

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import Any
 
 from PIL import Image
 
@@ -19,7 +19,7 @@ from aws import s3
 from bot.errors import NotFoundError
 from bot.project import ProjectConfig, find_config_file, parse_project
 from bot.results.pipeline import ConsolidationSummary, consolidate
-from bot.results.reader import Fetch, local_worker_response_fetch
+from bot.results.reader import local_worker_response_fetch
 from bot.results.spec import LabelSpec
 
 S3ClientFactory = Callable[[], Any]
@@ -103,40 +103,46 @@ def run_consolidate(
     `<project>/annotation-data/results/<job or manifest name>/`)."""
     spec = load_spec(project_dir)
     store = _S3(s3_client_factory)
-    lines: Iterator[str] | Iterator[bytes]
+    load_image = _image_loader(project_dir, store)
     if source.startswith("s3://"):
         _, key = s3.split_s3_uri(source)
-        parts = PurePosixPath(key).parts
-        stem = PurePosixPath(key).stem
         lines = store.lines(source)
-        fetch: Fetch = store.get
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise NotFoundError(f"No manifest at {path}.")
-        parts = path.resolve().parts
-        stem = path.stem
-        handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
-        lines = _closing_lines(handle)
-        fetch = local_worker_response_fetch(path, store.get)
-    first = next(lines, None)
-    job = _job_from_first_line(first) if first is not None else None
-    job = job or _job_from_path(parts)
-    target = out or project_dir / "annotation-data" / "results" / _safe(job or stem)
-    chained = _prepend(first, lines)
-    return consolidate(
-        chained,
-        spec,
-        target,
-        fetch=fetch,
-        load_image=_image_loader(project_dir, store),
-        job_name=job,
-    )
+        first = next(lines, None)
+        job = _job_name(first, PurePosixPath(key).parts)
+        target = out or _default_out(project_dir, job or PurePosixPath(key).stem)
+        return consolidate(
+            _prepend(first, lines),
+            spec,
+            target,
+            fetch=store.get,
+            load_image=load_image,
+            job_name=job,
+        )
+    path = Path(source)
+    if not path.is_file():
+        raise NotFoundError(f"No manifest at {path}.")
+    with path.open("rb") as peek:
+        job = _job_name(peek.readline() or None, path.resolve().parts)
+    target = out or _default_out(project_dir, job or path.stem)
+    # A binary handle on a local file lets a large manifest be read by two processes.
+    with path.open("rb") as handle:
+        return consolidate(
+            handle,
+            spec,
+            target,
+            fetch=local_worker_response_fetch(path, store.get),
+            load_image=load_image,
+            job_name=job,
+        )
 
 
-def _closing_lines(handle: IO[str]) -> Iterator[str]:
-    with handle:
-        yield from handle
+def _job_name(first: str | bytes | None, parts: tuple[str, ...]) -> str | None:
+    found = _job_from_first_line(first) if first is not None else None
+    return found or _job_from_path(parts)
+
+
+def _default_out(project_dir: Path, name: str) -> Path:
+    return project_dir / "annotation-data" / "results" / _safe(name)
 
 
 def _prepend(first: str | bytes | None, rest: Iterator[Any]) -> Iterator[Any]:

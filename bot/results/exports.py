@@ -288,8 +288,27 @@ class CsvWriter:
 
     def __init__(self, path: Path, spec: LabelSpec) -> None:
         self.path = path
+        self.rows = CsvRows(spec)
         self.file: IO[bytes] = open(_part(path), "wb")  # noqa: SIM115
         self.file.write(b",".join(_csv_field(c) for c in CSV_COLUMNS) + b"\r\n")
+
+    def add_batch(self, batch: FrameBatch, consensus: BatchConsensus) -> None:
+        self.file.write(self.rows.encode(batch, consensus))
+
+    def add_encoded(self, rows: bytes) -> None:
+        """Rows a `CsvRows` encoded elsewhere (another process) for the next batch."""
+        self.file.write(rows)
+
+    def close(self) -> None:
+        self.file.close()
+        os.replace(_part(self.path), self.path)
+
+
+class CsvRows:
+    """The CSV rows of a batch, apart from the file: they depend on the batch alone, so
+    another process can encode them (see `bot.results.parallel`)."""
+
+    def __init__(self, spec: LabelSpec) -> None:
         names = {(a, j): name for a, j, name in instance_names(spec)}
         n_kp, n_obj = len(spec.keypoints), spec.num_obj
         self.slot_prefixes = [
@@ -301,7 +320,7 @@ class CsvWriter:
             for s in range(spec.n_slots)
         ]
 
-    def add_batch(self, batch: FrameBatch, consensus: BatchConsensus) -> None:
+    def encode(self, batch: FrameBatch, consensus: BatchConsensus) -> bytes:
         n_frames, n_slots = consensus.n_workers.shape
         points = np.round(consensus.points, 2).reshape(-1, 2)
         # Python's csv writes floats with repr, which orjson matches for these values
@@ -318,11 +337,7 @@ class CsvWriter:
             for s in range(n_slots):
                 parts += (ref, prefixes[s], xy[row], b",", counts[row], b",", spread[row], b"\r\n")
                 row += 1
-        self.file.write(b"".join(parts))
-
-    def close(self) -> None:
-        self.file.close()
-        os.replace(_part(self.path), self.path)
+        return b"".join(parts)
 
 
 class MarsWriter:
@@ -343,10 +358,32 @@ class MarsWriter:
 
     def __init__(self, path: Path, spec: LabelSpec) -> None:
         self.path = path
-        self.spec = spec
+        self.records = MarsRecords(spec)
         self.file: IO[bytes] = open(_part(path), "wb")  # noqa: SIM115
         self.file.write(b"[")
         self.count = 0
+
+    def add_batch(self, batch: FrameBatch, consensus: BatchConsensus) -> None:
+        self.add_encoded(self.records.encode(batch, consensus), len(batch))
+
+    def add_encoded(self, records: bytes, n_frames: int) -> None:
+        """`n_frames` records a `MarsRecords` encoded (here or in another process); each
+        starts with a comma, which the very first record of the file drops."""
+        self.file.write(records if self.count else records[1:])
+        self.count += n_frames
+
+    def close(self) -> None:
+        self.file.write(b"]\n")
+        self.file.close()
+        os.replace(_part(self.path), self.path)
+
+
+class MarsRecords:
+    """The `processed_keypoints.json` records of a batch, apart from the file: they depend on
+    the batch alone, so another process can encode them (see `bot.results.parallel`)."""
+
+    def __init__(self, spec: LabelSpec) -> None:
+        self.spec = spec
         self.keys = [
             (a, j, orjson.dumps(f"ann_{animal}" if j == 0 else f"ann_{animal}_{j + 1}"))
             for a, j, _ in instance_names(spec)
@@ -355,7 +392,7 @@ class MarsWriter:
         self.labels = orjson.dumps(list(spec.keypoints))
         self.sizes: dict[float | None, bytes] = {}
 
-    def add_batch(self, batch: FrameBatch, consensus: BatchConsensus) -> None:
+    def encode(self, batch: FrameBatch, consensus: BatchConsensus) -> bytes:
         spec = self.spec
         n_frames, n_workers = consensus.coords.shape[:2]
         n_animals, n_kp, n_obj = len(spec.animal_names), len(spec.keypoints), spec.num_obj
@@ -435,7 +472,7 @@ class MarsWriter:
         for b in range(n_frames):
             ref = orjson.dumps(batch.source_refs[b])
             parts += (
-                b',{"image":' if b or self.count else b'{"image":',
+                b',{"image":',
                 ref,
                 b',"height":',
                 _size_text(batch.heights[b], sizes),
@@ -464,13 +501,7 @@ class MarsWriter:
                     b"}",
                 )
             parts.append(b"}")
-        self.file.write(b"".join(parts))
-        self.count += n_frames
-
-    def close(self) -> None:
-        self.file.write(b"]\n")
-        self.file.close()
-        os.replace(_part(self.path), self.path)
+        return b"".join(parts)
 
 
 def _mars_box(

@@ -5,17 +5,24 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
+from io import BufferedReader
 from pathlib import Path
 
 import numpy as np
 
 from bot.results.agreement import AgreementAccumulator, KeypointAgreement
-from bot.results.consensus import consensus_batch
+from bot.results.consensus import BatchConsensus, consensus_batch
 from bot.results.exports import CocoWriter, CsvWriter, MarsWriter
+from bot.results.parallel import (
+    PARALLEL_MIN_LINES,
+    Encoded,
+    local_manifest,
+    parallel_batches,
+)
 from bot.results.pictures import LoadImage, PreviewPicker, agreement_png, preview_png
-from bot.results.reader import Fetch, Problem, ReadReport, read_batches
+from bot.results.reader import Fetch, FrameBatch, Problem, ReadReport, read_batches
 from bot.results.spec import LabelSpec
 
 # Manifest lines (so at most that many frames) per numpy batch: large enough that per-call
@@ -82,23 +89,30 @@ def consolidate(
     job_name: str | None = None,
     label_attribute: str | None = None,
     batch_frames: int = BATCH_FRAMES,
+    workers: int | None = None,
 ) -> ConsolidationSummary:
     """Stream the manifest once and write the six result files into `out_dir`.
 
     Memory is bounded by one batch, the agreement histograms (workers x labels) and the few
     preview frames, whatever the number of frames. Files are written under a `.part` name and
     renamed when complete, so a crash never leaves a truncated file that looks finished.
+
+    `workers` is how many processes read the manifest: None lets a binary file handle on a
+    local file (`open(path, "rb")`) of at least `PARALLEL_MIN_LINES` lines use two when the
+    machine has two cores, 1 forces one process, 2 uses two for any local binary file handle.
+    The files and the summary are the same either way (see `bot.results.parallel`).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ResultFiles.in_dir(out_dir)
     report = ReadReport()
-    batches = read_batches(
+    batches = _batches(
         manifest_lines,
         spec,
         fetch=fetch,
         report=report,
         label_attribute=label_attribute,
-        batch_lines=batch_frames,
+        batch_frames=batch_frames,
+        workers=workers,
     )
     coco = CocoWriter(files.coco, spec, job_name)
     table = CsvWriter(files.csv, spec)
@@ -106,7 +120,7 @@ def consolidate(
     agreement = AgreementAccumulator(spec)
     picker = PreviewPicker()
     try:
-        for batch in batches:
+        for batch, result, encoded in batches:
             width = batch.coords.shape[1]
             worker_rows = np.full((len(batch), width), -1, dtype=np.int64)
             seconds_rows = np.full((len(batch), width), math.nan, dtype=np.float64)
@@ -115,13 +129,18 @@ def consolidate(
                 worker_rows[b, : len(names)] = [worker_index(name) for name in names]
                 if spent.count(None) != len(spent):
                     seconds_rows[b, : len(spent)] = [math.nan if s is None else s for s in spent]
-            result = consensus_batch(batch.coords, spec)
             agreement.add_batch(result, worker_rows, seconds_rows)
             coco.add_batch(batch, result)
-            table.add_batch(batch, result)
-            mars.add_batch(batch, result)
+            if encoded is None:
+                table.add_batch(batch, result)
+                mars.add_batch(batch, result)
+            else:
+                table.add_encoded(encoded[0])
+                mars.add_encoded(encoded[1], len(batch))
             picker.add_batch(batch, result)
     finally:
+        # Stops the reading process too if a writer failed part way.
+        batches.close()
         coco.close()
         table.close()
         mars.close()
@@ -150,6 +169,48 @@ def consolidate(
         files=files,
         keypoints=keypoints,
     )
+
+
+def _batches(
+    manifest_lines: Iterable[str] | Iterable[bytes],
+    spec: LabelSpec,
+    *,
+    fetch: Fetch,
+    report: ReadReport,
+    label_attribute: str | None,
+    batch_frames: int,
+    workers: int | None,
+) -> Generator[tuple[FrameBatch, BatchConsensus, Encoded | None], None, None]:
+    """The manifest's batches with their consensus, from one process or two; batches the
+    second process read come with their CSV rows and MARS records already encoded."""
+    manifest = None
+    if workers is None:
+        if (os.cpu_count() or 1) >= 2:
+            manifest = local_manifest(manifest_lines, PARALLEL_MIN_LINES)
+    elif workers >= 2:
+        manifest = local_manifest(manifest_lines, None)
+    if manifest is not None:
+        yield from parallel_batches(
+            manifest,
+            spec,
+            fetch=fetch,
+            report=report,
+            label_attribute=label_attribute,
+            batch_lines=batch_frames,
+        )
+        # Leave the caller's handle where the sequential path would: at the end.
+        if isinstance(manifest_lines, BufferedReader):
+            manifest_lines.seek(0, os.SEEK_END)
+        return
+    for batch in read_batches(
+        manifest_lines,
+        spec,
+        fetch=fetch,
+        report=report,
+        label_attribute=label_attribute,
+        batch_lines=batch_frames,
+    ):
+        yield batch, consensus_batch(batch.coords, spec), None
 
 
 def _write_json(path: Path, document: object) -> None:

@@ -176,6 +176,27 @@ def read_batches(
         yield batch
 
 
+def read_chunk(
+    lines: Iterable[str | bytes],
+    first_line: int,
+    spec: LabelSpec,
+    *,
+    fetch: Fetch,
+    report: ReadReport,
+    label_attribute: str | None = None,
+) -> FrameBatch | None:
+    """The usable frames of consecutive manifest lines numbered from `first_line`: exactly
+    the batch `read_batches` yields for them when they are one of its batches (no state
+    crosses a batch), so a manifest cut at batch boundaries can be read in any order, by
+    several processes, and merged back in line order."""
+    reader = _Reader(spec, fetch, report, label_attribute)
+    pending = _Pending(spec.num_obj == 1)
+    for number, raw in enumerate(lines, start=first_line):
+        report.lines = number
+        pending.add(reader, number, raw)
+    return pending.flush(reader)
+
+
 def local_worker_response_fetch(manifest_path: Path, fallback: Fetch | None = None) -> Fetch:
     """Serve `worker-response-ref` URIs from a downloaded copy of the job's output.
 

@@ -1,0 +1,193 @@
+"""The two-process read gives exactly the single-process results: same files byte for byte,
+same summary, same problems (line numbers and reasons, in order, capped the same way)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from bot.results import LabelSpec, consolidate, local_worker_response_fetch, parallel
+from bot.results import pipeline as pipeline_module
+from bot.results.exports import CsvWriter
+from bot.results.pipeline import ConsolidationSummary
+
+SAMPLES = Path(__file__).parent / "samples"
+RECIPE = SAMPLES / "output-recipe.manifest"
+NO_LAMBDA = SAMPLES / "no-consolidation" / "output.manifest"
+
+
+@pytest.fixture(scope="module")
+def spec() -> LabelSpec:
+    return LabelSpec.from_mapping(yaml.safe_load((SAMPLES / "project-config.yml").read_text()))
+
+
+def _jitter(record: dict, rng: random.Random, frame: int) -> dict:  # type: ignore[type-arg]
+    """A new frame from a sample line: another source-ref, moved points, sometimes a worker
+    fewer and some time spent reported."""
+    record = json.loads(json.dumps(record))
+    if frame < 300:
+        # The job name must come from the first line that has one, careful path or not.
+        del record["annotatedResult-metadata"]["job-name"]
+    elif frame < 900:
+        record["annotatedResult-metadata"]["job-name"] = "par-job"
+    record["source-ref"] = f"s3://lab-frames/par/images/frame_{frame:05d}.jpg"
+    workers = record["annotatedResult"]["annotationsFromAllWorkers"]
+    if rng.random() < 0.2:
+        del workers[rng.randrange(len(workers))]
+    for worker in workers:
+        content = json.loads(worker["annotationData"]["content"])
+        for point in content["annotatedResult"]["keypoints"]:
+            point["x"] = round(min(max(point["x"] + rng.gauss(0, 4), 0), 1024), 2)
+            point["y"] = round(min(max(point["y"] + rng.gauss(0, 4), 0), 570), 2)
+        worker["annotationData"]["content"] = json.dumps(content)
+        if rng.random() < 0.3:
+            worker["timeSpentInSeconds"] = round(rng.uniform(5, 90), 3)
+    return record
+
+
+def _hostile(record: dict, rng: random.Random, frame: int) -> bytes:  # type: ignore[type-arg]
+    """One of the ways a line goes wrong; several give one problem per worker."""
+    kind = rng.randrange(10)
+    if kind == 0:
+        return b"{not json"
+    if kind == 1:
+        return b"[1, 2]"
+    if kind == 2:
+        failed = {"source-ref": f"s3://x/{frame}.jpg", "annotatedResult-metadata": {}}
+        failed["annotatedResult-metadata"]["failure-reason"] = "ClientError: timeout"
+        return json.dumps(failed).encode()
+    if kind == 3:
+        return b"\xff\xfe not utf-8"
+    if kind == 4:
+        return b""
+    record = _jitter(record, rng, frame)
+    for worker in record["annotatedResult"]["annotationsFromAllWorkers"]:
+        if kind == 5:
+            worker["annotationData"]["content"] = "__import__('os').system('touch /tmp/pwned')"
+            continue
+        content = json.loads(worker["annotationData"]["content"])
+        point = content["annotatedResult"]["keypoints"][rng.randrange(3)]
+        if kind == 6:
+            point["x"] = float("nan")
+        elif kind == 7:
+            point["label"] = "purple mouse nose"
+        elif kind == 8:
+            point["y"] = 5000
+        else:
+            point["x"] = True
+        worker["annotationData"]["content"] = json.dumps(content)
+    return json.dumps(record).encode()
+
+
+def _manifest(path: Path, frames: int) -> None:
+    rng = random.Random(7)
+    recipe = [json.loads(line) for line in RECIPE.read_text().splitlines()]
+    by_reference = NO_LAMBDA.read_bytes().splitlines()
+    with open(path, "wb") as out:
+        for frame in range(frames):
+            record = rng.choice(recipe)
+            roll = rng.random()
+            if roll < 0.2:
+                line = _hostile(record, rng, frame)
+            elif roll < 0.21 and frame >= 300:
+                line = rng.choice(by_reference)  # needs `fetch`, which the child never has
+            else:
+                line = json.dumps(_jitter(record, rng, frame)).encode()
+            out.write(line + b"\n")
+
+
+def _run(manifest: Path, spec: LabelSpec, out: Path, workers: int) -> ConsolidationSummary:
+    with open(manifest, "rb") as lines:
+        summary = consolidate(
+            lines,
+            spec,
+            out,
+            fetch=local_worker_response_fetch(NO_LAMBDA),
+            load_image=lambda ref: Image.new("RGB", (1024, 570), (40, 40, 40)),
+            batch_frames=64,
+            workers=workers,
+        )
+        assert lines.read() == b""  # the handle is left at the end either way
+    return summary
+
+
+def test_two_processes_match_one_exactly(
+    spec: LabelSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = tmp_path / "output.manifest"
+    _manifest(manifest, 4000)
+    one = _run(manifest, spec, tmp_path / "one", workers=1)
+    # Slow the main process's own reads down so the child, however slow to start, takes part.
+    read, take = parallel._read, parallel._Inbox.take
+    from_child: list[str] = []
+
+    def slow_read(*args: object, **kwargs: object) -> object:
+        time.sleep(0.03)
+        return read(*args, **kwargs)  # type: ignore[arg-type]
+
+    def counted_take(self: parallel._Inbox, index: int) -> object:
+        received = take(self, index)
+        if received is not None:
+            from_child.append("lines" if isinstance(received, list) else "chunk")
+        return received
+
+    monkeypatch.setattr(parallel, "_read", slow_read)
+    monkeypatch.setattr(parallel._Inbox, "take", counted_take)
+    two = _run(manifest, spec, tmp_path / "two", workers=2)
+    # Chunks from the child, and chunks it handed back because they need `fetch`.
+    assert {"chunk", "lines"} <= set(from_child)
+    for a, b in zip(one.files.all(), two.files.all(), strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    assert one.problem_count > len(one.problems) == 1000  # the cap is exercised
+    assert max(p.line for p in one.problems) > 20 * 64  # problems from many chunks
+    assert one.job_name == "par-job"
+    assert one.frames_skipped > 100 and one.frames_consolidated > 3500
+    assert one.workers > 5  # worker-response lines bring their own people
+    assert dataclasses.replace(two, files=one.files) == one
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_small_or_unfit_inputs_stay_in_one_process(
+    spec: LabelSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a second process was started")
+
+    monkeypatch.setattr(pipeline_module, "parallel_batches", refuse)
+    lines = RECIPE.read_text().splitlines()
+    consolidate(lines, spec, tmp_path / "list", fetch=refuse, load_image=refuse, workers=2)
+    with open(RECIPE, "rb") as handle:
+        summary = consolidate(handle, spec, tmp_path / "small", fetch=refuse, load_image=refuse)
+    assert summary.frames_consolidated == 6
+    with open(RECIPE, encoding="utf-8") as text:
+        consolidate(text, spec, tmp_path / "text", fetch=refuse, load_image=refuse, workers=2)
+
+
+def test_a_failing_writer_stops_the_second_process(
+    spec: LabelSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[object] = []
+
+    def broken(self: CsvWriter, *args: object) -> None:
+        calls.append(args)
+        if len(calls) == 10:
+            raise OSError("disk full")
+
+    manifest = tmp_path / "output.manifest"
+    _manifest(manifest, 2000)
+    before = set(Path(tempfile.gettempdir()).glob("gtbot-consolidate-*"))
+    monkeypatch.setattr(CsvWriter, "add_encoded", broken)
+    monkeypatch.setattr(CsvWriter, "add_batch", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _run(manifest, spec, tmp_path / "out", workers=2)
+    assert multiprocessing.active_children() == []
+    assert set(Path(tempfile.gettempdir()).glob("gtbot-consolidate-*")) == before
