@@ -29,20 +29,10 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.results import LabelSpec, consolidate  # noqa: E402
+from bot.synthetic import MARS_KEYPOINTS, MARS_PAIRS  # noqa: E402
 
 SPEC = LabelSpec(
-    species="mouse",
-    animals=("black", "white"),
-    keypoints=(
-        "nose",
-        "right ear",
-        "left ear",
-        "top of neck",
-        "right rear knee",
-        "left rear knee",
-        "base of tail",
-    ),
-    check_pairs=(("right ear", "left ear"), ("right rear knee", "left rear knee")),
+    species="mouse", animals=("black", "white"), keypoints=MARS_KEYPOINTS, check_pairs=MARS_PAIRS
 )
 WORKERS = 5
 WIDTH, HEIGHT = 1024, 570
