@@ -73,10 +73,6 @@ def record_plan(store: Store, plan: Plan, *, user: str, channel: str) -> str:
     return plan_id
 
 
-def _may_decide(plan: PlanRow, user: str, is_admin: bool) -> bool:
-    return is_admin or plan.requested_by == user
-
-
 def _already(plan: PlanRow) -> Decision:
     words = {
         "launching": "is being launched",
@@ -101,16 +97,26 @@ def _reconcile(ctx: Context, store: Store, plan: PlanRow) -> PlanRow:
     return store.get_plan(plan.id) or plan
 
 
-def launch_plan(ctx: Context, store: Store, plan_id: str, *, user: str, is_admin: bool) -> Decision:
+def _decidable(
+    store: Store, plan_id: str, user: str, is_admin: bool, verb: str
+) -> PlanRow | Decision:
+    """The plan if this user may press its buttons, else the refusal to show them."""
     plan = store.get_plan(plan_id)
     if plan is None:
         return Decision("failed", "This plan no longer exists; run submit again.")
-    if not _may_decide(plan, user, is_admin):
+    if not (is_admin or plan.requested_by == user):
         return Decision(
             "forbidden",
-            "Only the person who asked for this plan, or an admin, may launch it.",
+            f"Only the person who asked for this plan, or an admin, may {verb} it.",
             plan,
         )
+    return plan
+
+
+def launch_plan(ctx: Context, store: Store, plan_id: str, *, user: str, is_admin: bool) -> Decision:
+    plan = _decidable(store, plan_id, user, is_admin, "launch")
+    if isinstance(plan, Decision):
+        return plan
     plan = _reconcile(ctx, store, plan)
     if not store.transition_plan(plan_id, ("pending",), "launching", by=user):
         return _already(store.get_plan(plan_id) or plan)
@@ -144,15 +150,9 @@ def _watch_launched(store: Store, plan: PlanRow, job: gt.JobInfo | None) -> None
 
 
 def cancel_plan(store: Store, plan_id: str, *, user: str, is_admin: bool) -> Decision:
-    plan = store.get_plan(plan_id)
-    if plan is None:
-        return Decision("failed", "This plan no longer exists.")
-    if not _may_decide(plan, user, is_admin):
-        return Decision(
-            "forbidden",
-            "Only the person who asked for this plan, or an admin, may cancel it.",
-            plan,
-        )
+    plan = _decidable(store, plan_id, user, is_admin, "cancel")
+    if isinstance(plan, Decision):
+        return plan
     if not store.transition_plan(plan_id, ("pending",), "cancelled", by=user):
         return _already(store.get_plan(plan_id) or plan)
     return Decision("cancelled", "Plan cancelled; nothing was launched.", store.get_plan(plan_id))

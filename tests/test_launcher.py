@@ -16,6 +16,14 @@ from bot.state import Store
 from bot.synthetic import draw_frames
 
 
+def demo(projects_dir: Path, tmp_path: Path) -> tuple[Context, Store]:
+    """A two-frame project and a fresh database: what a bot has when a click arrives."""
+    project = write_project(projects_dir, "demo", job_workteam_arn=SANDBOX_TEAM)
+    draw_frames(project / "annotation-data" / "raw-images", 2)
+    store = Store(f"sqlite:///{tmp_path / 'gtbot.db'}")
+    return Context(settings=Settings.from_env(), store=store), store
+
+
 def _plan(ctx: Context, store: Store) -> tuple[str, pipeline.Plan]:
     plan = pipeline.prepare_submission(ctx, ctx.project("demo"))
     plan_id = launcher.record_plan(store, plan, user="U1", channel="C1")
@@ -27,10 +35,7 @@ def test_restart_settles_half_done_launches(
     make_emulator: Callable[..., GroundTruthEmulator], projects_dir: Path, tmp_path: Path
 ) -> None:
     emu = make_emulator(rate=50.0)
-    project = write_project(projects_dir, "demo", job_workteam_arn=SANDBOX_TEAM)
-    draw_frames(project / "annotation-data" / "raw-images", 2)
-    store = Store(f"sqlite:///{tmp_path / 'gtbot.db'}")
-    ctx = Context(settings=Settings.from_env(), store=store)
+    ctx, store = demo(projects_dir, tmp_path)
 
     # Crashed after AWS created the job, before the plan row said so.
     reached_id, reached = _plan(ctx, store)
@@ -58,10 +63,7 @@ def test_a_launch_whose_job_already_exists_adopts_it(
     make_emulator: Callable[..., GroundTruthEmulator], projects_dir: Path, tmp_path: Path
 ) -> None:
     emu = make_emulator(rate=50.0)
-    project = write_project(projects_dir, "demo", job_workteam_arn=SANDBOX_TEAM)
-    draw_frames(project / "annotation-data" / "raw-images", 2)
-    store = Store(f"sqlite:///{tmp_path / 'gtbot.db'}")
-    ctx = Context(settings=Settings.from_env(), store=store)
+    ctx, store = demo(projects_dir, tmp_path)
     plan_id, plan = _plan(ctx, store)
     pipeline.launch(ctx, plan)  # e.g. the response was lost on the way back
     decision = launcher.launch_plan(ctx, store, plan_id, user="U1", is_admin=False)
