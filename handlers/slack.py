@@ -276,11 +276,11 @@ def _action_value(body: dict[str, Any]) -> str:
     return str(actions[0].get("value") or "")
 
 
-def _actor(body: dict[str, Any]) -> tuple[str, str, str | None]:
+def _actor(body: dict[str, Any]) -> tuple[str, str]:
+    """Who clicked, and where: the rest of a click comes from the stored plan or watch."""
     user = str((body.get("user") or {}).get("id") or "")
     channel = str((body.get("channel") or {}).get("id") or "")
-    ts = (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts")
-    return user, channel, ts
+    return user, channel
 
 
 def make_plan_action(deps: SlackDeps, action: str) -> Callable[..., None]:
@@ -288,7 +288,7 @@ def make_plan_action(deps: SlackDeps, action: str) -> Callable[..., None]:
 
     def handle_plan_button(body: dict[str, Any], respond: Respond) -> None:
         plan_id = _action_value(body)
-        user, channel, _ = _actor(body)
+        user, channel = _actor(body)
 
         def work() -> None:
             deps.auth.check_channel(channel)
@@ -346,7 +346,7 @@ def make_plan_action(deps: SlackDeps, action: str) -> Callable[..., None]:
 def make_stop_action(deps: SlackDeps) -> Callable[..., None]:
     def handle_stop_button(body: dict[str, Any], respond: Respond) -> None:
         job_name = _action_value(body)
-        user, channel, _ = _actor(body)
+        user, channel = _actor(body)
 
         def work() -> None:
             deps.auth.check_channel(channel)
