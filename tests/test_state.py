@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,13 +14,30 @@ from bot.errors import ConfigError
 from bot.settings import Settings
 from bot.state import Store, utcnow, watches
 
+# SQLite always; PostgreSQL too when GTBOT_TEST_POSTGRES_URL names an empty database to use.
+BACKENDS = ["sqlite"] + (["postgres"] if os.environ.get("GTBOT_TEST_POSTGRES_URL") else [])
 
-def _store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'gtbot.db'}")
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gtbot.db'}"
+        return
+    url = os.environ["GTBOT_TEST_POSTGRES_URL"]
+    yield url
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for table in ("gtbot_plans", "gtbot_watches", "gtbot_leases", "gtbot_schema_version"):
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    engine.dispose()
 
 
-def test_completion_claim_is_exclusive_and_a_dead_claim_goes_stale(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def _store(url: str) -> Store:
+    return Store(url)
+
+
+def test_completion_claim_is_exclusive_and_a_dead_claim_goes_stale(db_url: str) -> None:
+    store = _store(db_url)
     store.add_watch(job_name="job-1", region="us-east-2", channel="C1")
     assert store.claim_completion("job-1", "a", stale_seconds=30)
     assert not store.claim_completion("job-1", "b", stale_seconds=30)
@@ -33,16 +52,16 @@ def test_completion_claim_is_exclusive_and_a_dead_claim_goes_stale(tmp_path: Pat
     assert store.active_watches() == []
 
 
-def test_a_failed_post_releases_the_claim(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_a_failed_post_releases_the_claim(db_url: str) -> None:
+    store = _store(db_url)
     store.add_watch(job_name="job-1", region="us-east-2", channel="C1")
     assert store.claim_completion("job-1", "a", stale_seconds=30)
     store.release_completion("job-1")
     assert store.claim_completion("job-1", "a", stale_seconds=30)
 
 
-def test_plan_launch_is_a_compare_and_set(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_plan_launch_is_a_compare_and_set(db_url: str) -> None:
+    store = _store(db_url)
     store.add_plan(
         plan_id="p1",
         project="demo",
@@ -60,8 +79,8 @@ def test_plan_launch_is_a_compare_and_set(tmp_path: Path) -> None:
     assert plan is not None and plan.state == "launching" and plan.decided_by == "U1"
 
 
-def test_lease_has_one_holder_until_it_lapses(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_lease_has_one_holder_until_it_lapses(db_url: str) -> None:
+    store = _store(db_url)
     assert store.acquire_lease("watcher", "a", 30)
     assert store.acquire_lease("watcher", "a", 30)  # renewal
     assert not store.acquire_lease("watcher", "b", 30)
@@ -105,12 +124,12 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
         assert conn.execute(sa.text("SELECT version FROM gtbot_schema_version")).scalar() == 2
 
 
-def test_a_database_from_a_newer_gtbot_is_refused(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_a_database_from_a_newer_gtbot_is_refused(db_url: str) -> None:
+    store = _store(db_url)
     with store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE gtbot_schema_version SET version = 99"))
     with pytest.raises(ConfigError, match="newer gtbot"):
-        _store(tmp_path)
+        _store(db_url)
 
 
 def test_bad_database_url_and_link_hours_are_explained(tmp_path: Path) -> None:
