@@ -111,6 +111,7 @@ def _serve(port: int | None, host: str | None, socket_mode: bool) -> int:
     running = start_bot(settings, port=port, host=host, socket_mode=socket_mode)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    handler = None
     try:
         if socket_mode:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -124,6 +125,8 @@ def _serve(port: int | None, host: str | None, socket_mode: bool) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if handler is not None:
+            handler.close()
         running.shutdown()
     return 0
 
