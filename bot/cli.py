@@ -21,9 +21,10 @@ def _print_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _ask(plan: Plan) -> bool:
+def _ask(plan: Plan) -> bool | None:
+    """Show the plan and ask; None when there is nobody at a terminal to ask."""
     if not sys.stdin.isatty():
-        return False
+        return None
     from bot.commands import plan_text
 
     print(plan_text(plan))

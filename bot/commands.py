@@ -37,7 +37,7 @@ class Invocation:
     args: list[str]
     options: dict[str, str | bool]
     interface: str = "console"
-    confirm: Callable[[pipeline.Plan], bool] | None = None
+    confirm: Callable[[pipeline.Plan], bool | None] | None = None
     user: str | None = None
     channel: str | None = None
 
@@ -150,7 +150,7 @@ class Router:
         text: str,
         *,
         interface: str = "console",
-        confirm: Callable[[pipeline.Plan], bool] | None = None,
+        confirm: Callable[[pipeline.Plan], bool | None] | None = None,
         user: str | None = None,
         channel: str | None = None,
     ) -> Reply:
@@ -284,13 +284,16 @@ def cmd_submit(inv: Invocation) -> Reply:
     text = plan_text(plan)
     if inv.interface != "console":
         return Reply(text, plan=plan)
-    if not inv.options.get("yes") and not (inv.confirm and inv.confirm(plan)):
-        return Reply(
-            text + "\nNothing launched. Run `submit " + project.name + " --yes` to launch."
-        )
+    # The console's prompt shows the plan itself; None means nobody could be asked.
+    answer = True if inv.options.get("yes") else (inv.confirm(plan) if inv.confirm else None)
+    if answer is None:
+        return Reply(f"{text}\nNothing launched. Run `submit {project.name} --yes` to launch.")
+    if not answer:
+        return Reply("Nothing launched.")
     job = pipeline.launch(inv.ctx, plan)
+    shown = text + "\n" if inv.options.get("yes") else ""
     return Reply(
-        text + f"\nLaunched labeling job {job.name}. Follow it with `status {job.name}`.",
+        f"{shown}Launched labeling job {job.name}. Follow it with `status {job.name}`.",
         plan=plan,
         job=job,
     )

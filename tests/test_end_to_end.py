@@ -197,3 +197,24 @@ def test_sandbox_runs_the_whole_workflow(tmp_path: Path) -> None:
 
 def test_local_s3_server_is_loopback_only(local_s3_server: LocalS3) -> None:
     assert local_s3_server.url.startswith("http://127.0.0.1:")
+
+
+def test_console_prompt_answers_launch_or_not(
+    emulator: GroundTruthEmulator, projects_dir: Path
+) -> None:
+    from bot.commands import Router
+
+    _make(projects_dir, frames=2, workers=1)
+    router = Router(_ctx())
+    shown: list[str] = []
+
+    def decline(plan: object) -> bool:
+        shown.append(str(plan))
+        return False
+
+    assert router.run("submit demo", confirm=decline).text == "Nothing launched."
+    assert shown and emulator.calls.count("CreateLabelingJob") == 0
+    time.sleep(1.1)  # job names carry the second
+    launched = router.run("submit demo", confirm=lambda plan: True)
+    assert launched.text.startswith("Launched labeling job demo-")  # the prompt showed the plan
+    assert emulator.calls.count("CreateLabelingJob") == 1
