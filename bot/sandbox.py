@@ -155,7 +155,9 @@ def run_sandbox(
     try:
         with _environment(env):
             os.environ.pop("GTBOT_CONFIG", None)
-            return _play(workdir, frames=frames, workers=workers, timeout=timeout, out=out)
+            return _play(
+                workdir, frames=frames, workers=workers, timeout=timeout, out=out, keep=keep
+            )
     finally:
         emulators.stop()
         if not keep:
@@ -167,7 +169,7 @@ def _say(out: Print, who: str, text: str) -> None:
 
 
 def _play(
-    workdir: Path, *, frames: int, workers: int, timeout: float, out: Print
+    workdir: Path, *, frames: int, workers: int, timeout: float, out: Print, keep: bool
 ) -> SandboxSummary:
     import yaml
 
@@ -256,9 +258,12 @@ def _play(
     out(f"  Output manifest: {summary.output_manifest}")
     if summary.local_results:
         out(f"  Results:         {summary.local_results}")
-        out("                   (preview.png and agreement.png are pictures to open)")
-    out("Next: try it on your own AWS account (README, 'Run a real job'), or keep the emulators")
-    out("up with `gtbot sandbox --serve` and point `gtbot run ...` at them.")
+        if keep:
+            out("                   (preview.png and agreement.png are pictures to open)")
+        else:
+            out("                   (removed at exit: run without --clean to keep them)")
+    out("Next: try it on your AWS account (README, 'From the sandbox to a real job'), or keep the")
+    out("emulators up with `gtbot sandbox --serve` and point `gtbot run ...` at them.")
     return summary
 
 
