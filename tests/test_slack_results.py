@@ -97,3 +97,27 @@ def test_paths_on_the_bots_machine_are_refused_from_slack(bot: Harness, text: st
     seen = texts(bot.wait_responses(sent))
     assert "paths on the bot's machine can only be used from a terminal" in seen
     assert not (Path("/tmp/anywhere")).exists()
+
+
+def test_watch_attaches_a_job_the_bot_did_not_launch_and_unwatch_detaches(bot: Harness) -> None:
+    from bot import pipeline
+    from bot.context import Context
+
+    ctx = Context(settings=bot.running.deps.ctx.settings)
+    job = pipeline.launch(ctx, pipeline.prepare_submission(ctx, ctx.project("demo")))  # a terminal
+    bot.stub.clear()
+
+    sent = bot.command(f"watch {job.name}", user=ADMIN)
+    assert f"Now watching {job.name} here" in texts(bot.wait_responses(sent))
+    cards = bot.wait_for(lambda: bot.stub.of("chat.postMessage"), 10, "the job card")
+    assert cards[0].params["channel"] == CHANNEL
+    assert job.name in str(cards[0].params["blocks"])
+    watch = bot.running.deps.store.get_watch(job.name)
+    assert watch is not None and watch.channel == CHANNEL and watch.message_ts
+    assert watch.thread_ts == watch.message_ts and watch.owner == ADMIN
+
+    gone = bot.command(f"unwatch {job.name}", user=ADMIN)
+    assert f"No longer watching {job.name}" in texts(bot.wait_responses(gone))
+    assert bot.running.deps.store.get_watch(job.name) is None
+    again = bot.command(f"unwatch {job.name}", user=ADMIN)
+    assert "is not being watched" in texts(bot.wait_responses(again))
