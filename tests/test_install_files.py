@@ -39,3 +39,19 @@ def test_dockerfile_copies_every_package_and_runs_serve_as_non_root() -> None:
     assert "USER gtbot" in docker
     assert "HEALTHCHECK" in docker and "/healthz" in docker
     assert 'CMD ["gtbot", "serve", "--port", "3000"]' in docker
+
+
+def test_every_package_and_template_file_goes_into_the_wheel() -> None:
+    """A package left out of pyproject's list installs fine in editable mode and breaks Docker."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("bot", "aws", "handlers", "templates")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found == listed
+    patterns = setuptools["package-data"]["templates"]
+    for data in (ROOT / "templates").iterdir():
+        if data.suffix != ".py" and not data.name.startswith("__"):
+            assert any(data.match(p) for p in patterns), data.name
