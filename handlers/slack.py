@@ -75,11 +75,23 @@ def guarded_run(respond: Callable[..., Any], work: Callable[[], None]) -> None:
         work()
     except GtBotError as exc:
         respond(text=escape_mrkdwn(exc.user_message), response_type="ephemeral")
+    except SlackApiError as exc:
+        if exc.response.get("error") in _NOT_IN_CHANNEL:
+            respond(
+                text="gtbot cannot post in this channel yet. Invite it with `/invite @gtbot` "
+                "and run the command again.",
+                response_type="ephemeral",
+            )
+        else:
+            respond(text=apology(exc), response_type="ephemeral")
     except Exception as exc:  # the edge: never a stack trace in chat
         respond(text=apology(exc), response_type="ephemeral")
 
 
 _GONE = frozenset({"channel_not_found", "not_in_channel", "is_archived", "account_inactive"})
+# A private channel the bot was never invited to answers channel_not_found, a public one
+# not_in_channel: either way the fix is an invitation.
+_NOT_IN_CHANNEL = frozenset({"channel_not_found", "not_in_channel"})
 
 
 @contextmanager

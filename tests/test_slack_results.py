@@ -121,3 +121,12 @@ def test_watch_attaches_a_job_the_bot_did_not_launch_and_unwatch_detaches(bot: H
     assert bot.running.deps.store.get_watch(job.name) is None
     again = bot.command(f"unwatch {job.name}", user=ADMIN)
     assert "is not being watched" in texts(bot.wait_responses(again))
+
+
+def test_a_channel_the_bot_is_not_in_gets_told_to_invite_it(bot: Harness) -> None:
+    bot.stub.gone_channels.add(CHANNEL)
+    sent = bot.command("submit demo", user=SUBMITTER)
+    seen = texts(bot.wait_responses(sent, count=2, timeout=30))
+    assert "Invite it with `/invite @gtbot`" in seen
+    assert "trace id" not in seen
+    assert bot.aws_calls("CreateLabelingJob") == []
