@@ -387,6 +387,31 @@ def make_stop_action(deps: SlackDeps) -> Callable[..., None]:
     return handle_stop_button
 
 
+MENTION_REPLY = (
+    "I answer `/gt` commands: `/gt help` lists them, `/gt submit <project>` starts a labeling "
+    "job with a plan card to confirm."
+)
+
+
+def make_mention_reply(deps: SlackDeps) -> Callable[..., None]:
+    """Someone @-mentions the bot: point them at `/gt` in the mention's thread."""
+
+    def reply_to_mention(event: dict[str, Any]) -> None:
+        channel = str(event.get("channel") or "")
+        if not deps.auth.channel_allowed(channel):
+            return
+        try:
+            deps.client.chat_postMessage(
+                channel=channel,
+                thread_ts=event.get("thread_ts") or event.get("ts"),
+                text=MENTION_REPLY,
+            )
+        except SlackApiError as exc:
+            log.warning("could not answer a mention in %s: %s", channel, exc.response.get("error"))
+
+    return reply_to_mention
+
+
 def ignore_retries(request: Any, next: Callable[[], BoltResponse]) -> BoltResponse:  # noqa: A002
     """Slack re-sends a request it thinks we missed; the first delivery is already at work."""
     retry = request.headers.get("x-slack-retry-num")
@@ -423,6 +448,7 @@ def build_app(
     app.action(blocks.LAUNCH_ACTION)(ack=acknowledge, lazy=[make_plan_action(deps, "launch")])
     app.action(blocks.CANCEL_ACTION)(ack=acknowledge, lazy=[make_plan_action(deps, "cancel")])
     app.action(blocks.STOP_ACTION)(ack=acknowledge, lazy=[make_stop_action(deps)])
+    app.event("app_mention")(ack=acknowledge, lazy=[make_mention_reply(deps)])
     return app, deps
 
 

@@ -22,6 +22,10 @@ def test_slack_manifests_declare_the_command_scopes_and_mode() -> None:
         assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert http["features"]["slash_commands"][0]["url"].endswith("/slack/events")
     assert http["settings"]["interactivity"]["request_url"].endswith("/slack/events")
+    for manifest in (http, socket):
+        assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_mention"]
+        assert "app_mentions:read" in manifest["oauth_config"]["scopes"]["bot"]
+    assert http["settings"]["event_subscriptions"]["request_url"].endswith("/slack/events")
     assert http["settings"]["socket_mode_enabled"] is False
     assert socket["settings"]["socket_mode_enabled"] is True
     assert "url" not in socket["features"]["slash_commands"][0]

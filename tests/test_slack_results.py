@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +131,33 @@ def test_a_channel_the_bot_is_not_in_gets_told_to_invite_it(bot: Harness) -> Non
     assert "Invite it with `/invite @gtbot`" in seen
     assert "trace id" not in seen
     assert bot.aws_calls("CreateLabelingJob") == []
+
+
+def test_mentions_get_a_pointer_to_gt_and_url_verification_is_answered(bot: Harness) -> None:
+    challenge = json.dumps({"type": "url_verification", "challenge": "c-123", "token": "x"})
+    sent = bot.deliver(challenge.encode(), content_type="application/json")
+    assert sent.status == 200 and b"c-123" in sent.body
+    event = {
+        "token": "x",
+        "team_id": "T1",
+        "api_app_id": "A1",
+        "type": "event_callback",
+        "event_id": "Ev1",
+        "event_time": 1,
+        "event": {
+            "type": "app_mention",
+            "user": "U9",
+            "text": "<@UBOT> how do I start?",
+            "ts": "1700000000.000200",
+            "channel": CHANNEL,
+        },
+    }
+    sent = bot.deliver(json.dumps(event).encode(), content_type="application/json")
+    assert sent.status == 200
+    posts = bot.wait_for(
+        lambda: [c for c in bot.stub.of("chat.postMessage") if "/gt help" in str(c.params)],
+        10,
+        "the reply to the mention",
+    )
+    assert posts[0].params["channel"] == CHANNEL
+    assert posts[0].params["thread_ts"] == "1700000000.000200"
