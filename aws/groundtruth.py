@@ -90,6 +90,16 @@ class JobInfo:
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def output_manifest_uri(self) -> str | None:
+        """Where Ground Truth puts `output.manifest`, known before the job reports it."""
+        if self.output_dataset_uri:
+            return self.output_dataset_uri
+        if self.output_path:
+            base = self.output_path if self.output_path.endswith("/") else self.output_path + "/"
+            return f"{base}{self.name}/manifests/output/output.manifest"
+        return None
+
 
 def make_job_name(project: str, now: datetime | None = None) -> str:
     """`<project>-<UTC yyyymmddHHMMSS>`, made valid: names are unique forever, so time-stamp them."""

@@ -411,6 +411,15 @@ def lab_regions(ctx: Context) -> list[str]:
     return regions
 
 
+def projects_named_in(ctx: Context, job_name: str) -> list[str]:
+    """Projects whose name starts the job name (`<project>-<time>`), the most specific first."""
+    root = ctx.settings.projects_dir
+    if not root.is_dir():
+        return []
+    names = [c.name for c in root.iterdir() if c.is_dir() and job_name.startswith(c.name + "-")]
+    return sorted(names, key=len, reverse=True)
+
+
 def region_for_job(ctx: Context, job_name: str) -> str:
     """A job name alone has no region: use its project's (names start with the project)."""
     if not gt.JOB_NAME_RE.match(job_name):
@@ -418,13 +427,7 @@ def region_for_job(ctx: Context, job_name: str) -> str:
             f"{job_name!r} is not a labeling job name (letters, digits and hyphens, at most 63). "
             "`jobs` lists the recent ones."
         )
-    root = ctx.settings.projects_dir
-    candidates = []
-    if root.is_dir():
-        candidates = [
-            c.name for c in root.iterdir() if c.is_dir() and job_name.startswith(c.name + "-")
-        ]
-    for name in sorted(candidates, key=len, reverse=True):
+    for name in projects_named_in(ctx, job_name):
         try:
             return ctx.project(name).region
         except GtBotError:

@@ -147,9 +147,6 @@ class ProjectConfig:
     def output_prefix(self) -> str:
         return f"{self.name}/"
 
-    def output_manifest_key(self, job_name: str) -> str:
-        return f"{self.output_prefix}{job_name}/manifests/output/output.manifest"
-
 
 # --------------------------------------------------------------------------- locations
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aws import groundtruth as gt
 from aws import s3
+from bot import pipeline
 from bot.context import Context
 from bot.errors import GtBotError, NotFoundError
 from bot.project import ProjectConfig
@@ -48,13 +49,12 @@ class JobResults:
 
 
 def project_of_job(ctx: Context, job_name: str) -> ProjectConfig:
-    root = ctx.settings.projects_dir
-    names = [c.name for c in root.iterdir() if c.is_dir()] if root.is_dir() else []
-    for name in sorted(names, key=len, reverse=True):
-        if job_name.startswith(name + "-"):
-            return ctx.project(name)
+    names = pipeline.projects_named_in(ctx, job_name)
+    if names:
+        return ctx.project(names[0])
     raise NotFoundError(
-        f"No project in {root} matches job {job_name} (jobs are named <project>-<time>). "
+        f"No project in {ctx.settings.projects_dir} matches job {job_name} (jobs are named "
+        "<project>-<time>). "
         "For a job launched elsewhere, use `gtbot consolidate <output.manifest> --project <name>`."
     )
 
@@ -67,9 +67,9 @@ def _saved_summary(out_dir: Path) -> str | None:
 
 
 def consolidate_job(ctx: Context, job: gt.JobInfo, project: ProjectConfig) -> ConsolidationSummary:
-    uri = job.output_dataset_uri or (
-        f"s3://{project.output_bucket}/{project.output_manifest_key(job.name)}"
-    )
+    uri = job.output_manifest_uri
+    if uri is None:
+        raise NotFoundError(f"AWS does not say where {job.name} writes its output manifest.")
     out_dir = project.results_dir / job.name
     return run_consolidate(
         uri, project.path, out_dir, s3_client_factory=lambda: ctx.clients.s3(project.region)

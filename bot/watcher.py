@@ -74,15 +74,6 @@ def card_counters(job: gt.JobInfo) -> dict[str, int]:
     return {"labeled": c.total_labeled, "failed": c.failed, "unlabeled": c.unlabeled}
 
 
-def output_manifest_uri(job: gt.JobInfo) -> str | None:
-    if job.output_dataset_uri:
-        return job.output_dataset_uri
-    if job.output_path:
-        base = job.output_path if job.output_path.endswith("/") else job.output_path + "/"
-        return f"{base}{job.name}/manifests/output/output.manifest"
-    return None
-
-
 def completion_text(ctx: Context, job: gt.JobInfo, region: str) -> str:
     c = job.counters
     counts = f"{c.total_labeled} labeled, {c.failed} failed, {c.unlabeled} not labeled"
@@ -93,7 +84,7 @@ def completion_text(ctx: Context, job: gt.JobInfo, region: str) -> str:
             "manifest, the template, and the workteam (`doctor` checks them)."
         )
     lines = [f"{job.name} {job.status.lower()}. Counts: {counts}."]
-    uri = output_manifest_uri(job)
+    uri = job.output_manifest_uri
     if uri:
         bucket, key = s3.split_s3_uri(uri)
         hours = ctx.settings.link_hours
