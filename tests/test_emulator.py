@@ -7,7 +7,7 @@ import statistics
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from aws.emulator.groundtruth import (
-    EmulatorSettings,
     GroundTruthEmulator,
-    start_groundtruth_emulator,
     update_remote_settings,
 )
 from aws.emulator.shapes import missing_required, operation_model, validation_errors
@@ -46,12 +44,8 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 @pytest.fixture
-def emu(s3_endpoint: str) -> Iterator[GroundTruthEmulator]:
-    emulator = start_groundtruth_emulator(
-        s3_endpoint, EmulatorSettings(rate=400.0, seed=5, stopping_seconds=0.3)
-    )
-    yield emulator
-    emulator.stop()
+def emu(make_emulator: Callable[..., GroundTruthEmulator]) -> GroundTruthEmulator:
+    return make_emulator(rate=400.0, seed=5, stopping_seconds=0.3)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import logging
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,9 +28,7 @@ from watcher_support import (
 )
 
 from aws.emulator.groundtruth import (
-    EmulatorSettings,
     GroundTruthEmulator,
-    start_groundtruth_emulator,
 )
 from bot.context import Context
 from bot.settings import Settings
@@ -49,13 +47,8 @@ def stub() -> Iterator[RecordingSlackStub]:
 
 
 @pytest.fixture
-def emulator(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[GroundTruthEmulator]:
-    emu = start_groundtruth_emulator(
-        s3_endpoint, EmulatorSettings(rate=6.0, initializing_seconds=0.3, seed=7)
-    )
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", emu.url)
-    yield emu
-    emu.stop()
+def emulator(make_emulator: Callable[..., GroundTruthEmulator]) -> GroundTruthEmulator:
+    return make_emulator(rate=6.0, initializing_seconds=0.3, seed=7)
 
 
 @pytest.fixture

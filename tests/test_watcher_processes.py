@@ -13,16 +13,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from watcher_support import JobRig, RecordingSlackStub, card_state, wait_until
 
 from aws.emulator.groundtruth import (
-    EmulatorSettings,
     GroundTruthEmulator,
-    start_groundtruth_emulator,
 )
 from bot.state import Store
 from bot.watcher import LEASE_NAME
@@ -39,12 +37,8 @@ def stub() -> Iterator[RecordingSlackStub]:
 
 
 @pytest.fixture
-def emulator(s3_endpoint: str) -> Iterator[GroundTruthEmulator]:
-    emu = start_groundtruth_emulator(
-        s3_endpoint, EmulatorSettings(rate=1.0, initializing_seconds=0.3, seed=9)
-    )
-    yield emu
-    emu.stop()
+def emulator(make_emulator: Callable[..., GroundTruthEmulator]) -> GroundTruthEmulator:
+    return make_emulator(rate=1.0, initializing_seconds=0.3, seed=9)
 
 
 @pytest.fixture
