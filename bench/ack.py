@@ -48,20 +48,9 @@ def row(label: str, delay: float, sent: list[Sent]) -> str:
     )
 
 
-def launched_job(bot: Harness) -> str:
-    plan_id, ts = bot.submit_plan(user=SUBMITTER)
-    bot.click(blocks.LAUNCH_ACTION, plan_id, user=SUBMITTER, message_ts=ts)
-    plan = bot.wait_for(
-        lambda: (p := bot.running.deps.store.get_plan(plan_id)) and p.state == "launched" and p,
-        30,
-        "the launch",
-    )
-    return str(plan.job_name)
-
-
 def measure(bot: Harness, delay: float, reps: int, burst: int) -> list[str]:
     bot.emu.settings.delay_seconds = 0.0
-    job = launched_job(bot)
+    job, _ = bot.launch()
     time.sleep(1.0)  # a fresh second, so the submits below name a new job
     plan_id, ts = bot.submit_plan(user=SUBMITTER)
     bot.emu.settings.delay_seconds = delay

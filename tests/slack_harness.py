@@ -256,6 +256,19 @@ class Harness:
         self.wait_for(lambda: len(self.plan_cards()) > before, 30, "the plan card")
         return self.plan_at(before)
 
+    def launch(self, project: str = "demo", *, user: str = SUBMITTER) -> tuple[str, str]:
+        """Submit, click Launch, and wait for the plan to be launched: (job name, card ts)."""
+        plan_id, ts = self.submit_plan(project, user=user)
+        self.click(blocks.LAUNCH_ACTION, plan_id, user=user, message_ts=ts)
+        plan = self.wait_for(
+            lambda: (
+                (p := self.running.deps.store.get_plan(plan_id)) and p.state == "launched" and p
+            ),
+            30,
+            "the launch",
+        )
+        return str(plan.job_name), ts
+
     def stop(self) -> None:
         """Stop the three servers side by side: each waits out its own poll interval."""
         stoppers = [self.running.shutdown, self.emu.stop, self.stub.stop]

@@ -10,7 +10,6 @@ import pytest
 from slack_harness import ADMIN, CHANNEL, SUBMITTER, Harness, start_harness, texts
 
 from aws.emulator.groundtruth import EmulatorSettings
-from handlers import blocks
 
 
 @pytest.fixture
@@ -28,14 +27,7 @@ def bot(tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> It
 
 @pytest.mark.slow
 def test_results_go_to_the_jobs_thread_with_pictures(bot: Harness) -> None:
-    plan_id, card_ts = bot.submit_plan(user=SUBMITTER)
-    bot.click(blocks.LAUNCH_ACTION, plan_id, user=SUBMITTER, message_ts=card_ts)
-    plan = bot.wait_for(
-        lambda: (p := bot.running.deps.store.get_plan(plan_id)) and p.state == "launched" and p,
-        15,
-        "the launch",
-    )
-    job = plan.job_name
+    job, card_ts = bot.launch()
     bot.wait_for(
         lambda: "Completed" in texts(bot.wait_responses(bot.command(f"status {job}"))),
         30,
