@@ -27,6 +27,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
+from aws.groundtruth import JobInfo
 from bot import launcher, pipeline
 from bot.cards import JobCard
 from bot.commands import Reply, Router, parse
@@ -202,7 +203,7 @@ def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
             if reply.plan is not None:
                 _post_plan(deps, reply.plan, user, channel)
             elif cmd.name == "watch" and reply.job is not None:
-                _start_watch_card(deps, reply.job.name, channel)
+                _start_watch_card(deps, reply.job, channel)
                 _reply_to_slack(respond, reply)
             elif cmd.name == "results" and reply.files:
                 _post_results(deps, reply, channel)
@@ -267,15 +268,15 @@ def _post_results(deps: SlackDeps, reply: Reply, channel: str) -> None:
     notifier.upload_files(channel, thread, [Path(f) for f in reply.files], f"{job_name}: results")
 
 
-def _start_watch_card(deps: SlackDeps, job_name: str, channel: str) -> None:
-    watch = deps.store.get_watch(job_name)
+def _start_watch_card(deps: SlackDeps, job: JobInfo, channel: str) -> None:
+    """The card of a newly watched job, from the description `watch` just fetched."""
+    watch = deps.store.get_watch(job.name)
     if watch is None:
         return
-    job = pipeline.job_status(deps.ctx, job_name)
     card = JobCard.from_job(job, project=watch.project, owner=watch.owner)
     ts = SlackNotifier(deps.client).post_card(channel, card)
     deps.store.update_watch(
-        job_name,
+        job.name,
         message_ts=ts,
         thread_ts=ts,
         last_status=job.status,
