@@ -17,7 +17,7 @@ from PIL import Image
 
 from bot.results import LabelSpec, consolidate, local_worker_response_fetch, parallel
 from bot.results import pipeline as pipeline_module
-from bot.results.exports import CsvWriter
+from bot.results.exports import ResultWriter
 from bot.results.pipeline import ConsolidationSummary
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -162,7 +162,7 @@ def test_small_or_unfit_inputs_stay_in_one_process(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a second process was started")
 
-    monkeypatch.setattr(pipeline_module, "parallel_batches", refuse)
+    monkeypatch.setattr(pipeline_module, "parallel_results", refuse)
     lines = RECIPE.read_text().splitlines()
     consolidate(lines, spec, tmp_path / "list", fetch=refuse, load_image=refuse, workers=2)
     with open(RECIPE, "rb") as handle:
@@ -177,7 +177,7 @@ def test_a_failing_writer_stops_the_second_process(
 ) -> None:
     calls: list[object] = []
 
-    def broken(self: CsvWriter, *args: object) -> None:
+    def broken(self: ResultWriter, *args: object) -> None:
         calls.append(args)
         if len(calls) == 10:
             raise OSError("disk full")
@@ -185,9 +185,33 @@ def test_a_failing_writer_stops_the_second_process(
     manifest = tmp_path / "output.manifest"
     _manifest(manifest, 2000)
     before = set(Path(tempfile.gettempdir()).glob("gtbot-consolidate-*"))
-    monkeypatch.setattr(CsvWriter, "add_encoded", broken)
-    monkeypatch.setattr(CsvWriter, "add_batch", broken)
+    monkeypatch.setattr(ResultWriter, "add", broken)
     with pytest.raises(OSError, match="disk full"):
         _run(manifest, spec, tmp_path / "out", workers=2)
     assert multiprocessing.active_children() == []
     assert set(Path(tempfile.gettempdir()).glob("gtbot-consolidate-*")) == before
+
+
+def test_chunk_offsets_cut_where_iterating_the_file_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(3)
+    for trial in range(200):
+        lines = [b"x" * rng.randint(0, 30) for _ in range(rng.randint(0, 50))]
+        data = b"\n".join(lines) + (b"\n" if rng.random() < 0.5 else b"")
+        path = tmp_path / f"m{trial}"
+        path.write_bytes(data)
+        batch = rng.randint(1, 7)
+        start = rng.randint(0, len(data)) if rng.random() < 0.2 else 0
+        # Tiny blocks make chunk boundaries fall on block edges too.
+        monkeypatch.setattr(parallel, "_COUNT_BLOCK", rng.randint(1, 40))
+        expected, at = [start], start
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            for number, line in enumerate(handle, start=1):
+                at += len(line)
+                if number % batch == 0 and at < len(data):
+                    expected.append(at)
+        if len(data) > start:
+            expected.append(len(data))
+        assert parallel.chunk_offsets(str(path), start, batch) == expected, (data, batch)

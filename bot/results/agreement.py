@@ -76,17 +76,111 @@ class KeypointAgreement:
     points: int
 
 
+@dataclass(slots=True)
+class AgreementPart:
+    """The agreement figures of one batch, with its own worker numbering (first appearance in
+    the batch), so batches can be measured in any process and merged in manifest order.
+    Outlier candidates are kept sparse: a batch has few, and a dense table per worker, label
+    and bin would be most of what a batch sends between processes."""
+
+    frames: int
+    flip_frames: int
+    worker_names: list[str]
+    label_px: CountArray  # (labels, bins)
+    label_fraction: CountArray  # (labels, bins)
+    label_placed: CountArray  # (labels,)
+    label_asked: CountArray  # (labels,)
+    body_px: CountArray  # (bins,)
+    worker_px: CountArray  # (workers, bins)
+    worker_points: CountArray  # (workers,)
+    worker_frames: CountArray  # (workers,)
+    worker_flips: CountArray  # (workers,)
+    worker_seconds: CountArray  # (workers, bins)
+    worker_seconds_total: FloatArray  # (workers,)
+    candidates: CountArray  # (n, 3): worker, label, bin of each point past the body fraction
+
+
+def agreement_part(
+    spec: LabelSpec, consensus: BatchConsensus, workers: list[list[str]], seconds: FloatArray
+) -> AgreementPart:
+    """Measure one batch; `workers` are each frame's worker ids and `seconds` (B, W) the time
+    each spent, NaN where not reported (padding included)."""
+    n_frames, width = consensus.flipped.shape
+    n_labels = spec.n_labels
+    ids: dict[str, int] = {}
+    rows = np.full((n_frames, width), -1, dtype=np.int64)
+    for b, names in enumerate(workers):
+        rows[b, : len(names)] = [ids.setdefault(name, len(ids)) for name in names]
+    n_workers = len(ids)
+    real = rows >= 0  # (B, W)
+    distance = consensus.distance  # (B, W, S)
+    placed = ~np.isnan(distance)
+    slot_label = np.arange(spec.n_slots, dtype=np.int64) // spec.num_obj
+    slot_animal = slot_label // len(spec.keypoints)
+    slot_instance = np.arange(spec.n_slots, dtype=np.int64) % spec.num_obj
+    label_of = np.broadcast_to(slot_label, placed.shape)
+    # Body length per frame, animal, instance from the consensus.
+    head, tail = spec.body_axis
+    n_kp, n_obj = len(spec.keypoints), spec.num_obj
+    points = consensus.points.reshape(n_frames, len(spec.animal_names), n_kp, n_obj, 2)
+    d = points[:, :, head] - points[:, :, tail]
+    body = np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2)  # (B, A, n)
+    finite_body = body[np.isfinite(body) & (body > 0)]
+    slot_body = body[:, slot_animal, slot_instance]  # (B, S)
+    fraction = distance / slot_body[:, None, :]
+
+    bins = _bins(distance[placed], _PX_LOW)
+    placed_label = label_of[placed]
+    ok_fraction = placed & np.isfinite(fraction)
+    f_bins = _bins(fraction[ok_fraction], _FRACTION_LOW)
+    worker_of = np.broadcast_to(rows[:, :, None], placed.shape)[placed]
+    flipped = consensus.flipped & real
+    candidate = ok_fraction & (fraction > OUTLIER_BODY_FRACTION)
+    candidates = np.stack(
+        [
+            np.broadcast_to(rows[:, :, None], placed.shape)[candidate],
+            label_of[candidate],
+            _bins(distance[candidate], _PX_LOW),
+        ],
+        axis=1,
+    )
+    timed = real & np.isfinite(seconds)
+    t_worker = rows[timed]
+    t_values = seconds[timed]
+    return AgreementPart(
+        frames=n_frames,
+        flip_frames=int(flipped.any(axis=1).sum()),
+        worker_names=list(ids),
+        label_px=_table(placed_label * N_BINS + bins, n_labels),
+        label_fraction=_table(label_of[ok_fraction] * N_BINS + f_bins, n_labels),
+        label_placed=np.bincount(placed_label, minlength=n_labels)[:n_labels],
+        label_asked=np.full(n_labels, int(real.sum()) * spec.num_obj, dtype=np.int64),
+        body_px=np.bincount(_bins(finite_body, _PX_LOW), minlength=N_BINS),
+        worker_px=_table(worker_of * N_BINS + bins, n_workers),
+        worker_points=np.bincount(worker_of, minlength=n_workers),
+        worker_frames=np.bincount(rows[real], minlength=n_workers),
+        worker_flips=np.bincount(rows[flipped], minlength=n_workers),
+        worker_seconds=_table(t_worker * N_BINS + _bins(t_values, _SECONDS_LOW), n_workers),
+        worker_seconds_total=np.bincount(t_worker, weights=t_values, minlength=n_workers).astype(
+            np.float64
+        ),
+        candidates=candidates,
+    )
+
+
+def _table(keys: IntArray, rows: int) -> CountArray:
+    """Counts of `row * N_BINS + bin` keys as a (rows, N_BINS) table."""
+    return np.bincount(keys, minlength=rows * N_BINS).reshape(rows, N_BINS)
+
+
 class AgreementAccumulator:
-    """Collects the per-keypoint and per-worker figures of `agreement.json`."""
+    """Collects the per-keypoint and per-worker figures of `agreement.json` from the parts of
+    every batch, merged in manifest order (which numbers the workers)."""
 
     def __init__(self, spec: LabelSpec) -> None:
         self.spec = spec
         n_labels = spec.n_labels
         self.n_labels = n_labels
-        self.slot_label = np.arange(spec.n_slots, dtype=np.int64) // spec.num_obj
-        self.slot_keypoint = self.slot_label % len(spec.keypoints)
-        self.slot_animal = self.slot_label // len(spec.keypoints)
-        self.slot_instance = np.arange(spec.n_slots, dtype=np.int64) % spec.num_obj
         self.label_px = np.zeros((n_labels, N_BINS), dtype=np.int64)
         self.label_fraction = np.zeros((n_labels, N_BINS), dtype=np.int64)
         self.label_placed = np.zeros(n_labels, dtype=np.int64)
@@ -129,79 +223,25 @@ class AgreementAccumulator:
         self.worker_points = grown(self.worker_points)
         self.worker_flips = grown(self.worker_flips)
 
-    def add_batch(
-        self,
-        consensus: BatchConsensus,
-        workers: IntArray,
-        seconds: FloatArray,
-    ) -> FloatArray:
-        """Fold one batch in; `workers` is (B, W) worker indices, -1 for padding, and
-        `seconds` (B, W) the time each worker spent, NaN where not reported.
-
-        Returns each frame-animal-instance body length (B, animals, num_obj), NaN if unknown,
-        for callers that show it.
-        """
-        spec = self.spec
-        n_frames = consensus.points.shape[0]
-        self.frames += n_frames
-        real = workers >= 0  # (B, W)
-        distance = consensus.distance  # (B, W, S)
-        placed = ~np.isnan(distance)
-        label = self.slot_label
-        # Placement share: per label, points placed over points asked of real workers.
-        self.label_placed += np.bincount(
-            np.broadcast_to(label, placed.shape)[placed], minlength=self.n_labels
-        )[: self.n_labels]
-        self.label_asked += int(real.sum()) * spec.num_obj
-        # Body length per frame, animal, instance from the consensus.
-        head, tail = spec.body_axis
-        n_kp, n_obj = len(spec.keypoints), spec.num_obj
-        points = consensus.points.reshape(n_frames, len(spec.animal_names), n_kp, n_obj, 2)
-        d = points[:, :, head] - points[:, :, tail]
-        body = np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2)  # (B, A, n)
-        finite_body = body[np.isfinite(body) & (body > 0)]
-        self.body_px += np.bincount(_bins(finite_body, _PX_LOW), minlength=N_BINS)
-        slot_body = body[:, self.slot_animal, self.slot_instance]  # (B, S)
-        fraction = distance / slot_body[:, None, :]
-
-        values = distance[placed]
-        bins = _bins(values, _PX_LOW)
-        label_of = np.broadcast_to(label, placed.shape)[placed]
-        self.label_px += np.bincount(
-            label_of * N_BINS + bins, minlength=self.n_labels * N_BINS
-        ).reshape(self.n_labels, N_BINS)
-        ok_fraction = placed & np.isfinite(fraction)
-        f_bins = _bins(fraction[ok_fraction], _FRACTION_LOW)
-        f_label = np.broadcast_to(label, placed.shape)[ok_fraction]
-        self.label_fraction += np.bincount(
-            f_label * N_BINS + f_bins, minlength=self.n_labels * N_BINS
-        ).reshape(self.n_labels, N_BINS)
-
-        worker_of = np.broadcast_to(workers[:, :, None], placed.shape)[placed]
-        capacity = len(self.worker_frames)
-        self.worker_px += np.bincount(
-            worker_of * N_BINS + bins, minlength=capacity * N_BINS
-        ).reshape(capacity, N_BINS)
-        self.worker_points += np.bincount(worker_of, minlength=capacity)
-        self.worker_frames += np.bincount(workers[real], minlength=capacity)
-        flipped = consensus.flipped & real
-        self.worker_flips += np.bincount(workers[flipped], minlength=capacity)
-        self.flip_frames += int(flipped.any(axis=1).sum())
-
-        candidate = ok_fraction & (fraction > OUTLIER_BODY_FRACTION)
-        if candidate.any():
-            c_worker = np.broadcast_to(workers[:, :, None], placed.shape)[candidate]
-            c_label = np.broadcast_to(label, placed.shape)[candidate]
-            c_bins = _bins(distance[candidate], _PX_LOW)
-            np.add.at(self.worker_candidates, (c_worker, c_label, c_bins), 1)
-
-        timed = real & np.isfinite(seconds)
-        if timed.any():
-            t_worker = workers[timed]
-            t_values = seconds[timed]
-            self.worker_seconds_total += np.bincount(t_worker, weights=t_values, minlength=capacity)
-            np.add.at(self.worker_seconds, (t_worker, _bins(t_values, _SECONDS_LOW)), 1)
-        return body
+    def merge(self, part: AgreementPart) -> None:
+        """Fold in the next batch's figures."""
+        self.frames += part.frames
+        self.flip_frames += part.flip_frames
+        self.label_px += part.label_px
+        self.label_fraction += part.label_fraction
+        self.label_placed += part.label_placed
+        self.label_asked += part.label_asked
+        self.body_px += part.body_px
+        at = np.array([self.worker_index(name) for name in part.worker_names], dtype=np.int64)
+        self.worker_px[at] += part.worker_px
+        self.worker_points[at] += part.worker_points
+        self.worker_frames[at] += part.worker_frames
+        self.worker_flips[at] += part.worker_flips
+        self.worker_seconds[at] += part.worker_seconds
+        self.worker_seconds_total[at] += part.worker_seconds_total
+        if len(part.candidates):
+            worker, label, bins = part.candidates.T
+            np.add.at(self.worker_candidates, (at[worker], label, bins), 1)
 
     # -- results -----------------------------------------------------------------------------
     def keypoint_medians(self) -> list[float | None]:

@@ -14,11 +14,13 @@ plain chain.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -131,21 +133,13 @@ def _part(path: Path) -> Path:
     return path.with_name(path.name + ".part")
 
 
-class CocoWriter:
-    """Images go straight to the output file; annotations to a side file appended at the end,
-    since COCO wants the two as separate arrays of one object."""
+class CocoRecords:
+    """The COCO image and annotation objects of a batch, each preceded by a comma. They depend
+    on the batch alone (ids come from manifest line numbers: image id = line, annotation id =
+    (line - 1) x individuals + individual + 1), so any process can encode any batch."""
 
-    def __init__(self, path: Path, spec: LabelSpec, job_name: str | None) -> None:
-        self.path = path
+    def __init__(self, spec: LabelSpec) -> None:
         self.spec = spec
-        self.job_name = job_name
-        self.out: IO[bytes] = open(_part(path), "wb")  # noqa: SIM115
-        self.annotations_path = path.with_name(path.name + ".annotations.part")
-        self.annotations: IO[bytes] = open(self.annotations_path, "wb")  # noqa: SIM115
-        info = {"description": f"gtbot consensus of {job_name or 'a Ground Truth job'}"}
-        self.out.write(b'{"info":' + orjson.dumps(info) + b',"images":[')
-        self.image_id = 0
-        self.annotation_id = 0
         self.instances = instance_names(spec)
         n_kp, n_obj = len(spec.keypoints), spec.num_obj
         # Slots of each instance's keypoints, instances in `instance_names` order.
@@ -155,32 +149,47 @@ class CocoWriter:
         )
         self.categories = np.array([a + 1 for a, _, _ in self.instances], dtype=np.int64)
 
-    def add_batch(self, batch: FrameBatch, consensus: BatchConsensus) -> None:
-        n_frames = len(batch)
-        images = []
-        for b in range(n_frames):
-            ref, width, height = batch.source_refs[b], batch.widths[b], batch.heights[b]
-            images.append(
-                {
-                    "id": self.image_id + b + 1,
-                    "file_name": file_name(ref),
-                    "coco_url": ref,
-                    "width": int(round(width)) if width is not None else 0,
-                    "height": int(round(height)) if height is not None else 0,
-                }
+    def header(self, job_name: str | None) -> bytes:
+        info = {"description": f"gtbot consensus of {job_name or 'a Ground Truth job'}"}
+        return b'{"info":' + orjson.dumps(info) + b',"images":['
+
+    def footer(self) -> bytes:
+        categories = [
+            {
+                "id": a + 1,
+                "name": animal,
+                "supercategory": self.spec.species,
+                "keypoints": list(self.spec.keypoints),
+                "skeleton": skeleton(self.spec),
+            }
+            for a, animal in enumerate(self.spec.animal_names)
+        ]
+        return b'],"categories":' + orjson.dumps(categories) + b"}\n"
+
+    def encode(self, batch: FrameBatch, consensus: BatchConsensus) -> tuple[bytes, bytes]:
+        images = [
+            {
+                "id": line,
+                "file_name": file_name(ref),
+                "coco_url": ref,
+                "width": int(round(width)) if width is not None else 0,
+                "height": int(round(height)) if height is not None else 0,
+            }
+            for line, ref, width, height in zip(
+                batch.lines, batch.source_refs, batch.widths, batch.heights, strict=True
             )
-        if images:
-            lead = b"," if self.image_id else b""
-            self.out.write(lead + orjson.dumps(images)[1:-1])
+        ]
+        image_text = b"," + orjson.dumps(images)[1:-1] if images else b""
         # (B, I, K, 2) consensus points of every instance, rounded like the keypoints list.
         points = np.round(consensus.points, 2)[:, self.instance_slots]
         placed = ~np.isnan(points[..., 0])
-        counts = placed.sum(axis=2)
-        exists = counts > 0  # an instance nobody placed gets no annotation
+        exists = placed.any(axis=2)  # an instance nobody placed gets no annotation
         frame_of, instance_of = np.nonzero(exists)
-        if len(frame_of):
-            self._annotations(batch, points[exists], placed[exists], frame_of, instance_of)
-        self.image_id += n_frames
+        if not len(frame_of):
+            return image_text, b""
+        return image_text, self._annotations(
+            batch, points[exists], placed[exists], frame_of, instance_of
+        )
 
     def _annotations(
         self,
@@ -189,7 +198,7 @@ class CocoWriter:
         placed: BoolArray,
         frame_of: IntArray,
         instance_of: IntArray,
-    ) -> None:
+    ) -> bytes:
         """One annotation per placed instance: points (N, K, 2) and placed (N, K)."""
         n = len(points)
         # Keypoints text: "x,y,2" per placed point and "0,0,0" per missing one; the
@@ -226,47 +235,25 @@ class CocoWriter:
         box_w, box_h = x1 - x0, y1 - y0
         boxes = _rows(_json_text(py_round(np.stack([x0, y0, box_w, box_h], axis=1), 2)))
         areas = py_round(box_w * box_h, 2).tolist()
-        image_ids = (frame_of + self.image_id + 1).tolist()
+        lines = np.array(batch.lines, dtype=np.int64)[frame_of]
+        image_ids = lines.tolist()
+        ids = ((lines - 1) * len(self.instances) + instance_of + 1).tolist()
         categories = self.categories[instance_of].tolist()
         counts = placed.sum(axis=1).tolist()
-        annotations = []
-        first = self.annotation_id + 1
-        for i in range(n):
-            annotations.append(
-                {
-                    "id": first + i,
-                    "image_id": image_ids[i],
-                    "category_id": categories[i],
-                    "keypoints": orjson.Fragment(b"[" + keypoints[i] + b"]"),
-                    "num_keypoints": counts[i],
-                    "bbox": orjson.Fragment(b"[" + boxes[i] + b"]"),
-                    "area": areas[i],
-                    "iscrowd": 0,
-                }
-            )
-        lead = b"," if self.annotation_id else b""
-        self.annotations.write(lead + orjson.dumps(annotations)[1:-1])
-        self.annotation_id += n
-
-    def close(self) -> None:
-        self.annotations.close()
-        self.out.write(b'],"annotations":[')
-        with open(self.annotations_path, "rb") as side:
-            shutil.copyfileobj(side, self.out)
-        categories = [
+        annotations = [
             {
-                "id": a + 1,
-                "name": animal,
-                "supercategory": self.spec.species,
-                "keypoints": list(self.spec.keypoints),
-                "skeleton": skeleton(self.spec),
+                "id": ids[i],
+                "image_id": image_ids[i],
+                "category_id": categories[i],
+                "keypoints": orjson.Fragment(b"[" + keypoints[i] + b"]"),
+                "num_keypoints": counts[i],
+                "bbox": orjson.Fragment(b"[" + boxes[i] + b"]"),
+                "area": areas[i],
+                "iscrowd": 0,
             }
-            for a, animal in enumerate(self.spec.animal_names)
+            for i in range(n)
         ]
-        self.out.write(b'],"categories":' + orjson.dumps(categories) + b"}\n")
-        self.out.close()
-        os.remove(self.annotations_path)
-        os.replace(_part(self.path), self.path)
+        return b"," + orjson.dumps(annotations)[1:-1]
 
 
 def _csv_field(text: str) -> bytes:
@@ -281,32 +268,11 @@ def _csv_field(text: str) -> bytes:
 _CSV_SPECIAL = (",", '"', "\r", "\n")
 
 
-class CsvWriter:
-    """Missing consensus points get a row with empty x, y and spread and n_workers 0, so every
-    frame has the same rows. Rows are the bytes `csv.writer` would write (excel dialect),
-    assembled per batch from one JSON text per column group instead of per-row formatting."""
-
-    def __init__(self, path: Path, spec: LabelSpec) -> None:
-        self.path = path
-        self.rows = CsvRows(spec)
-        self.file: IO[bytes] = open(_part(path), "wb")  # noqa: SIM115
-        self.file.write(b",".join(_csv_field(c) for c in CSV_COLUMNS) + b"\r\n")
-
-    def add_batch(self, batch: FrameBatch, consensus: BatchConsensus) -> None:
-        self.file.write(self.rows.encode(batch, consensus))
-
-    def add_encoded(self, rows: bytes) -> None:
-        """Rows a `CsvRows` encoded elsewhere (another process) for the next batch."""
-        self.file.write(rows)
-
-    def close(self) -> None:
-        self.file.close()
-        os.replace(_part(self.path), self.path)
-
-
 class CsvRows:
-    """The CSV rows of a batch, apart from the file: they depend on the batch alone, so
-    another process can encode them (see `bot.results.parallel`)."""
+    """The CSV rows of a batch. Missing consensus points get a row with empty x, y and spread
+    and n_workers 0, so every frame has the same rows. Rows are the bytes `csv.writer` would
+    write (excel dialect), assembled per batch from one JSON text per column group instead of
+    per-row formatting."""
 
     def __init__(self, spec: LabelSpec) -> None:
         names = {(a, j): name for a, j, name in instance_names(spec)}
@@ -340,9 +306,10 @@ class CsvRows:
         return b"".join(parts)
 
 
-class MarsWriter:
-    """MARS's `processed_keypoints.json`: a list with one record per image,
+class MarsRecords:
+    """The records of MARS's `processed_keypoints.json` for a batch, each preceded by a comma.
 
+    The file is a list with one record per image,
     `{"image", "height", "width", "frame_id", "ann_label", "ann": [], "ann_<animal>": {...}}`
     where each animal has `X`/`Y` (workers x keypoints, after flip correction), `med`/`mu`/`std`
     as `[Y-list, X-list]`, `bbox` `[xmin, xmax, ymin, ymax]`, all as fractions of the image size
@@ -355,32 +322,6 @@ class MarsWriter:
     the whole batch and cut into per-record pieces, because encoding ~250 floats per frame one
     record at a time was the slowest part of a consolidation.
     """
-
-    def __init__(self, path: Path, spec: LabelSpec) -> None:
-        self.path = path
-        self.records = MarsRecords(spec)
-        self.file: IO[bytes] = open(_part(path), "wb")  # noqa: SIM115
-        self.file.write(b"[")
-        self.count = 0
-
-    def add_batch(self, batch: FrameBatch, consensus: BatchConsensus) -> None:
-        self.add_encoded(self.records.encode(batch, consensus), len(batch))
-
-    def add_encoded(self, records: bytes, n_frames: int) -> None:
-        """`n_frames` records a `MarsRecords` encoded (here or in another process); each
-        starts with a comma, which the very first record of the file drops."""
-        self.file.write(records if self.count else records[1:])
-        self.count += n_frames
-
-    def close(self) -> None:
-        self.file.write(b"]\n")
-        self.file.close()
-        os.replace(_part(self.path), self.path)
-
-
-class MarsRecords:
-    """The `processed_keypoints.json` records of a batch, apart from the file: they depend on
-    the batch alone, so another process can encode them (see `bot.results.parallel`)."""
 
     def __init__(self, spec: LabelSpec) -> None:
         self.spec = spec
@@ -511,3 +452,155 @@ def _mars_box(
     x_stretch = np.minimum(np.minimum(xmin, np.abs(1 - xmax)), BOX_MARGIN)
     y_stretch = np.minimum(np.minimum(ymin, np.abs(1 - ymax)), BOX_MARGIN)
     return xmin - x_stretch, xmax + x_stretch, ymin - y_stretch, ymax + y_stretch
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Text another process wrote: `length` bytes at `offset` of its file number `file`."""
+
+    file: int
+    offset: int
+    length: int
+
+
+Text = bytes | Segment
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTexts:
+    """A batch's share of the four export streams. The JSON ones hold objects each preceded
+    by a comma; the writer drops the comma in front of a stream's first object."""
+
+    images: Text
+    annotations: Text
+    csv: Text
+    mars: Text
+
+
+class BatchEncoder:
+    """Everything a batch contributes to the exports; it depends on the batch alone."""
+
+    def __init__(self, spec: LabelSpec) -> None:
+        self.coco = CocoRecords(spec)
+        self.csv = CsvRows(spec)
+        self.mars = MarsRecords(spec)
+
+    def encode(self, batch: FrameBatch, consensus: BatchConsensus) -> BatchTexts:
+        images, annotations = self.coco.encode(batch, consensus)
+        return BatchTexts(
+            images,
+            annotations,
+            self.csv.encode(batch, consensus),
+            self.mars.encode(batch, consensus),
+        )
+
+
+class ResultWriter:
+    """The three training exports, written batch by batch in manifest order.
+
+    Each file is written under a `.part` name and renamed only by `close`, so a failure never
+    leaves a truncated file that looks finished (`abort` removes the parts). COCO wants images
+    and annotations as two arrays of one object, so annotations go to a side file that `close`
+    appends. Text another process wrote arrives as a `Segment` of its file and is copied in the
+    kernel (`copy_file_range`), never through Python.
+    """
+
+    def __init__(self, paths: tuple[Path, Path, Path], spec: LabelSpec, job_name: str | None):
+        coco, csv_path, mars = paths
+        self.coco = CocoRecords(spec)
+        self.final = [coco, csv_path, mars]
+        self.parts = [_part(coco), coco.with_name(coco.name + ".annotations.part")]
+        self.parts += [_part(csv_path), _part(mars)]
+        self.files: list[IO[bytes]] = []
+        try:
+            for path in self.parts:
+                self.files.append(open(path, "wb", buffering=0))  # noqa: SIM115
+        except BaseException:
+            self.abort()
+            raise
+        self.started = [False, False, True, False]  # CSV rows carry no separator
+        self.sources: list[int] = []
+        images, _, table, mars_file = self.files
+        write_all(images, self.coco.header(job_name))
+        write_all(table, b",".join(_csv_field(c) for c in CSV_COLUMNS) + b"\r\n")
+        write_all(mars_file, b"[")
+
+    def add_source(self, path: str) -> int:
+        """Register another process's text file; `Segment.file` is the returned number."""
+        self.sources.append(os.open(path, os.O_RDONLY))
+        return len(self.sources) - 1
+
+    def add(self, texts: BatchTexts) -> None:
+        for stream, text in enumerate((texts.images, texts.annotations, texts.csv, texts.mars)):
+            self._write(stream, text)
+
+    def _write(self, stream: int, text: Text) -> None:
+        skip = 0 if self.started[stream] else 1
+        if isinstance(text, bytes):
+            if text:
+                write_all(self.files[stream], text[skip:])
+                self.started[stream] = True
+            return
+        if text.length:
+            _copy(
+                self.sources[text.file], self.files[stream], text.offset + skip, text.length - skip
+            )
+            self.started[stream] = True
+
+    def close(self) -> None:
+        images, annotations, table, mars_file = self.files
+        annotations.close()
+        write_all(images, b'],"annotations":[')
+        with open(self.parts[1], "rb") as side:
+            shutil.copyfileobj(side, images)
+        write_all(images, self.coco.footer())
+        write_all(mars_file, b"]\n")
+        for handle in self.files:
+            handle.close()
+        self._close_sources()
+        os.remove(self.parts[1])
+        for part, path in zip(
+            (self.parts[0], self.parts[2], self.parts[3]), self.final, strict=True
+        ):
+            os.replace(part, path)
+
+    def abort(self) -> None:
+        for handle in self.files:
+            handle.close()
+        self._close_sources()
+        for part in self.parts:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(part)
+
+    def _close_sources(self) -> None:
+        for fd in self.sources:
+            os.close(fd)
+        self.sources = []
+
+
+def _copy(source: int, target: IO[bytes], offset: int, length: int) -> None:
+    """Append `length` bytes at `offset` of file descriptor `source` to `target`."""
+    out = target.fileno()
+    while length > 0:
+        try:
+            done = os.copy_file_range(source, out, length, offset)
+        except (AttributeError, OSError):
+            done = 0  # not Linux, or a file system that cannot: copy through memory
+        if done <= 0:
+            data = os.pread(source, min(length, 1 << 24), offset)
+            if not data:
+                raise OSError(f"the consolidation's temporary text ended early ({length} left)")
+            write_all(target, data)
+            done = len(data)
+        offset += done
+        length -= done
+
+
+def write_all(target: IO[bytes], data: bytes) -> None:
+    """Write all of `data` to an unbuffered file, which may take it in pieces."""
+    view = memoryview(data)
+    while view:
+        done = target.write(view)
+        if not done:
+            raise OSError(f"could not write to {getattr(target, 'name', 'a file')}")
+        view = view[done:]

@@ -1,28 +1,30 @@
-"""Read a large local manifest with two processes; the writers still see one ordered stream.
+"""Consolidating a large local manifest with two processes, for the same files as one.
 
-Reading (JSON, checks, assembling the arrays) and the consensus are about 70 % of a
-consolidation and one Python thread cannot go faster, so a second process takes part of it.
-The manifest is cut into chunks of `batch_lines` lines, exactly the batches the sequential
-reader makes (no state crosses a batch), and both processes claim chunks from a shared counter:
-each reads and computes the consensus of the chunks it claimed, skipping the others' lines, and
-the child also encodes its chunks' CSV rows and MARS records (they depend on the batch alone).
-The main process also feeds every batch, in chunk order, to the agreement figures, the writers
-and the preview picker, so everything order-dependent (worker numbering, the float sums of
-seconds, ids in the exports, the first job name, the capped problem list) comes out exactly as
-in one process. Claiming from a counter, not a fixed split, keeps both cores busy however the
-machine's load shifts: the main process reads a chunk whenever it has nothing to write yet.
+The manifest is cut into chunks of `batch_lines` lines: exactly the batches the sequential
+reader makes (no state crosses a batch). The main process finds where each chunk starts (one
+pass of `find` over a memory map) and hands the list to one `spawn`ed child; both then claim
+chunks from a shared counter and do *all* the work a batch alone determines (`BatchWork`:
+reading and checking, consensus, the export text, agreement figures, preview candidates).
+Claiming from a counter, not a fixed split, keeps both cores busy however the machine's load
+shifts. The child appends its chunks' export text to a file of its own and sends the rest (a
+few hundred KB) as a pickle file with a short pipe message; the main process folds every
+chunk's result into the outputs strictly in manifest order, copying the child's text with
+`copy_file_range`, and reads a chunk of its own whenever the next one is not ready. So what
+depends on order (worker numbering, the capped problem list, the first job name, the file
+layout) comes out exactly as in one process.
 
 The child is started with `spawn`, because the bot runs threads and forking a threaded process
 can deadlock the child. It never sees `fetch` (closures do not cross processes, and the caller's
 credentials stay in the caller): a chunk that needs a worker-response file is handed back raw
-and read in the main process. Chunks travel as pickle files in a private temporary folder (see
-`_Inbox`), never evaluated: they hold only the plain values the reader built. Memory stays
-bounded: each process holds at most `_AHEAD` chunks that the writers have not consumed yet.
+and read in the main process. Pickles hold only the plain values the child built and are read
+from a private temporary folder. Memory stays bounded: each process holds at most `_AHEAD`
+chunks the main process has not folded yet.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing
 import os
 import pickle
@@ -30,24 +32,21 @@ import shutil
 import stat
 import tempfile
 import traceback
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BufferedReader
-from itertools import islice
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bot.results.consensus import BatchConsensus, consensus_batch
-from bot.results.exports import CsvRows, MarsRecords
-from bot.results.reader import Fetch, FrameBatch, Problem, ReadReport, read_chunk
+from bot.results.batch import BatchResult, BatchWork
+from bot.results.exports import BatchTexts, ResultWriter, Segment, write_all
+from bot.results.reader import Fetch, Problem, ReadReport, read_chunk
 from bot.results.spec import LabelSpec
 
 # Below this many lines the sequential path is used: starting a `spawn`ed Python with numpy
 # costs a few tenths of a second, which a small manifest (tests, Slack flows) would only lose.
 PARALLEL_MIN_LINES = 20_000
-# Chunks a process may have read ahead of the writers; bounds memory (a 1,024-frame chunk with
-# its consensus is about 6 MB) while letting either process run ahead of a slow moment.
+# Chunks a process may have read ahead of the main process's folding.
 _AHEAD = 4
 # How often a child waiting for room checks that its parent is still alive, seconds.
 _PARENT_CHECK = 1.0
@@ -64,25 +63,17 @@ class LocalManifest:
 
 @dataclass(slots=True)
 class _Chunk:
-    """One chunk's batch (None if no line was usable), its consensus and its share of the
-    read report, to be merged into the caller's report in chunk order."""
+    """One chunk's result (None if no line was usable) and its share of the read report, to
+    be merged into the caller's report in chunk order."""
 
     index: int
-    batch: FrameBatch | None
-    consensus: BatchConsensus | None
+    result: BatchResult | None
     problems: list[Problem]
     problem_count: int
     frames: int
     frames_skipped: int
     job_name: str | None
     last_line: int
-    # The batch's CSV rows and MARS records when the child encoded them (the main process
-    # encodes its own chunks while writing).
-    encoded: Encoded | None
-
-
-# A batch's CSV rows and MARS records, encoded by the child.
-Encoded = tuple[bytes, bytes]
 
 
 class _FetchNeeded(BaseException):
@@ -136,26 +127,46 @@ def _has_lines(fd: int, offset: int, wanted: int) -> bool:
     return True
 
 
-class _Cursor:
-    """Forward-only access to chunk `index` of the manifest: the lines of chunks claimed by the
-    other process are read past, which costs far less than parsing them."""
+def chunk_offsets(path: str, start: int, batch_lines: int) -> list[int]:
+    """Byte offsets where each chunk of `batch_lines` lines starts, from `start`, then the end
+    of the file: chunk i is `offsets[i]:offsets[i + 1]`. Lines are cut at b"\\n" only, as
+    iterating a binary file does. Reads blocks with `pread` (a memory map would count the
+    whole file in the process's resident memory) and counts newlines in C."""
+    offsets = [start]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        at = start
+        wanted = batch_lines  # newlines still to pass before the next chunk starts
+        while at < size:
+            block = os.pread(fd, _COUNT_BLOCK, at)
+            if not block:
+                break
+            count = block.count(b"\n")
+            if count < wanted:
+                wanted -= count
+                at += len(block)
+                continue
+            cut = -1
+            for _ in range(wanted):
+                cut = block.find(b"\n", cut + 1)
+            at += cut + 1
+            if at < size:
+                offsets.append(at)
+            wanted = batch_lines
+        if size > start:
+            offsets.append(size)
+    finally:
+        os.close(fd)
+    return offsets
 
-    def __init__(self, manifest: LocalManifest, batch_lines: int) -> None:
-        self._handle = open(manifest.path, "rb")  # noqa: SIM115 - closed by close()
-        self._handle.seek(manifest.offset)
-        self._batch_lines = batch_lines
-        self._next = 0
 
-    def take(self, index: int) -> list[bytes]:
-        """The lines of chunk `index` (empty past the end); chunks must be asked in order."""
-        skip = (index - self._next) * self._batch_lines
-        if skip:
-            deque(islice(self._handle, skip), maxlen=0)
-        self._next = index + 1
-        return list(islice(self._handle, self._batch_lines))
-
-    def close(self) -> None:
-        self._handle.close()
+def _lines(fd: int, offsets: list[int], index: int) -> list[bytes]:
+    """The lines of chunk `index`, each with its newline, as iterating the file gives them."""
+    if index + 1 >= len(offsets):
+        return []
+    start, end = offsets[index], offsets[index + 1]
+    return list(io.BytesIO(os.pread(fd, end - start, start)))
 
 
 def _claim(counter: Any) -> int:
@@ -173,7 +184,7 @@ def _read(
     fetch: Fetch,
     label_attribute: str | None,
     limit: int,
-    encoders: tuple[CsvRows, MarsRecords] | None = None,
+    work: BatchWork,
 ) -> _Chunk:
     report = ReadReport(limit=limit)
     batch = read_chunk(
@@ -184,22 +195,15 @@ def _read(
         report=report,
         label_attribute=label_attribute,
     )
-    consensus = None if batch is None else consensus_batch(batch.coords, spec)
-    encoded = None
-    if encoders is not None and batch is not None and consensus is not None:
-        rows, records = encoders
-        encoded = (rows.encode(batch, consensus), records.encode(batch, consensus))
     return _Chunk(
         index,
-        batch,
-        consensus,
+        None if batch is None else work(batch),
         report.problems,
         report.problem_count,
         report.frames,
         report.frames_skipped,
         report.job_name,
         report.lines,
-        encoded,
     )
 
 
@@ -221,6 +225,27 @@ def _no_fetch(uri: str) -> bytes:
     raise _FetchNeeded(uri)
 
 
+class _TextFile:
+    """The child's export text: appended chunk after chunk; the main process copies pieces."""
+
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
+        self._size = 0
+
+    def put(self, texts: BatchTexts) -> BatchTexts:
+        segments = []
+        for text in (texts.images, texts.annotations, texts.csv, texts.mars):
+            if not isinstance(text, bytes):
+                raise TypeError("a batch's own texts are bytes")
+            write_all(self._file, text)
+            segments.append(Segment(0, self._size, len(text)))
+            self._size += len(text)
+        return BatchTexts(*segments)
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def _child(
     conn: Connection,
     counter: Any,
@@ -237,24 +262,30 @@ def _child(
     beyond unpickling the plain values this function built."""
     parent = multiprocessing.parent_process()
     try:
-        encoders = (CsvRows(spec), MarsRecords(spec))
-        cursor = _Cursor(manifest, batch_lines)
+        work = BatchWork(spec)
+        texts = _TextFile(_text_path(folder))
+        fd = os.open(manifest.path, os.O_RDONLY)
+        offsets: list[int] = conn.recv()
         while True:
             while not room.acquire(timeout=_PARENT_CHECK):
                 if parent is not None and not parent.is_alive():
                     return
             index = _claim(counter)
-            lines = cursor.take(index)
+            lines = _lines(fd, offsets, index)
             if not lines:
                 conn.send(("end", index, None))
                 return
             try:
                 chunk = _read(
-                    index, lines, batch_lines, spec, _no_fetch, label_attribute, limit, encoders
+                    index, lines, batch_lines, spec, _no_fetch, label_attribute, limit, work
                 )
             except _FetchNeeded:
                 _post(conn, folder, "fetch", index, lines)
                 continue
+            if chunk.result is not None:
+                chunk.result = BatchResult(
+                    texts.put(chunk.result.texts), chunk.result.agreement, chunk.result.preview
+                )
             _post(conn, folder, "chunk", index, chunk)
     except BaseException:
         with contextlib.suppress(OSError, ValueError):
@@ -265,8 +296,7 @@ def _child(
 
 class _Inbox:
     """The child's chunks. Each arrives as a file in a private temporary folder, announced by a
-    short pipe message: a pipe moves 64 KB at a time, and a main process busy writing (holding
-    the GIL) made the child wait on every piece of a ~10 MB chunk, about a fifth of its time."""
+    short pipe message, so the child never waits on a pipe while the main process is busy."""
 
     def __init__(self, conn: Connection, folder: str) -> None:
         self._conn = conn
@@ -313,13 +343,17 @@ def _chunk_path(folder: str, index: int) -> str:
     return os.path.join(folder, f"chunk-{index}.pickle")
 
 
+def _text_path(folder: str) -> str:
+    return os.path.join(folder, "texts")
+
+
 def _post(conn: Connection, folder: str, kind: str, index: int, payload: object) -> None:
     with open(_chunk_path(folder, index), "wb") as out:
         pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
     conn.send((kind, index, None))
 
 
-def parallel_batches(
+def parallel_results(
     manifest: LocalManifest,
     spec: LabelSpec,
     *,
@@ -327,14 +361,15 @@ def parallel_batches(
     report: ReadReport,
     label_attribute: str | None,
     batch_lines: int,
-) -> Iterator[tuple[FrameBatch, BatchConsensus, Encoded | None]]:
-    """Every usable batch of the manifest with its consensus (and, for the child's, its CSV
-    rows and MARS records), in manifest order, read by this process and one `spawn`ed child;
-    `report` ends exactly as the sequential read leaves it."""
+    writer: ResultWriter,
+) -> Iterator[BatchResult]:
+    """Every usable batch's result, in manifest order, computed by this process and one
+    `spawn`ed child; the child's export text is a `Segment` of a file registered with
+    `writer`. `report` ends exactly as the sequential read leaves it."""
     ctx = multiprocessing.get_context("spawn")
     counter = ctx.Value("q", 0)
     room = ctx.Semaphore(_AHEAD)
-    receiving, sending = ctx.Pipe(duplex=False)
+    receiving, sending = ctx.Pipe()
     folder = tempfile.mkdtemp(prefix="gtbot-consolidate-")
     process = ctx.Process(
         target=_child,
@@ -354,13 +389,18 @@ def parallel_batches(
     )
     process.start()
     sending.close()
-    inbox = _Inbox(receiving, folder)
-    cursor = _Cursor(manifest, batch_lines)
-    own: dict[int, _Chunk] = {}
-    own_end: int | None = None
-    position = 0
+    fd = os.open(manifest.path, os.O_RDONLY)
     finished = False
     try:
+        # The child imports numpy meanwhile; then both know where every chunk starts.
+        offsets = chunk_offsets(manifest.path, manifest.offset, batch_lines)
+        receiving.send(offsets)
+        work = BatchWork(spec)
+        inbox = _Inbox(receiving, folder)
+        source: int | None = None
+        own: dict[int, _Chunk] = {}
+        own_end: int | None = None
+        position = 0
         while True:
             chunk = own.pop(position, None)
             if chunk is None:
@@ -376,25 +416,30 @@ def parallel_batches(
                             fetch,
                             label_attribute,
                             report.limit,
+                            work,
                         )
                     else:
                         chunk = received
+                        if chunk.result is not None:
+                            if source is None:
+                                source = writer.add_source(_text_path(folder))
+                            chunk.result = _from_source(chunk.result, source)
             if chunk is not None:
                 _merge(report, chunk)
-                if chunk.batch is not None and chunk.consensus is not None:
-                    yield chunk.batch, chunk.consensus, chunk.encoded
+                if chunk.result is not None:
+                    yield chunk.result
                 position += 1
                 continue
             ends = [end for end in (own_end, inbox.end) if end is not None]
             if ends and position >= min(ends):
                 break
             if own_end is None and len(own) < _AHEAD:
-                # Nothing to write yet: read a chunk here rather than wait for the child.
+                # Nothing to fold yet: read a chunk here rather than wait for the child.
                 index = _claim(counter)
-                lines = cursor.take(index)
+                lines = _lines(fd, offsets, index)
                 if lines:
                     own[index] = _read(
-                        index, lines, batch_lines, spec, fetch, label_attribute, report.limit
+                        index, lines, batch_lines, spec, fetch, label_attribute, report.limit, work
                     )
                 else:
                     own_end = index
@@ -402,7 +447,7 @@ def parallel_batches(
             inbox.wait(position)
         finished = True
     finally:
-        cursor.close()
+        os.close(fd)
         if finished:
             # Past the end the child only claims an empty chunk and says so; let it.
             process.join(5)
@@ -411,3 +456,14 @@ def parallel_batches(
             process.join(5)
         receiving.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _from_source(result: BatchResult, source: int) -> BatchResult:
+    """The child's segments, pointed at the file number the writer gave its text file."""
+    texts = result.texts
+    segments = [
+        Segment(source, text.offset, text.length)
+        for text in (texts.images, texts.annotations, texts.csv, texts.mars)
+        if isinstance(text, Segment)
+    ]
+    return BatchResult(BatchTexts(*segments), result.agreement, result.preview)

@@ -6,14 +6,13 @@ Only the handful of frames shown are kept (and their images loaded), never the w
 
 from __future__ import annotations
 
-import heapq
 import math
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
 from bot.results.consensus import BatchConsensus, FloatArray
@@ -60,65 +59,78 @@ class PreviewFrame:
     score: float  # mean spread over placed points, px
 
 
+# Splitmix64 constants: a frame's place in the "random" sample is a hash of its line number,
+# so the sample is the same whichever process read the frame and however the job was cut.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _sample_keys(lines: list[int], seed: int) -> npt.NDArray[np.uint64]:
+    z = np.array(lines, dtype=np.uint64) + np.uint64(seed) * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewCandidate:
+    """A frame that may be shown: the best, worst or sampled few of its batch."""
+
+    line: int
+    sample_key: int
+    frame: PreviewFrame
+
+
 class PreviewPicker:
-    """Keeps the best- and worst-agreed frames and a reproducible random few."""
+    """Keeps the best- and worst-agreed frames and a reproducible pseudo-random few.
+
+    Each batch offers its own best, worst and sampled few (`candidates`, which any process can
+    compute); `merge` keeps the job's, so the choice does not depend on how the job was cut.
+    """
 
     def __init__(self, best: int = 4, worst: int = 4, sample: int = 4, seed: int = 0) -> None:
         self.n_best, self.n_worst, self.n_sample = best, worst, sample
-        self.best: list[tuple[float, int, PreviewFrame]] = []  # max-heap by negated score
-        self.worst: list[tuple[float, int, PreviewFrame]] = []  # min-heap by score
-        self.sample: list[PreviewFrame] = []
-        self.seen = 0
-        self.order = 0
-        self.random = random.Random(seed)
+        self.seed = seed
+        self.best: list[PreviewCandidate] = []
+        self.worst: list[PreviewCandidate] = []
+        self.sample: list[PreviewCandidate] = []
 
-    def add_batch(self, frames: FrameBatch, consensus: BatchConsensus) -> None:
+    def candidates(self, frames: FrameBatch, consensus: BatchConsensus) -> list[PreviewCandidate]:
         with np.errstate(all="ignore"):
             spread = consensus.spread
             counted = np.isfinite(spread)
             scores = np.where(counted, spread, 0.0).sum(axis=1) / np.maximum(counted.sum(axis=1), 1)
-        scores[~counted.any(axis=1)] = np.nan
-        order = np.argsort(scores)
-        finite = [int(i) for i in order if math.isfinite(scores[i])]
-        extremes = set(finite[: self.n_best]) | set(finite[len(finite) - self.n_worst :])
-        sampled: dict[int, int] = {}  # batch position -> reservoir slot (classic algorithm R)
-        for b in range(len(frames)):
-            if not math.isfinite(scores[b]):
-                continue
-            self.seen += 1
-            if len(self.sample) + len(sampled) < self.n_sample:
-                sampled[b] = len(self.sample) + len(sampled)
-            else:
-                slot = self.random.randrange(self.seen)
-                if slot < self.n_sample:
-                    sampled = {k: v for k, v in sampled.items() if v != slot}
-                    sampled[b] = slot
-        items = {}
-        for b in sorted(extremes | set(sampled)):
-            item = self._item(frames[b], consensus, b, float(scores[b]))
-            items[b] = item
-            key = self.order + b
-            self._push(self.best, (-item.score, -key, item), self.n_best)
-            self._push(self.worst, (item.score, -key, item), self.n_worst)
-        for b, slot in sorted(sampled.items(), key=lambda entry: entry[1]):
-            if slot < len(self.sample):
-                self.sample[slot] = items[b]
-            else:
-                self.sample.append(items[b])
-        self.order += len(frames)
+        usable = np.flatnonzero(counted.any(axis=1) & np.isfinite(scores))
+        if not len(usable):
+            return []
+        lines = np.array(frames.lines, dtype=np.int64)[usable]
+        keys = _sample_keys(lines.tolist(), self.seed)
+        by_score = usable[np.lexsort((lines, scores[usable]))]
+        key_of = dict(zip(usable.tolist(), keys.tolist(), strict=True))
+        chosen = {
+            *by_score[: self.n_best].tolist(),
+            *by_score[len(by_score) - self.n_worst :].tolist(),
+            *usable[np.argsort(keys, kind="stable")[: self.n_sample]].tolist(),
+        }
+        return [
+            PreviewCandidate(
+                frames.lines[b], key_of[b], self._item(frames[b], consensus, b, float(scores[b]))
+            )
+            for b in sorted(chosen)
+        ]
 
-    @staticmethod
-    def _push(
-        heap: list[tuple[float, int, PreviewFrame]],
-        entry: tuple[float, int, PreviewFrame],
-        limit: int,
-    ) -> None:
-        if limit <= 0:
-            return
-        if len(heap) < limit:
-            heapq.heappush(heap, entry)
-        elif entry[:2] > heap[0][:2]:
-            heapq.heapreplace(heap, entry)
+    def merge(self, candidates: list[PreviewCandidate]) -> None:
+        def keep(
+            kept: list[PreviewCandidate],
+            key: Callable[[PreviewCandidate], tuple[float, int]],
+            limit: int,
+        ) -> list[PreviewCandidate]:
+            return sorted([*kept, *candidates], key=key)[:limit]
+
+        self.best = keep(self.best, lambda c: (c.frame.score, c.line), self.n_best)
+        self.worst = keep(self.worst, lambda c: (-c.frame.score, c.line), self.n_worst)
+        self.sample = keep(self.sample, lambda c: (c.sample_key, c.line), self.n_sample)
 
     @staticmethod
     def _item(frame: Frame, consensus: BatchConsensus, b: int, score: float) -> PreviewFrame:
@@ -133,22 +145,15 @@ class PreviewPicker:
         )
 
     def chosen(self) -> list[tuple[str, PreviewFrame]]:
-        """Most agreed first, then least agreed, then the random sample; no frame twice."""
+        """Most agreed first, then least agreed, then the sample; no frame twice."""
         out: list[tuple[str, PreviewFrame]] = []
         seen: set[str] = set()
-        groups = [
-            ("most agreed", sorted(self.best, key=lambda e: (-e[0], e[1]))),
-            ("least agreed", sorted(self.worst, key=lambda e: (-e[0], e[1]))),
-        ]
-        for title, entries in groups:
-            for entry in entries:
-                if entry[2].source_ref not in seen:
-                    seen.add(entry[2].source_ref)
-                    out.append((title, entry[2]))
-        for item in self.sample:
-            if item.source_ref not in seen:
-                seen.add(item.source_ref)
-                out.append(("sample", item))
+        groups = [("most agreed", self.best), ("least agreed", self.worst), ("sample", self.sample)]
+        for title, kept in groups:
+            for candidate in kept:
+                if candidate.frame.source_ref not in seen:
+                    seen.add(candidate.frame.source_ref)
+                    out.append((title, candidate.frame))
         return out
 
 

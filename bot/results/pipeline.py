@@ -1,28 +1,26 @@
-"""One pass over an output manifest: read, batch, consolidate, write the six result files."""
+"""One pass over an output manifest: read, batch, consolidate, write the six result files.
+
+Every batch is turned into a `BatchResult` (export text, agreement figures, preview
+candidates) by `BatchWork`, which needs the batch alone; the results are then folded into the
+files and figures in manifest order. One process does both in turn, or two processes share the
+batches (`bot.results.parallel`) and the main one folds; the files are the same either way.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
 
-import numpy as np
-
 from bot.results.agreement import AgreementAccumulator, KeypointAgreement
-from bot.results.consensus import BatchConsensus, consensus_batch
-from bot.results.exports import CocoWriter, CsvWriter, MarsWriter
-from bot.results.parallel import (
-    PARALLEL_MIN_LINES,
-    Encoded,
-    local_manifest,
-    parallel_batches,
-)
+from bot.results.batch import BatchResult, BatchWork
+from bot.results.exports import ResultWriter
+from bot.results.parallel import PARALLEL_MIN_LINES, local_manifest, parallel_results
 from bot.results.pictures import LoadImage, PreviewPicker, agreement_png, preview_png
-from bot.results.reader import Fetch, FrameBatch, Problem, ReadReport, read_batches
+from bot.results.reader import Fetch, Problem, ReadReport, read_batches
 from bot.results.spec import LabelSpec
 
 # Manifest lines (so at most that many frames) per numpy batch: large enough that per-call
@@ -93,9 +91,9 @@ def consolidate(
 ) -> ConsolidationSummary:
     """Stream the manifest once and write the six result files into `out_dir`.
 
-    Memory is bounded by one batch, the agreement histograms (workers x labels) and the few
-    preview frames, whatever the number of frames. Files are written under a `.part` name and
-    renamed when complete, so a crash never leaves a truncated file that looks finished.
+    Memory is bounded by a few batches, the agreement histograms (workers x labels) and the
+    few preview frames, whatever the number of frames. Files are written under a `.part` name
+    and renamed when complete, so a failure never leaves a truncated file that looks finished.
 
     `workers` is how many processes read the manifest: None lets a binary file handle on a
     local file (`open(path, "rb")`) of at least `PARALLEL_MIN_LINES` lines use two when the
@@ -105,7 +103,8 @@ def consolidate(
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ResultFiles.in_dir(out_dir)
     report = ReadReport()
-    batches = _batches(
+    writer = ResultWriter((files.coco, files.csv, files.mars), spec, job_name)
+    results = _results(
         manifest_lines,
         spec,
         fetch=fetch,
@@ -113,37 +112,20 @@ def consolidate(
         label_attribute=label_attribute,
         batch_frames=batch_frames,
         workers=workers,
+        writer=writer,
     )
-    coco = CocoWriter(files.coco, spec, job_name)
-    table = CsvWriter(files.csv, spec)
-    mars = MarsWriter(files.mars, spec)
     agreement = AgreementAccumulator(spec)
     picker = PreviewPicker()
     try:
-        for batch, result, encoded in batches:
-            width = batch.coords.shape[1]
-            worker_rows = np.full((len(batch), width), -1, dtype=np.int64)
-            seconds_rows = np.full((len(batch), width), math.nan, dtype=np.float64)
-            worker_index = agreement.worker_index
-            for b, (names, spent) in enumerate(zip(batch.workers, batch.seconds, strict=True)):
-                worker_rows[b, : len(names)] = [worker_index(name) for name in names]
-                if spent.count(None) != len(spent):
-                    seconds_rows[b, : len(spent)] = [math.nan if s is None else s for s in spent]
-            agreement.add_batch(result, worker_rows, seconds_rows)
-            coco.add_batch(batch, result)
-            if encoded is None:
-                table.add_batch(batch, result)
-                mars.add_batch(batch, result)
-            else:
-                table.add_encoded(encoded[0])
-                mars.add_encoded(encoded[1], len(batch))
-            picker.add_batch(batch, result)
-    finally:
-        # Stops the reading process too if a writer failed part way.
-        batches.close()
-        coco.close()
-        table.close()
-        mars.close()
+        for result in results:
+            writer.add(result.texts)
+            agreement.merge(result.agreement)
+            picker.merge(result.preview)
+    except BaseException:
+        results.close()  # stops the second process too
+        writer.abort()
+        raise
+    writer.close()
     name = job_name or report.job_name
     keypoints = agreement.keypoints()
     document = agreement.to_json(name)
@@ -171,7 +153,7 @@ def consolidate(
     )
 
 
-def _batches(
+def _results(
     manifest_lines: Iterable[str] | Iterable[bytes],
     spec: LabelSpec,
     *,
@@ -180,9 +162,9 @@ def _batches(
     label_attribute: str | None,
     batch_frames: int,
     workers: int | None,
-) -> Generator[tuple[FrameBatch, BatchConsensus, Encoded | None], None, None]:
-    """The manifest's batches with their consensus, from one process or two; batches the
-    second process read come with their CSV rows and MARS records already encoded."""
+    writer: ResultWriter,
+) -> Generator[BatchResult, None, None]:
+    """Every usable batch's result in manifest order, from one process or two."""
     manifest = None
     if workers is None:
         if (os.cpu_count() or 1) >= 2:
@@ -190,18 +172,20 @@ def _batches(
     elif workers >= 2:
         manifest = local_manifest(manifest_lines, None)
     if manifest is not None:
-        yield from parallel_batches(
+        yield from parallel_results(
             manifest,
             spec,
             fetch=fetch,
             report=report,
             label_attribute=label_attribute,
             batch_lines=batch_frames,
+            writer=writer,
         )
         # Leave the caller's handle where the sequential path would: at the end.
         if isinstance(manifest_lines, BufferedReader):
             manifest_lines.seek(0, os.SEEK_END)
         return
+    work = BatchWork(spec)
     for batch in read_batches(
         manifest_lines,
         spec,
@@ -210,7 +194,7 @@ def _batches(
         label_attribute=label_attribute,
         batch_lines=batch_frames,
     ):
-        yield batch, consensus_batch(batch.coords, spec), None
+        yield work(batch)
 
 
 def _write_json(path: Path, document: object) -> None:
