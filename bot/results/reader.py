@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain
 from operator import attrgetter
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -268,11 +269,13 @@ class _Pending:
         self.workers: list[list[str]] = []
         self.seconds: list[list[float | None]] = []
         self.job_names: list[object] = []
-        self.counts: list[int] = []  # per fast-read worker: points given
-        # Per point of fast-read workers, in order.
-        self.labels: list[Any] = []
-        self.xs: list[object] = []
-        self.ys: list[object] = []
+        # Per fast-read worker: points given. Per point of fast-read workers, in order: slot,
+        # x, y. Typed arrays, not lists: each value is unboxed as it is read (its Python
+        # object freed while still in cache) and numpy takes the lot without a copy.
+        self.counts = array("q")
+        self.slots = array("q")
+        self.xs = array("d")
+        self.ys = array("d")
 
     def add(self, reader: _Reader, number: int, raw: str | bytes) -> None:
         fast = self.fast and self._read_fast(reader, raw)
@@ -337,10 +340,15 @@ class _Pending:
         if seconds.count(None) != len(seconds):
             seconds = [_seconds(spent) for spent in seconds]
         points = list(chain.from_iterable(keypoints))
-        self.labels.extend(map(_label_of, points))
+        n_points = len(self.slots)
+        try:
+            self.slots.extend(map(reader.index.__getitem__, map(_label_of, points)))
+        except KeyError:  # a label not spelled exactly as configured
+            del self.slots[n_points:]
+            return False
         self.xs.extend(map(_x_of, points))
         self.ys.extend(map(_y_of, points))
-        self.counts += counts
+        self.counts.extend(counts)
         self.refs.append(source_ref)
         self.widths.append(float(width))
         self.heights.append(float(height))
@@ -426,28 +434,22 @@ class _Pending:
         if n_lines == 0:
             return [], None
         n_slots = reader.spec.n_slots
-        counts = np.array(self.counts, dtype=np.int64)
+        counts = np.frombuffer(self.counts, dtype=np.int64)
         n_workers = len(counts)
-        n_points = len(self.labels)
         per_line = np.fromiter(map(len, self.workers), dtype=np.int64, count=n_lines)
         line_of_worker = np.repeat(np.arange(n_lines), per_line)
         first_worker = np.cumsum(per_line) - per_line
         position = np.arange(n_workers) - first_worker[line_of_worker]
         worker = np.repeat(np.arange(n_workers), counts)
-        index = reader.index
-        try:
-            slot = np.fromiter(map(index.__getitem__, self.labels), np.int64, count=n_points)
-        except KeyError:
-            slot = np.fromiter(map(index.get, self.labels, repeat(-1)), np.int64, count=n_points)
-        x = np.fromiter(self.xs, np.float64, count=n_points)
-        y = np.fromiter(self.ys, np.float64, count=n_points)
+        slot = np.frombuffer(self.slots, dtype=np.int64)
+        x = np.frombuffer(self.xs, dtype=np.float64)
+        y = np.frombuffer(self.ys, dtype=np.float64)
         line_of_point = line_of_worker[worker]
         with np.errstate(invalid="ignore"):
             # Beyond 2**53 a float may stand for a huge integer the careful path rounds
             # differently; such points go there.
             ok = (
-                (slot >= 0)
-                & (x >= 0.0)
+                (x >= 0.0)
                 & (x <= np.array(self.widths)[line_of_point])
                 & (x < _EXACT_INT)
                 & (y >= 0.0)
