@@ -14,6 +14,7 @@ reports and results do not depend on which path read a line, and lines keep thei
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from array import array
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Union
 
 import msgspec
 import numpy as np
@@ -50,19 +51,9 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 # Per fast-read point: its line among the fast-read ones, worker position, slot, x, y.
 _Points = tuple[IntArray, IntArray, IntArray, FloatArray, FloatArray]
-_label_of = attrgetter("label")
+_slot_of = attrgetter("slot")
 _x_of = attrgetter("x")
 _y_of = attrgetter("y")
-
-
-# The recipe's worker answer, as the fast path decodes it: msgspec builds these typed records
-# straight from the text (a third faster than dicts, and a number field is never a bool or a
-# string), skips fields nobody reads, and rejects anything else, which the careful path then
-# reads and explains. Not garbage-collected: they hold no cycles, and a job makes millions.
-class _Point(msgspec.Struct, gc=False):
-    label: str
-    x: float
-    y: float
 
 
 class _ImageSize(msgspec.Struct, gc=False):
@@ -70,16 +61,35 @@ class _ImageSize(msgspec.Struct, gc=False):
     height: float
 
 
-class _Answer(msgspec.Struct, gc=False):
-    inputImageProperties: _ImageSize
-    keypoints: list[_Point]
+@functools.lru_cache(maxsize=16)
+def _content_decoder(labels: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
+    """The recipe's worker answer as the fast path decodes it, for one project's labels.
 
-
-class _Content(msgspec.Struct, gc=False):
-    annotatedResult: _Answer
-
-
-_CONTENT = msgspec.json.Decoder(_Content)
+    msgspec builds typed records straight from the text (faster than dicts; a number field is
+    never a bool or a string), skips fields nobody reads, and rejects anything else, which the
+    careful path then reads and explains. Each label is its own record type, tagged by the
+    `label` field, so msgspec matches the label in C and the record carries its slot: no label
+    string is made or hashed per point, and a label not spelled exactly as configured is
+    rejected. Records are not garbage-collected: they hold no cycles, and a job makes millions.
+    """
+    points = tuple(
+        msgspec.defstruct(
+            f"_Point{slot}",
+            [("x", float), ("y", float)],
+            tag=label,
+            tag_field="label",
+            gc=False,
+            namespace={"slot": slot},
+        )
+        for slot, label in enumerate(labels)
+    )
+    answer = msgspec.defstruct(
+        "_Answer",
+        [("inputImageProperties", _ImageSize), ("keypoints", list[Union[points]])],  # type: ignore[valid-type]  # noqa: UP007
+        gc=False,
+    )
+    content = msgspec.defstruct("_Content", [("annotatedResult", answer)], gc=False)
+    return msgspec.json.Decoder(content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +323,7 @@ class _Pending:
         items = result.get("annotationsFromAllWorkers")
         if type(items) is not list or not items:
             return False
-        decode = _CONTENT.decode
+        decode = reader.decode_content
         try:
             # Anything not shaped like the recipe raises here (TypeError, KeyError, and
             # msgspec's errors for bad JSON, a missing field or a value of the wrong type).
@@ -340,12 +350,7 @@ class _Pending:
         if seconds.count(None) != len(seconds):
             seconds = [_seconds(spent) for spent in seconds]
         points = list(chain.from_iterable(keypoints))
-        n_points = len(self.slots)
-        try:
-            self.slots.extend(map(reader.index.__getitem__, map(_label_of, points)))
-        except KeyError:  # a label not spelled exactly as configured
-            del self.slots[n_points:]
-            return False
+        self.slots.extend(map(_slot_of, points))
         self.xs.extend(map(_x_of, points))
         self.ys.extend(map(_y_of, points))
         self.counts.extend(counts)
@@ -478,6 +483,7 @@ class _Reader:
         self.report = report
         self.label_attribute = label_attribute
         self.index = spec.label_index
+        self.decode_content = _content_decoder(spec.labels).decode
         self.loose_index = spec.normalised_label_index
         self.slot_values = spec.n_slots * 2
         self.nan_block = [_NAN] * self.slot_values
