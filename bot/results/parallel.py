@@ -50,7 +50,8 @@ PARALLEL_MIN_LINES = 20_000
 _AHEAD = 4
 # How often a child waiting for room checks that its parent is still alive, seconds.
 _PARENT_CHECK = 1.0
-_COUNT_BLOCK = 1 << 20
+_COUNT_BLOCK = 1 << 22
+_SAMPLE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,46 +115,45 @@ def local_manifest(
 
 
 def _has_lines(fd: int, offset: int, wanted: int) -> bool:
-    """Whether at least `wanted` lines follow `offset` (a last line without a newline is not
-    counted; the threshold is rough anyway); reads only as far as needed, with `pread` so the
-    caller's handle does not move."""
-    seen = 0
-    while seen < wanted:
-        block = os.pread(fd, _COUNT_BLOCK, offset)
-        if not block:
-            return False
-        seen += block.count(b"\n")
-        offset += len(block)
-    return True
+    """Whether about `wanted` lines or more follow `offset`, judged from the first MB's line
+    lengths (the threshold is rough anyway: it only decides whether a second process pays off);
+    `pread` so the caller's handle does not move."""
+    sample = os.pread(fd, _SAMPLE_BYTES, offset)
+    lines = sample.count(b"\n")
+    if lines >= wanted:
+        return True
+    if not lines:
+        return False
+    remaining = os.fstat(fd).st_size - offset
+    return lines * remaining >= wanted * len(sample)
 
 
 def chunk_offsets(path: str, start: int, batch_lines: int) -> list[int]:
     """Byte offsets where each chunk of `batch_lines` lines starts, from `start`, then the end
     of the file: chunk i is `offsets[i]:offsets[i + 1]`. Lines are cut at b"\\n" only, as
     iterating a binary file does. Reads blocks with `pread` (a memory map would count the
-    whole file in the process's resident memory) and counts newlines in C."""
+    whole file in the process's resident memory) and walks newlines with `find` (memchr),
+    several times faster than counting them."""
     offsets = [start]
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         at = start
-        wanted = batch_lines  # newlines still to pass before the next chunk starts
+        seen = 0  # newlines since the current chunk started
         while at < size:
             block = os.pread(fd, _COUNT_BLOCK, at)
             if not block:
                 break
-            count = block.count(b"\n")
-            if count < wanted:
-                wanted -= count
-                at += len(block)
-                continue
-            cut = -1
-            for _ in range(wanted):
-                cut = block.find(b"\n", cut + 1)
-            at += cut + 1
-            if at < size:
-                offsets.append(at)
-            wanted = batch_lines
+            find = block.find
+            cut = find(b"\n")
+            while cut >= 0:
+                seen += 1
+                if seen == batch_lines:
+                    seen = 0
+                    if at + cut + 1 < size:
+                        offsets.append(at + cut + 1)
+                cut = find(b"\n", cut + 1)
+            at += len(block)
         if size > start:
             offsets.append(size)
     finally:
