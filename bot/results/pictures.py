@@ -169,14 +169,15 @@ def _tile(spec: LabelSpec, title: str, item: PreviewFrame, load_image: LoadImage
         picture = load_image(item.source_ref)
     except Exception:  # a missing or unreadable frame must not cost the whole preview
         picture = None
-    if picture is None:
-        base = Image.new("RGB", (max(int(width), 1), max(int(height), 1)), _GREY)
-    else:
-        base = picture.convert("RGB")
-        width, height = float(base.width), float(base.height)
+    if picture is not None:
+        picture = picture.convert("RGB")
+        width, height = float(picture.width), float(picture.height)
     scale = TILE_WIDTH / width
     tile_h = max(int(round(height * scale)), 1)
-    base = base.resize((TILE_WIDTH, tile_h))
+    if picture is None:
+        base = Image.new("RGB", (TILE_WIDTH, tile_h), _GREY)
+    else:
+        base = picture.resize((TILE_WIDTH, tile_h))
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     for worker in item.workers:
@@ -236,7 +237,8 @@ def preview_png(
         y = top + (k // 4) * 22
         draw.ellipse((x, y + 3, x + 12, y + 15), fill=PALETTE[k % len(PALETTE)])
         draw.text((x + 18, y), name, fill=_INK, font=font)
-    sheet.save(path, format="PNG", optimize=True)
+    # No optimize=True: it retries zlib settings for a few KB on a picture looked at once.
+    sheet.save(path, format="PNG")
 
 
 def _nice_step(top: float) -> float:
@@ -304,4 +306,4 @@ def agreement_png(
         fill=_INK,
         font=label_font,
     )
-    image.save(path, format="PNG", optimize=True)
+    image.save(path, format="PNG")
