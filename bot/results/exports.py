@@ -20,7 +20,9 @@ import io
 import math
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import chain, cycle, repeat
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -107,6 +109,30 @@ def _items(text: bytes) -> list[bytes]:
     return text[1:-1].split(b",")
 
 
+def _assemble(*columns: bytes | Iterable[bytes]) -> bytes:
+    """Records from columns: each column is a constant piece or one piece per record; the
+    record is its columns' pieces in order. Joined by C-level iterators, not a Python loop
+    per record, which cost as much as encoding the numbers."""
+    return b"".join(
+        chain.from_iterable(
+            zip(*(repeat(c) if isinstance(c, bytes) else c for c in columns))  # noqa: B905
+        )
+    )
+
+
+def _cached_texts(
+    values: list[float | None], cache: dict[float | None, bytes], encode: Callable[[Any], bytes]
+) -> list[bytes]:
+    """The text of each value, encoding each distinct value once (image sizes repeat)."""
+    for value in set(values) - cache.keys():
+        cache[value] = encode(value)
+    return list(map(cache.__getitem__, values))
+
+
+def _pixels(value: float | None) -> bytes:
+    return b"0" if value is None else orjson.dumps(int(round(value)))
+
+
 def py_round(values: FloatArray, digits: int) -> FloatArray:
     """`round(value, digits)` of every element, exactly as Python's correctly rounded `round`.
 
@@ -120,13 +146,6 @@ def py_round(values: FloatArray, digits: int) -> FloatArray:
     for i in np.flatnonzero(risky):
         out.flat[i] = round(float(values.flat[i]), digits)
     return out
-
-
-def _size_text(value: float | None, cache: dict[float | None, bytes]) -> bytes:
-    text = cache.get(value)
-    if text is None:
-        text = cache[value] = orjson.dumps(value)
-    return text
 
 
 def _part(path: Path) -> Path:
@@ -148,6 +167,7 @@ class CocoRecords:
             dtype=np.int64,
         )
         self.categories = np.array([a + 1 for a, _, _ in self.instances], dtype=np.int64)
+        self.sizes: dict[float | None, bytes] = {}
 
     def header(self, job_name: str | None) -> bytes:
         info = {"description": f"gtbot consensus of {job_name or 'a Ground Truth job'}"}
@@ -167,19 +187,20 @@ class CocoRecords:
         return b'],"categories":' + orjson.dumps(categories) + b"}\n"
 
     def encode(self, batch: FrameBatch, consensus: BatchConsensus) -> tuple[bytes, bytes]:
-        images = [
-            {
-                "id": line,
-                "file_name": file_name(ref),
-                "coco_url": ref,
-                "width": int(round(width)) if width is not None else 0,
-                "height": int(round(height)) if height is not None else 0,
-            }
-            for line, ref, width, height in zip(
-                batch.lines, batch.source_refs, batch.widths, batch.heights, strict=True
-            )
-        ]
-        image_text = b"," + orjson.dumps(images)[1:-1] if images else b""
+        sizes = self.sizes
+        image_text = _assemble(
+            b',{"id":',
+            _items(_json_text(np.array(batch.lines, dtype=np.int64))),
+            b',"file_name":',
+            list(map(orjson.dumps, map(file_name, batch.source_refs))),
+            b',"coco_url":',
+            list(map(orjson.dumps, batch.source_refs)),
+            b',"width":',
+            _cached_texts(batch.widths, sizes, _pixels),
+            b',"height":',
+            _cached_texts(batch.heights, sizes, _pixels),
+            b"}",
+        )
         # (B, I, K, 2) consensus points of every instance, rounded like the keypoints list.
         points = np.round(consensus.points, 2)[:, self.instance_slots]
         placed = ~np.isnan(points[..., 0])
@@ -234,26 +255,25 @@ class CocoRecords:
             y1 = np.where(known, np.where(pad_y1 < height, pad_y1, height), y1)
         box_w, box_h = x1 - x0, y1 - y0
         boxes = _rows(_json_text(py_round(np.stack([x0, y0, box_w, box_h], axis=1), 2)))
-        areas = py_round(box_w * box_h, 2).tolist()
         lines = np.array(batch.lines, dtype=np.int64)[frame_of]
-        image_ids = lines.tolist()
-        ids = ((lines - 1) * len(self.instances) + instance_of + 1).tolist()
-        categories = self.categories[instance_of].tolist()
-        counts = placed.sum(axis=1).tolist()
-        annotations = [
-            {
-                "id": ids[i],
-                "image_id": image_ids[i],
-                "category_id": categories[i],
-                "keypoints": orjson.Fragment(b"[" + keypoints[i] + b"]"),
-                "num_keypoints": counts[i],
-                "bbox": orjson.Fragment(b"[" + boxes[i] + b"]"),
-                "area": areas[i],
-                "iscrowd": 0,
-            }
-            for i in range(n)
-        ]
-        return b"," + orjson.dumps(annotations)[1:-1]
+        ids = (lines - 1) * len(self.instances) + instance_of + 1
+        return _assemble(
+            b',{"id":',
+            _items(_json_text(ids)),
+            b',"image_id":',
+            _items(_json_text(lines)),
+            b',"category_id":',
+            _items(_json_text(self.categories[instance_of])),
+            b',"keypoints":[',
+            keypoints,
+            b'],"num_keypoints":',
+            _items(_json_text(placed.sum(axis=1))),
+            b',"bbox":[',
+            boxes,
+            b'],"area":',
+            _items(_json_text(py_round(box_w * box_h, 2))),
+            b',"iscrowd":0}',
+        )
 
 
 def _csv_field(text: str) -> bytes:
@@ -294,16 +314,17 @@ class CsvRows:
         xy = _rows(_json_text(points).replace(b"null", b""))
         counts = _items(_json_text(consensus.n_workers.reshape(-1)))
         spread = _items(_json_text(np.round(consensus.spread, 2).reshape(-1)).replace(b"null", b""))
-        refs = [_csv_field(ref) for ref in batch.source_refs]
-        parts: list[bytes] = []
-        row = 0
-        prefixes = self.slot_prefixes
-        for b in range(n_frames):
-            ref = refs[b]
-            for s in range(n_slots):
-                parts += (ref, prefixes[s], xy[row], b",", counts[row], b",", spread[row], b"\r\n")
-                row += 1
-        return b"".join(parts)
+        refs = map(_csv_field, batch.source_refs)
+        return _assemble(
+            chain.from_iterable(map(repeat, refs, repeat(n_slots))),
+            cycle(self.slot_prefixes),
+            xy,
+            b",",
+            counts,
+            b",",
+            spread,
+            b"\r\n",
+        )
 
 
 class MarsRecords:
@@ -386,63 +407,56 @@ class MarsRecords:
         def nan_text(array: npt.NDArray[np.floating[Any]]) -> bytes:
             return _json_text(array).replace(b"null", b"NaN")
 
+        # One text per kind of number for the whole batch, cut into (frame, animal, instance)
+        # pieces; piece (b, a, j) of a kind with `m` members sits at ((b * A + a) * n + j) * m.
+        per_frame = n_animals * n_obj
+        axes = _blocks(nan_text(norm_r.reshape(-1, n_workers, n_kp)))
+        spread = _blocks(
+            nan_text(np.stack([med_r, mu_r, std_r], axis=3)[:, :, :, :, ::-1].reshape(-1, 2, n_kp))
+        )
+        boxes = _rows(nan_text(bbox.reshape(-1, 4)))
+        areas = _items(nan_text(area.reshape(-1)))
         n_real = [len(w) for w in batch.workers]
         short = [b for b in range(n_frames) if n_real[b] < n_workers]
-        animals = []
+        sizes = self.sizes
+        refs = list(map(orjson.dumps, batch.source_refs))
+        columns: list[bytes | Iterable[bytes]] = [
+            b',{"image":',
+            refs,
+            b',"height":',
+            _cached_texts(batch.heights, sizes, orjson.dumps),
+            b',"width":',
+            _cached_texts(batch.widths, sizes, orjson.dumps),
+            b',"frame_id":',
+            refs,
+        ]
+        close = b',"ann_label":' + self.labels + b',"ann":[]'
         for a, j, key in self.keys:
-            xs = _blocks(nan_text(norm_r[:, a, j, 0]))
-            ys = _blocks(nan_text(norm_r[:, a, j, 1]))
+            at = a * n_obj + j
+            xs = axes[at * 2 :: per_frame * 2]
+            ys = axes[at * 2 + 1 :: per_frame * 2]
             for b in short:  # padded workers are not in the record
                 xs[b] = nan_text(norm_r[b, a, j, 0, : n_real[b]])[2:-2]
                 ys[b] = nan_text(norm_r[b, a, j, 1, : n_real[b]])[2:-2]
-            animals.append(
-                (
-                    b"," + key + b':{"X":[[',
-                    xs,
-                    ys,
-                    _rows(nan_text(bbox[:, a, j])),
-                    _blocks(nan_text(med_r[:, a, j, ::-1])),
-                    _blocks(nan_text(mu_r[:, a, j, ::-1])),
-                    _blocks(nan_text(std_r[:, a, j, ::-1])),
-                    _items(nan_text(area[:, a, j])),
-                )
-            )
-        parts: list[bytes] = []
-        labels = b',"ann_label":' + self.labels + b',"ann":[]'
-        sizes = self.sizes
-        for b in range(n_frames):
-            ref = orjson.dumps(batch.source_refs[b])
-            parts += (
-                b',{"image":',
-                ref,
-                b',"height":',
-                _size_text(batch.heights[b], sizes),
-                b',"width":',
-                _size_text(batch.widths[b], sizes),
-                b',"frame_id":',
-                ref,
-                labels,
-            )
-            for lead, xs, ys, boxes, meds, mus, stds, areas in animals:
-                parts += (
-                    lead,
-                    xs[b],
-                    b']],"Y":[[',
-                    ys[b],
-                    b']],"bbox":[',
-                    boxes[b],
-                    b'],"med":[[',
-                    meds[b],
-                    b']],"mu":[[',
-                    mus[b],
-                    b']],"std":[[',
-                    stds[b],
-                    b']],"area":',
-                    areas[b],
-                    b"}",
-                )
-            parts.append(b"}")
-        return b"".join(parts)
+            columns += [
+                close + b"," + key + b':{"X":[[',
+                xs,
+                b']],"Y":[[',
+                ys,
+                b']],"bbox":[',
+                boxes[at::per_frame],
+                b'],"med":[[',
+                spread[at * 3 :: per_frame * 3],
+                b']],"mu":[[',
+                spread[at * 3 + 1 :: per_frame * 3],
+                b']],"std":[[',
+                spread[at * 3 + 2 :: per_frame * 3],
+                b']],"area":',
+                areas[at::per_frame],
+            ]
+            close = b"}"
+        columns.append(close + b"}")
+        return _assemble(*columns)
 
 
 def _mars_box(
