@@ -7,6 +7,7 @@ workers and labels, never by the number of frames, at a precision far below anno
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -37,10 +38,13 @@ def _bins(values: FloatArray, low: float) -> IntArray:
     return np.clip(raw, 0, N_BINS - 1).astype(np.int64)
 
 
+@functools.lru_cache(maxsize=8)
 def _edges(low: float) -> FloatArray:
     scale = (N_BINS - 1) / _DECADES
     upper = low * 10.0 ** (np.arange(N_BINS) / scale)
-    return np.concatenate(([0.0], upper))  # bin i spans edges[i]..edges[i+1]
+    edges = np.concatenate(([0.0], upper))  # bin i spans edges[i]..edges[i+1]
+    edges.flags.writeable = False  # shared by every caller (cached)
+    return edges
 
 
 def histogram_median(counts: CountArray, low: float) -> float | None:
