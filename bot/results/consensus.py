@@ -24,6 +24,8 @@ BoolArray = npt.NDArray[np.bool_]
 MAX_FLIP_ROUNDS = 10
 # A swap must shorten the summed distance by more than this (px) so ties never oscillate.
 _SWAP_EPS = 1e-6
+# Up to this many workers, medians order values with a sorting network instead of np.sort.
+_NETWORK_WORKERS = 8
 # Instance matching for num_obj > 1 tries every permutation up to this many instances.
 _MAX_PERMUTED_INSTANCES = 4
 
@@ -49,18 +51,37 @@ def nanmedian_workers(values: FloatArray) -> FloatArray:
     """Median over axis 1 ignoring NaN; NaN where every value is NaN.
 
     `np.nanmedian` takes a masked-array path for short axes that is an order of magnitude
-    slower. A sort (NaN sorts last) gives the order; the middle then depends on how many
-    values are real, and with a handful of workers choosing it count by count is cheaper
-    than gathering it with computed indices.
+    slower. The values are put in order with NaN last, and the middle depends on how many are
+    real; with a handful of workers choosing it count by count is cheaper than gathering it
+    with computed indices.
     """
-    ordered = np.sort(values, axis=1)
+    ordered = _ordered(values)
     count = np.count_nonzero(~np.isnan(values), axis=1)
-    median = np.full(ordered.shape[:1] + ordered.shape[2:], np.nan)
+    median = np.full(values.shape[:1] + values.shape[2:], np.nan)
     for n in range(1, values.shape[1] + 1):
         lo, hi = (n - 1) // 2, n // 2
-        middle = ordered[:, lo] if lo == hi else (ordered[:, lo] + ordered[:, hi]) * 0.5
+        middle = ordered[lo] if lo == hi else (ordered[lo] + ordered[hi]) * 0.5
         np.copyto(median, middle, where=count == n)
     return median
+
+
+def _ordered(values: FloatArray) -> list[FloatArray]:
+    """The slices of axis 1 in ascending order, NaN last, element by element.
+
+    `np.sort` along a short inner axis pays per lane; for up to `_NETWORK_WORKERS` workers an
+    odd-even transposition network over whole slices is about three times faster. `fmin`
+    keeps the number when one side is NaN and `maximum` the NaN, which puts NaN last.
+    """
+    width = values.shape[1]
+    if width > _NETWORK_WORKERS:
+        ordered = np.sort(values, axis=1)
+        return [ordered[:, i] for i in range(width)]
+    lanes = [values[:, i] for i in range(width)]
+    for step in range(width):
+        for i in range(step % 2, width - 1, 2):
+            a, b = lanes[i], lanes[i + 1]
+            lanes[i], lanes[i + 1] = np.fmin(a, b), np.maximum(a, b)
+    return lanes
 
 
 def _distance(a: FloatArray, b: FloatArray) -> FloatArray:
@@ -125,8 +146,8 @@ def consensus_batch(coords: FloatArray, spec: LabelSpec) -> BatchConsensus:
             coords[:, :, s2] = np.where(mask, a, b)
             parity[p] ^= do
             # Only this pair's slots moved; the other medians stand.
-            median[:, s1] = nanmedian_workers(coords[:, :, s1])
-            median[:, s2] = nanmedian_workers(coords[:, :, s2])
+            both = np.concatenate([s1, s2])
+            median[:, both] = nanmedian_workers(coords[:, :, both])
         if not changed:
             break
     distance = _distance(coords, median[:, None])
