@@ -111,12 +111,9 @@ def _items(text: bytes) -> list[bytes]:
 def _assemble(*columns: bytes | Iterable[bytes]) -> bytes:
     """Records from columns: each column is a constant piece or one piece per record; the
     record is its columns' pieces in order. Joined by C-level iterators, not a Python loop
-    per record, which cost as much as encoding the numbers."""
-    return b"".join(
-        chain.from_iterable(
-            zip(*(repeat(c) if isinstance(c, bytes) else c for c in columns))  # noqa: B905
-        )
-    )
+    per record, which cost as much as encoding the numbers; fewer, longer pieces are cheaper."""
+    records = zip(*(repeat(c) if isinstance(c, bytes) else c for c in columns))  # noqa: B905
+    return b"".join(map(b"".join, records))
 
 
 def _cached_texts(
@@ -311,18 +308,16 @@ class CsvRows:
         # Python's csv writes floats with repr, which orjson matches for these values
         # (two decimals, so never the exponent form of tiny numbers); NaN becomes empty.
         xy = _rows(_json_text(points).replace(b"null", b""))
-        counts = _items(_json_text(consensus.n_workers.reshape(-1)))
-        spread = _items(_json_text(np.round(consensus.spread, 2).reshape(-1)).replace(b"null", b""))
+        # ",<n_workers>," and "<spread>\r\n" as single pieces: fewer pieces to join per row.
+        counts = _json_text(consensus.n_workers.reshape(-1))
+        spread = _json_text(np.round(consensus.spread, 2).reshape(-1)).replace(b"null", b"")
         refs = map(_csv_field, batch.source_refs)
         return _assemble(
             chain.from_iterable(map(repeat, refs, repeat(n_slots))),
             cycle(self.slot_prefixes),
             xy,
-            b",",
-            counts,
-            b",",
-            spread,
-            b"\r\n",
+            (b"," + counts[1:-1].replace(b",", b",\0,") + b",").split(b"\0"),
+            (spread[1:-1].replace(b",", b"\r\n\0") + b"\r\n").split(b"\0"),
         )
 
 
