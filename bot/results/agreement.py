@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -62,13 +63,6 @@ def histogram_median(counts: CountArray, low: float) -> float | None:
     return float(edges[i] + (edges[i + 1] - edges[i]) * min(max(share, 0.0), 1.0))
 
 
-def _count_above(counts: CountArray, low: float, threshold: float) -> int:
-    """Points in bins whose centre lies beyond `threshold`: outliers at histogram resolution."""
-    edges = _edges(low)
-    centres = (edges[:-1] + edges[1:]) / 2.0
-    return int(counts[centres > threshold].sum())
-
-
 @dataclass(frozen=True, slots=True)
 class KeypointAgreement:
     """Agreement on one keypoint over every animal and frame of a job."""
@@ -112,9 +106,9 @@ def agreement_part(
     n_frames, width = consensus.flipped.shape
     n_labels = spec.n_labels
     ids: dict[str, int] = {}
+    flat = [ids.setdefault(name, len(ids)) for name in chain.from_iterable(workers)]
     rows = np.full((n_frames, width), -1, dtype=np.int64)
-    for b, names in enumerate(workers):
-        rows[b, : len(names)] = [ids.setdefault(name, len(ids)) for name in names]
+    rows[np.arange(width) < np.fromiter(map(len, workers), np.int64, n_frames)[:, None]] = flat
     n_workers = len(ids)
     real = rows >= 0  # (B, W)
     distance = consensus.distance  # (B, W, S)
@@ -296,13 +290,19 @@ class AgreementAccumulator:
                 }
             )
         workers: list[dict[str, Any]] = []
+        # Outliers per worker: candidate points in bins whose centre lies beyond the label's
+        # threshold (at histogram resolution).
+        edges = _edges(_PX_LOW)
+        centres = (edges[:-1] + edges[1:]) / 2.0
+        thresholds = [
+            OUTLIER_MEDIAN_FACTOR * (medians[i % n_kp] or 0.0) for i in range(spec.n_labels)
+        ]
+        beyond = centres[None, :] > np.array(thresholds)[:, None]  # (labels, bins)
+        n_workers = len(self.worker_names)
+        outlier_counts = (self.worker_candidates[:n_workers] * beyond).sum(axis=(1, 2)).tolist()
         for index, name in enumerate(self.worker_names):
             frames = int(self.worker_frames[index])
-            outliers = 0
-            for i in range(spec.n_labels):
-                median = medians[i % n_kp]
-                threshold = OUTLIER_MEDIAN_FACTOR * (median or 0.0)
-                outliers += _count_above(self.worker_candidates[index, i], _PX_LOW, threshold)
+            outliers = int(outlier_counts[index])
             timed = int(self.worker_seconds[index].sum())
             points = int(self.worker_points[index])
             workers.append(
