@@ -1,12 +1,11 @@
 """Consolidating a large local manifest with two processes, for the same files as one.
 
 The manifest is cut into chunks of `batch_lines` lines: exactly the batches the sequential
-reader makes (no state crosses a batch). The main process finds where each chunk starts (one
-pass of `find` over a memory map) and hands the list to one `spawn`ed child; both then claim
-chunks from a shared counter and do *all* the work a batch alone determines (`BatchWork`:
-reading and checking, consensus, the export text, agreement figures, preview candidates).
-Claiming from a counter, not a fixed split, keeps both cores busy however the machine's load
-shifts. The child appends its chunks' export text to a file of its own and sends the rest (a
+reader makes (no state crosses a batch). The main process and one `spawn`ed child claim chunks
+in turn (`_Claims`: the claimer reads its chunk and leaves where the next one starts) and do
+*all* the work a batch alone determines (`BatchWork`: reading and checking, consensus, the
+export text, agreement figures, preview candidates). Claiming in turn, not a fixed split,
+keeps both cores busy however the machine's load shifts. The child appends its chunks' export text to a file of its own and sends the rest (a
 few hundred KB) as a pickle file with a short pipe message; the main process folds every
 chunk's result into the outputs strictly in manifest order, copying the child's text with
 `copy_file_range`, and reads a chunk of its own whenever the next one is not ready. So what
@@ -50,7 +49,8 @@ PARALLEL_MIN_LINES = 20_000
 _AHEAD = 4
 # How often a child waiting for room checks that its parent is still alive, seconds.
 _PARENT_CHECK = 1.0
-_COUNT_BLOCK = 1 << 22
+# First read when cutting a chunk; later reads follow the size of the previous chunk.
+_FIRST_READ = 1 << 20
 _SAMPLE_BYTES = 1 << 20
 
 
@@ -128,52 +128,50 @@ def _has_lines(fd: int, offset: int, wanted: int) -> bool:
     return lines * remaining >= wanted * len(sample)
 
 
-def chunk_offsets(path: str, start: int, batch_lines: int) -> list[int]:
-    """Byte offsets where each chunk of `batch_lines` lines starts, from `start`, then the end
-    of the file: chunk i is `offsets[i]:offsets[i + 1]`. Lines are cut at b"\\n" only, as
-    iterating a binary file does. Reads blocks with `pread` (a memory map would count the
-    whole file in the process's resident memory) and walks newlines with `find` (memchr),
-    several times faster than counting them."""
-    offsets = [start]
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        at = start
-        seen = 0  # newlines since the current chunk started
-        while at < size:
-            block = os.pread(fd, _COUNT_BLOCK, at)
-            if not block:
-                break
-            find = block.find
-            cut = find(b"\n")
-            while cut >= 0:
-                seen += 1
-                if seen == batch_lines:
-                    seen = 0
-                    if at + cut + 1 < size:
-                        offsets.append(at + cut + 1)
-                cut = find(b"\n", cut + 1)
-            at += len(block)
-        if size > start:
-            offsets.append(size)
-    finally:
-        os.close(fd)
-    return offsets
+def read_lines(fd: int, start: int, count: int, block: int) -> tuple[list[bytes], int]:
+    """The next `count` lines from byte `start` of file descriptor `fd` (fewer at the end),
+    each with its newline as iterating the file gives them, and where the line after them
+    starts. Reads with `pread`, `block` bytes first and then doubling, and finds the cut with
+    `find` (memchr)."""
+    data = b""
+    seen = 0  # newlines in data
+    while True:
+        more = os.pread(fd, max(block, len(data)), start + len(data))
+        at = len(data)
+        data += more
+        if not more:
+            break
+        cut = data.find(b"\n", at)
+        while cut >= 0:
+            seen += 1
+            if seen == count:
+                data = data[: cut + 1]
+                return list(io.BytesIO(data)), start + len(data)
+            cut = data.find(b"\n", cut + 1)
+    return list(io.BytesIO(data)), start + len(data)
 
 
-def _lines(fd: int, offsets: list[int], index: int) -> list[bytes]:
-    """The lines of chunk `index`, each with its newline, as iterating the file gives them."""
-    if index + 1 >= len(offsets):
-        return []
-    start, end = offsets[index], offsets[index + 1]
-    return list(io.BytesIO(os.pread(fd, end - start, start)))
+class _Claims:
+    """Which chunk each process reads next. Chunk i is the `batch_lines` lines after chunk
+    i - 1, so its start is only known once chunk i - 1 was cut: the claimer cuts its own chunk
+    (reads it and finds its last newline, a millisecond) while holding the lock, and leaves
+    where the next one starts. No pass over the whole file before the work starts."""
 
+    def __init__(self, ctx: Any, start: int) -> None:
+        self.index = ctx.Value("q", 0)
+        self.offset = ctx.Value("q", start)
+        self.block = _FIRST_READ  # per process: a little more than the last chunk took
 
-def _claim(counter: Any) -> int:
-    with counter.get_lock():
-        index = int(counter.value)
-        counter.value = index + 1
-    return index
+    def claim(self, fd: int, batch_lines: int) -> tuple[int, list[bytes]]:
+        """The next chunk's index and lines (no lines past the end of the manifest)."""
+        with self.index.get_lock():
+            index = int(self.index.value)
+            start = int(self.offset.value)
+            lines, end = read_lines(fd, start, batch_lines, self.block)
+            self.index.value = index + 1
+            self.offset.value = end
+        self.block = max(_FIRST_READ, (end - start) * 9 // 8)
+        return index, lines
 
 
 def _read(
@@ -248,7 +246,7 @@ class _TextFile:
 
 def _child(
     conn: Connection,
-    counter: Any,
+    claims: _Claims,
     room: Any,
     manifest: LocalManifest,
     folder: str,
@@ -265,13 +263,11 @@ def _child(
         work = BatchWork(spec)
         texts = _TextFile(_text_path(folder))
         fd = os.open(manifest.path, os.O_RDONLY)
-        offsets: list[int] = conn.recv()
         while True:
             while not room.acquire(timeout=_PARENT_CHECK):
                 if parent is not None and not parent.is_alive():
                     return
-            index = _claim(counter)
-            lines = _lines(fd, offsets, index)
+            index, lines = claims.claim(fd, batch_lines)
             if not lines:
                 conn.send(("end", index, None))
                 return
@@ -367,15 +363,15 @@ def parallel_results(
     `spawn`ed child; the child's export text is a `Segment` of a file registered with
     `writer`. `report` ends exactly as the sequential read leaves it."""
     ctx = multiprocessing.get_context("spawn")
-    counter = ctx.Value("q", 0)
+    claims = _Claims(ctx, manifest.offset)
     room = ctx.Semaphore(_AHEAD)
-    receiving, sending = ctx.Pipe()
+    receiving, sending = ctx.Pipe(duplex=False)
     folder = tempfile.mkdtemp(prefix="gtbot-consolidate-")
     process = ctx.Process(
         target=_child,
         args=(
             sending,
-            counter,
+            claims,
             room,
             manifest,
             folder,
@@ -392,9 +388,6 @@ def parallel_results(
     fd = os.open(manifest.path, os.O_RDONLY)
     finished = False
     try:
-        # The child imports numpy meanwhile; then both know where every chunk starts.
-        offsets = chunk_offsets(manifest.path, manifest.offset, batch_lines)
-        receiving.send(offsets)
         work = BatchWork(spec)
         inbox = _Inbox(receiving, folder)
         source: int | None = None
@@ -435,8 +428,7 @@ def parallel_results(
                 break
             if own_end is None and len(own) < _AHEAD:
                 # Nothing to fold yet: read a chunk here rather than wait for the child.
-                index = _claim(counter)
-                lines = _lines(fd, offsets, index)
+                index, lines = claims.claim(fd, batch_lines)
                 if lines:
                     own[index] = _read(
                         index, lines, batch_lines, spec, fetch, label_attribute, report.limit, work
