@@ -29,6 +29,7 @@ import os
 import pickle
 import shutil
 import stat
+import sys
 import tempfile
 import traceback
 from collections.abc import Iterator
@@ -383,7 +384,8 @@ def parallel_results(
         name="gtbot-consolidate-reader",
         daemon=True,
     )
-    process.start()
+    with _main_module_hidden():
+        process.start()
     sending.close()
     fd = os.open(manifest.path, os.O_RDONLY)
     finished = False
@@ -448,6 +450,31 @@ def parallel_results(
             process.join(5)
         receiving.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start a `spawn`ed child without it re-running the parent's `__main__` module.
+
+    `spawn` re-imports the main script in the child so that pickled references to it resolve;
+    the child here only runs `_child` with plain arguments, and re-importing the `gtbot`
+    console script pulls in the whole bot (about 0.6 s before the child reads a line).
+    multiprocessing skips that step for a main module without `__spec__` and `__file__`
+    (as in an interactive session), so both are hidden while the child starts.
+    """
+    main = sys.modules.get("__main__")
+    saved = {
+        name: main.__dict__.pop(name) for name in ("__file__",) if main and name in main.__dict__
+    }
+    spec = getattr(main, "__spec__", None)
+    if main is not None:
+        main.__spec__ = None
+    try:
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+            main.__spec__ = spec
 
 
 def _from_source(result: BatchResult, source: int) -> BatchResult:
