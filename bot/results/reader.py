@@ -350,10 +350,11 @@ class _Pending:
         if seconds.count(None) != len(seconds):
             seconds = [_seconds(spent) for spent in seconds]
         points = list(chain.from_iterable(keypoints))
-        self.slots.extend(map(_slot_of, points))
-        self.xs.extend(map(_x_of, points))
-        self.ys.extend(map(_y_of, points))
-        self.counts.extend(counts)
+        # fromlist(list(map(...))): a C loop over a list beats extend() over an iterator.
+        self.slots.fromlist(list(map(_slot_of, points)))
+        self.xs.fromlist(list(map(_x_of, points)))
+        self.ys.fromlist(list(map(_y_of, points)))
+        self.counts.fromlist(counts)
         self.refs.append(source_ref)
         self.widths.append(float(width))
         self.heights.append(float(height))
