@@ -213,5 +213,5 @@ def test_chunks_are_cut_where_iterating_the_file_does(tmp_path: Path) -> None:
                 if not chunk:
                     break
                 assert len(chunk) == batch or at == len(data)
-                got += chunk
+                got += [bytes(line) for line in chunk]
         assert got == expected, (data, batch)

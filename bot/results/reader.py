@@ -216,7 +216,7 @@ def read_batches(
 
 
 def read_chunk(
-    lines: Iterable[str | bytes],
+    lines: Iterable[str | bytes] | Iterable[memoryview],
     first_line: int,
     spec: LabelSpec,
     *,
@@ -268,7 +268,7 @@ class _Pending:
     def __init__(self, fast: bool) -> None:
         self.fast = fast
         # Per line: the raw text, and its index among fast-read lines or -1.
-        self.entries: list[tuple[int, str | bytes, int]] = []
+        self.entries: list[tuple[int, str | bytes | memoryview, int]] = []
         self._clear()
 
     def _clear(self) -> None:
@@ -287,11 +287,11 @@ class _Pending:
         self.xs = array("d")
         self.ys = array("d")
 
-    def add(self, reader: _Reader, number: int, raw: str | bytes) -> None:
+    def add(self, reader: _Reader, number: int, raw: str | bytes | memoryview) -> None:
         fast = self.fast and self._read_fast(reader, raw)
         self.entries.append((number, raw, len(self.refs) - 1 if fast else -1))
 
-    def _read_fast(self, reader: _Reader, raw: str | bytes) -> bool:
+    def _read_fast(self, reader: _Reader, raw: str | bytes | memoryview) -> bool:
         """Take the line if it is an ordinary recipe line (consolidated answers, every worker
         reporting the same image size); False, with nothing kept, on anything unusual, which
         the careful path will then explain. Whole-line comprehensions and C-level `map`s
@@ -490,8 +490,10 @@ class _Reader:
         self.nan_block = [_NAN] * self.slot_values
 
     # -- one manifest line -------------------------------------------------------------------
-    def read_line(self, number: int, raw: str | bytes) -> Frame | None:
+    def read_line(self, number: int, raw: str | bytes | memoryview) -> Frame | None:
         report = self.report
+        if isinstance(raw, memoryview):
+            raw = raw.tobytes()
         if isinstance(raw, bytes):
             try:
                 raw = raw.decode("utf-8")
