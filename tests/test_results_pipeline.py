@@ -4,6 +4,7 @@ exports (pycocotools round trip, CSV columns), pictures and the offline CLI entr
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from bot.errors import ConfigError
 from bot.results import LabelSpec, consolidate, local_worker_response_fetch
 from bot.results.cli import format_summary, run_consolidate
 from bot.results.consensus import consensus_batch, nanmedian_workers
-from bot.results.exports import CSV_COLUMNS, skeleton
+from bot.results.exports import CSV_COLUMNS, _csv_field, skeleton
 from bot.results.reader import ReadReport, read_manifest
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -269,3 +270,12 @@ def test_run_consolidate_offline(spec: LabelSpec, tmp_path: Path) -> None:
     expected = project / "annotation-data" / "results" / "demo-mice-nolambda"
     assert summary.files.coco.parent == expected and summary.frames_consolidated == 3
     assert format_summary(summary).splitlines()[-1] == "3 frames consolidated, 0 skipped."
+
+
+@pytest.mark.parametrize(
+    "text", ["plain.jpg", "a,b.jpg", 'say "hi".jpg', "line\nbreak", "cr\rhere", "", " lead"]
+)
+def test_csv_fields_are_written_as_csv_writer_would(text: str) -> None:
+    out = io.StringIO()
+    csv.writer(out).writerow([text, "x"])
+    assert _csv_field(text) + b",x\r\n" == out.getvalue().encode()

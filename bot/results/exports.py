@@ -19,6 +19,7 @@ import csv
 import io
 import math
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import chain, cycle, repeat
@@ -274,14 +275,14 @@ class CocoRecords:
 
 def _csv_field(text: str) -> bytes:
     """One CSV field exactly as `csv.writer` (excel dialect, minimal quoting) writes it."""
-    if not any(c in text for c in _CSV_SPECIAL):
+    if _CSV_SPECIAL.search(text) is None:
         return text.encode("utf-8")
     out = io.StringIO()
     csv.writer(out).writerow([text, ""])
     return out.getvalue()[:-3].encode("utf-8")  # drop the "," and the empty field's "\r\n"
 
 
-_CSV_SPECIAL = (",", '"', "\r", "\n")
+_CSV_SPECIAL = re.compile('[,"\r\n]')
 
 
 class CsvRows:
