@@ -18,7 +18,14 @@ from bot.errors import ConfigError
 from bot.results import LabelSpec, consolidate, local_worker_response_fetch
 from bot.results.cli import format_summary, run_consolidate
 from bot.results.consensus import consensus_batch, nanmedian_workers
-from bot.results.exports import CSV_COLUMNS, _csv_field, skeleton
+from bot.results.exports import (
+    _SHORT_RANGES,
+    CSV_COLUMNS,
+    _csv_field,
+    _json_text,
+    _rounded_text,
+    skeleton,
+)
 from bot.results.reader import ReadReport, read_manifest
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -279,3 +286,15 @@ def test_csv_fields_are_written_as_csv_writer_would(text: str) -> None:
     out = io.StringIO()
     csv.writer(out).writerow([text, "x"])
     assert _csv_field(text) + b",x\r\n" == out.getvalue().encode()
+
+
+@pytest.mark.parametrize("digits", sorted(_SHORT_RANGES))
+def test_float32_text_is_float64_text_for_every_rounded_value_in_range(digits: int) -> None:
+    # The exports format these values through float32; the files must not change by it.
+    steps = int(round(_SHORT_RANGES[digits] * 10**digits))
+    values = np.round(np.arange(steps + 1) / 10**digits, digits)
+    values[::997] = np.nan
+    assert _rounded_text(values, digits) == _json_text(values)
+    assert _json_text(values.astype(np.float32)) == _json_text(values)
+    outside = np.array([_SHORT_RANGES[digits] * 2, 0.5])
+    assert _rounded_text(outside, digits) == _json_text(outside)
