@@ -375,25 +375,30 @@ class MarsRecords:
             ],
             dtype=np.float64,
         ).reshape(-1, 2)  # (B, 2)
+        # Everything in the order it is written: (B, A, n, 2, W, K) and (B, A, n, 2, K), axis 3
+        # = (x, y), keypoints innermost; computed straight into that layout (no copies later).
         coords = consensus.coords.reshape(n_frames, n_workers, n_animals, n_kp, n_obj, 2)
-        norm = coords / size[:, None, None, None, None, :]
+        norm = np.empty((n_frames, n_animals, n_obj, 2, n_workers, n_kp))
+        frame_size = size[:, None, None, :, None, None]
+        np.divide(coords.transpose(0, 2, 4, 5, 1, 3), frame_size, out=norm)
         with np.errstate(all="ignore"):
-            placed = ~np.isnan(norm[..., 0])
-            any_placed = np.count_nonzero(placed, axis=1) > 0  # (B, A, K, n)
+            placed = ~np.isnan(norm)
+            count = placed.sum(axis=4)  # (B, A, n, 2, K)
+            any_placed = count > 0
             med = (
-                consensus.points.reshape(n_frames, n_animals, n_kp, n_obj, 2)
-                / size[:, None, None, None, :]
+                consensus.points.reshape(n_frames, n_animals, n_kp, n_obj, 2).transpose(
+                    0, 1, 3, 4, 2
+                )
+                / frame_size[..., 0]
             )
-            total = np.where(placed[..., None], norm, 0.0).sum(axis=1)
-            count = placed.sum(axis=1)[..., None]
-            mu = np.where(any_placed[..., None], total / np.maximum(count, 1), np.nan)
-            dev = np.where(placed[..., None], (norm - mu[:, None]) ** 2, 0.0).sum(axis=1)
-            std = np.where(any_placed[..., None], np.sqrt(dev / np.maximum(count, 1)), np.nan)
-        # Keypoints innermost: (B, A, n, 2, W, K) and (B, A, n, 2, K) with axis 3 = (x, y).
-        norm_r = np.round(norm.transpose(0, 2, 4, 5, 1, 3), 5)
-        med_r = np.round(med.transpose(0, 1, 3, 4, 2), 5)
-        mu_r = np.round(mu.transpose(0, 1, 3, 4, 2), 5)
-        std_r = np.round(std.transpose(0, 1, 3, 4, 2), 5)
+            total = np.where(placed, norm, 0.0).sum(axis=4)
+            mu = np.where(any_placed, total / np.maximum(count, 1), np.nan)
+            dev = np.where(placed, (norm - mu[:, :, :, :, None]) ** 2, 0.0).sum(axis=4)
+            std = np.where(any_placed, np.sqrt(dev / np.maximum(count, 1)), np.nan)
+        norm_r = np.round(norm, 5, out=norm)
+        med_r = np.round(med, 5)
+        mu_r = np.round(mu, 5)
+        std_r = np.round(std, 5)
         # The box of the placed (rounded) medians, grown like MARS's `correct_box`.
         med_placed = ~np.isnan(med_r[..., 0, :])  # (B, A, n, K)
         with np.errstate(invalid="ignore"):
