@@ -132,6 +132,13 @@ def _assemble(*columns: bytes | Iterable[bytes]) -> bytes:
     return b"".join(map(b"".join, records))
 
 
+def _string_bodies(values: list[str]) -> list[bytes]:
+    """Each string's JSON text without its quotes (callers' constants hold them), from one
+    `orjson.dumps` of the list: inside an encoded string a quote is always escaped, so `","`
+    only ever separates two of them."""
+    return orjson.dumps(values)[2:-2].split(b'","') if values else []
+
+
 def _cached_texts(
     values: list[float | None], cache: dict[float | None, bytes], encode: Callable[[Any], bytes]
 ) -> list[bytes]:
@@ -203,11 +210,11 @@ class CocoRecords:
         image_text = _assemble(
             b',{"id":',
             _items(_json_text(np.array(batch.lines, dtype=np.int64))),
-            b',"file_name":',
-            list(map(orjson.dumps, map(file_name, batch.source_refs))),
-            b',"coco_url":',
-            list(map(orjson.dumps, batch.source_refs)),
-            b',"width":',
+            b',"file_name":"',
+            _string_bodies(list(map(file_name, batch.source_refs))),
+            b'","coco_url":"',
+            _string_bodies(batch.source_refs),
+            b'","width":',
             _cached_texts(batch.widths, sizes, _pixels),
             b',"height":',
             _cached_texts(batch.heights, sizes, _pixels),
@@ -434,18 +441,18 @@ class MarsRecords:
         n_real = [len(w) for w in batch.workers]
         short = [b for b in range(n_frames) if n_real[b] < n_workers]
         sizes = self.sizes
-        refs = list(map(orjson.dumps, batch.source_refs))
+        refs = _string_bodies(batch.source_refs)
         columns: list[bytes | Iterable[bytes]] = [
-            b',{"image":',
+            b',{"image":"',
             refs,
-            b',"height":',
+            b'","height":',
             _cached_texts(batch.heights, sizes, orjson.dumps),
             b',"width":',
             _cached_texts(batch.widths, sizes, orjson.dumps),
-            b',"frame_id":',
+            b',"frame_id":"',
             refs,
         ]
-        close = b',"ann_label":' + self.labels + b',"ann":[]'
+        close = b'","ann_label":' + self.labels + b',"ann":[]'
         for a, j, key in self.keys:
             at = a * n_obj + j
             xs = axes[at * 2 :: per_frame * 2]

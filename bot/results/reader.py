@@ -21,7 +21,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, methodcaller
 from pathlib import Path, PurePosixPath
 from typing import Any, Union
 
@@ -52,6 +52,7 @@ IntArray = npt.NDArray[np.int64]
 # Per fast-read point: its line among the fast-read ones, worker position, slot, x, y.
 _Points = tuple[IntArray, IntArray, IntArray, FloatArray, FloatArray]
 _slot_of = attrgetter("slot")
+_is_failure_key = methodcaller("endswith", "failure-reason")
 _x_of = attrgetter("x")
 _y_of = attrgetter("y")
 
@@ -313,10 +314,8 @@ class _Pending:
         metadata = record.get(f"{attribute}-metadata")
         if type(metadata) is not dict:
             return False
-        for source in (metadata, record):
-            for key in source:
-                if key.endswith("failure-reason"):
-                    return False
+        if any(map(_is_failure_key, chain(metadata, record))):
+            return False
         result = record.get(attribute)
         if type(result) is not dict:
             return False
