@@ -149,12 +149,13 @@ def read_lines(fd: int, start: int, count: int, block: int) -> tuple[list[memory
             if len(ends) == count:
                 break
             cut = find(b"\n", cut + 1)
-    if len(ends) == count:
-        data = data[: ends[-1]]
-    elif data and (not ends or ends[-1] != len(data)):
+    if len(ends) < count and data and (not ends or ends[-1] != len(data)):
         ends.append(len(data))  # a last line without a newline
+    # Views into what was read (bytes past the chunk included, unused): no copy of the chunk.
     view = memoryview(data)
-    return [view[a:b] for a, b in zip([0, *ends], ends, strict=False)], start + len(data)
+    return [view[a:b] for a, b in zip([0, *ends], ends, strict=False)], start + (
+        ends[-1] if ends else 0
+    )
 
 
 class _Claims:
