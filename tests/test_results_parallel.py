@@ -7,7 +7,10 @@ import dataclasses
 import json
 import multiprocessing
 import random
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -120,9 +123,14 @@ def _run(manifest: Path, spec: LabelSpec, out: Path, workers: int) -> Consolidat
     return summary
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_two_processes_match_one_exactly(
-    spec: LabelSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    spec: LabelSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
 ) -> None:
+    # Forked when the caller runs one thread, spawned when it runs several (the bot).
+    if method == "fork" and threading.active_count() > 1:
+        pytest.skip("other threads run in this test process; forking it would be unsafe")
+    monkeypatch.setattr(parallel, "_context", lambda: multiprocessing.get_context(method))
     manifest = tmp_path / "output.manifest"
     _manifest(manifest, 4000)
     one = _run(manifest, spec, tmp_path / "one", workers=1)
@@ -154,6 +162,56 @@ def test_two_processes_match_one_exactly(
     assert one.workers > 5  # worker-response lines bring their own people
     assert dataclasses.replace(two, files=one.files) == one
     assert not Path("/tmp/pwned").exists()
+
+
+_FORKED_RUN = """
+import sys
+from pathlib import Path
+import yaml
+from PIL import Image
+from bot.results import LabelSpec, consolidate, local_worker_response_fetch, parallel
+manifest, out, samples = (Path(a) for a in sys.argv[1:4])
+assert parallel._context().get_start_method() == "fork"
+spec = LabelSpec.from_mapping(yaml.safe_load((samples / "project-config.yml").read_text()))
+with open(manifest, "rb") as lines:
+    consolidate(
+        lines,
+        spec,
+        out,
+        fetch=local_worker_response_fetch(samples / "no-consolidation" / "output.manifest"),
+        load_image=lambda ref: Image.new("RGB", (1024, 570), (40, 40, 40)),
+        batch_frames=64,
+        workers=2,
+    )
+"""
+
+
+def test_a_forked_child_matches_one_process_too(spec: LabelSpec, tmp_path: Path) -> None:
+    # This test process may run other threads, so the forked run happens in a fresh one.
+    manifest = tmp_path / "output.manifest"
+    _manifest(manifest, 2000)
+    one = _run(manifest, spec, tmp_path / "one", workers=1)
+    subprocess.run(
+        [sys.executable, "-c", _FORKED_RUN, str(manifest), str(tmp_path / "two"), str(SAMPLES)],
+        check=True,
+        timeout=120,
+    )
+    for a in one.files.all():
+        assert a.read_bytes() == (tmp_path / "two" / a.name).read_bytes(), a.name
+
+
+def test_the_child_is_forked_only_from_a_single_thread() -> None:
+    assert parallel._context().get_start_method() == (
+        "fork" if threading.active_count() == 1 else "spawn"
+    )
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert parallel._context().get_start_method() == "spawn"
+    finally:
+        stop.set()
+        other.join()
 
 
 def test_small_or_unfit_inputs_stay_in_one_process(

@@ -1,19 +1,20 @@
 """Consolidating a large local manifest with two processes, for the same files as one.
 
 The manifest is cut into chunks of `batch_lines` lines: exactly the batches the sequential
-reader makes (no state crosses a batch). The main process and one `spawn`ed child claim chunks
+reader makes (no state crosses a batch). The main process and one child process claim chunks
 in turn (`_Claims`: the claimer reads its chunk and leaves where the next one starts) and do
 *all* the work a batch alone determines (`BatchWork`: reading and checking, consensus, the
 export text, agreement figures, preview candidates). Claiming in turn, not a fixed split,
-keeps both cores busy however the machine's load shifts. The child appends its chunks' export text to a file of its own and sends the rest (a
-few hundred KB) as a pickle file with a short pipe message; the main process folds every
-chunk's result into the outputs strictly in manifest order, copying the child's text with
-`copy_file_range`, and reads a chunk of its own whenever the next one is not ready. So what
-depends on order (worker numbering, the capped problem list, the first job name, the file
-layout) comes out exactly as in one process.
+keeps both cores busy however the machine's load shifts. The child appends its chunks' export
+text to a file of its own and sends the rest (a few hundred KB) as a pickle file with a short
+pipe message; the main process folds every chunk's result into the outputs strictly in
+manifest order, copying the child's text with `copy_file_range`, and reads a chunk of its own
+whenever the next one is not ready. So what depends on order (worker numbering, the capped
+problem list, the first job name, the file layout) comes out exactly as in one process.
 
-The child is started with `spawn`, because the bot runs threads and forking a threaded process
-can deadlock the child. It never sees `fetch` (closures do not cross processes, and the caller's
+The child is forked when this process runs a single thread (it starts at once, modules loaded)
+and `spawn`ed otherwise, because the bot runs threads and forking a threaded process can
+deadlock the child. It never sees `fetch` (closures do not cross processes, and the caller's
 credentials stay in the caller): a chunk that needs a worker-response file is handed back raw
 and read in the main process. Pickles hold only the plain values the child built and are read
 from a private temporary folder. Memory stays bounded: each process holds at most `_AHEAD`
@@ -30,11 +31,13 @@ import shutil
 import stat
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BufferedReader
 from multiprocessing.connection import Connection
+from multiprocessing.context import ForkContext, SpawnContext
 from typing import Any
 
 from bot.results.batch import BatchResult, BatchWork
@@ -369,7 +372,7 @@ def parallel_results(
     """Every usable batch's result, in manifest order, computed by this process and one
     `spawn`ed child; the child's export text is a `Segment` of a file registered with
     `writer`. `report` ends exactly as the sequential read leaves it."""
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _context()
     claims = _Claims(ctx, manifest.offset)
     room = ctx.Semaphore(_AHEAD)
     receiving, sending = ctx.Pipe(duplex=False)
@@ -456,6 +459,16 @@ def parallel_results(
             process.join(5)
         receiving.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _context() -> ForkContext | SpawnContext:
+    """`fork` when this process runs a single thread: the child starts at once with every
+    module loaded (a `spawn`ed one spends about 0.2 s importing numpy and the reader before its
+    first chunk). With other threads running (the bot serving Slack) a fork could copy a lock
+    another thread holds, so the child is `spawn`ed instead."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 @contextlib.contextmanager
