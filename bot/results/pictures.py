@@ -237,8 +237,8 @@ def preview_png(
         y = top + (k // 4) * 22
         draw.ellipse((x, y + 3, x + 12, y + 15), fill=PALETTE[k % len(PALETTE)])
         draw.text((x + 18, y), name, fill=_INK, font=font)
-    # No optimize=True: it retries zlib settings for a few KB on a picture looked at once.
-    sheet.save(path, format="PNG")
+    # Fast zlib: a picture looked at once; optimize=True retried settings for a few KB.
+    sheet.save(path, format="PNG", compress_level=1)
 
 
 def _nice_step(top: float) -> float:
@@ -306,4 +306,4 @@ def agreement_png(
         fill=_INK,
         font=label_font,
     )
-    image.save(path, format="PNG")
+    image.save(path, format="PNG", compress_level=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
@@ -125,21 +126,24 @@ def consolidate(
         results.close()  # stops the second process too
         writer.abort()
         raise
-    writer.close()
-    name = job_name or report.job_name
-    keypoints = agreement.keypoints()
-    document = agreement.to_json(name)
-    document["frames_skipped"] = report.frames_skipped
-    document["problem_count"] = report.problem_count
-    _write_json(files.agreement, document)
-    preview_png(files.preview, spec, picker.chosen(), load_image)
-    agreement_png(
-        files.agreement_chart,
-        spec.keypoints,
-        [k.median_px for k in keypoints],
-        f"Worker agreement per keypoint ({agreement.frames} frames"
-        + (f", {name})" if name else ")"),
-    )
+    # Finishing the exports is mostly a copy in the kernel (no GIL): draw meanwhile.
+    with ThreadPoolExecutor(1, thread_name_prefix="gtbot-exports") as finishing:
+        closed = finishing.submit(writer.close)
+        name = job_name or report.job_name
+        keypoints = agreement.keypoints()
+        document = agreement.to_json(name)
+        document["frames_skipped"] = report.frames_skipped
+        document["problem_count"] = report.problem_count
+        _write_json(files.agreement, document)
+        preview_png(files.preview, spec, picker.chosen(), load_image)
+        agreement_png(
+            files.agreement_chart,
+            spec.keypoints,
+            [k.median_px for k in keypoints],
+            f"Worker agreement per keypoint ({agreement.frames} frames"
+            + (f", {name})" if name else ")"),
+        )
+        closed.result()
     return ConsolidationSummary(
         job_name=name,
         frames_consolidated=agreement.frames,
