@@ -45,8 +45,8 @@ from bot.results.exports import BatchTexts, ResultWriter, Segment, write_all
 from bot.results.reader import Fetch, Problem, ReadReport, read_chunk
 from bot.results.spec import LabelSpec
 
-# Below this many lines the sequential path is used: starting a `spawn`ed Python with numpy
-# costs a few tenths of a second, which a small manifest (tests, Slack flows) would only lose.
+# Below this many lines the sequential path is used: a second process costs start-up (a few
+# tenths of a second when spawned) that a small manifest (tests, Slack flows) would only lose.
 PARALLEL_MIN_LINES = 20_000
 # Chunks a process may have read ahead of the main process's folding.
 _AHEAD = 4
@@ -370,8 +370,8 @@ def parallel_results(
     writer: ResultWriter,
 ) -> Iterator[BatchResult]:
     """Every usable batch's result, in manifest order, computed by this process and one
-    `spawn`ed child; the child's export text is a `Segment` of a file registered with
-    `writer`. `report` ends exactly as the sequential read leaves it."""
+    child; the child's export text is a `Segment` of a file registered with `writer`.
+    `report` ends exactly as the sequential read leaves it."""
     ctx = _context()
     claims = _Claims(ctx, manifest.offset)
     room = ctx.Semaphore(_AHEAD)
