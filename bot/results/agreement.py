@@ -131,12 +131,13 @@ def agreement_part(
     placed_label = label_of[placed]
     ok_fraction = placed & np.isfinite(fraction)
     f_bins = _bins(fraction[ok_fraction], _FRACTION_LOW)
-    worker_of = np.broadcast_to(rows[:, :, None], placed.shape)[placed]
+    worker_grid = np.broadcast_to(rows[:, :, None], placed.shape)
+    worker_of = worker_grid[placed]
     flipped = consensus.flipped & real
     candidate = ok_fraction & (fraction > OUTLIER_BODY_FRACTION)
     candidates = np.stack(
         [
-            np.broadcast_to(rows[:, :, None], placed.shape)[candidate],
+            worker_grid[candidate],
             label_of[candidate],
             _bins(distance[candidate], _PX_LOW),
         ],

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import math
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -253,13 +252,7 @@ class CocoRecords:
         x1 = np.where(placed, points[..., 0], -np.inf).max(axis=1)
         y0 = np.where(placed, points[..., 1], np.inf).min(axis=1)
         y1 = np.where(placed, points[..., 1], -np.inf).max(axis=1)
-        sizes = np.array(
-            [
-                (w, h) if w is not None and h is not None else (np.nan, np.nan)
-                for w, h in zip(batch.widths, batch.heights, strict=True)
-            ],
-            dtype=np.float64,
-        ).reshape(-1, 2)[frame_of]
+        sizes = batch.image_sizes()[frame_of]
         width, height = sizes[:, 0], sizes[:, 1]
         known = ~np.isnan(width)
         with np.errstate(invalid="ignore"):
@@ -375,13 +368,7 @@ class MarsRecords:
         spec = self.spec
         n_frames, n_workers = consensus.coords.shape[:2]
         n_animals, n_kp, n_obj = len(spec.animal_names), len(spec.keypoints), spec.num_obj
-        size = np.array(
-            [
-                (w or math.nan, h or math.nan)
-                for w, h in zip(batch.widths, batch.heights, strict=True)
-            ],
-            dtype=np.float64,
-        ).reshape(-1, 2)  # (B, 2)
+        size = batch.image_sizes()
         # Everything in the order it is written: (B, A, n, 2, W, K) and (B, A, n, 2, K), axis 3
         # = (x, y), keypoints innermost; computed straight into that layout (no copies later).
         coords = consensus.coords.reshape(n_frames, n_workers, n_animals, n_kp, n_obj, 2)
@@ -512,6 +499,10 @@ class BatchTexts:
     csv: Text
     mars: Text
 
+    def streams(self) -> tuple[Text, Text, Text, Text]:
+        """The four texts in stream order: images, annotations, CSV, MARS."""
+        return (self.images, self.annotations, self.csv, self.mars)
+
 
 class BatchEncoder:
     """Everything a batch contributes to the exports; it depends on the batch alone."""
@@ -567,7 +558,7 @@ class ResultWriter:
         return len(self.sources) - 1
 
     def add(self, texts: BatchTexts) -> None:
-        for stream, text in enumerate((texts.images, texts.annotations, texts.csv, texts.mars)):
+        for stream, text in enumerate(texts.streams()):
             self._write(stream, text)
 
     def _write(self, stream: int, text: Text) -> None:

@@ -234,7 +234,8 @@ def _no_fetch(uri: str) -> bytes:
 
 
 class _TextFile:
-    """The child's export text: appended chunk after chunk; the main process copies pieces."""
+    """The child's export text: appended chunk after chunk; the main process copies pieces.
+    Open until the child exits."""
 
     def __init__(self, path: str) -> None:
         self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
@@ -242,16 +243,13 @@ class _TextFile:
 
     def put(self, texts: BatchTexts) -> BatchTexts:
         segments = []
-        for text in (texts.images, texts.annotations, texts.csv, texts.mars):
+        for text in texts.streams():
             if not isinstance(text, bytes):
                 raise TypeError("a batch's own texts are bytes")
             write_all(self._file, text)
             segments.append(Segment(0, self._size, len(text)))
             self._size += len(text)
         return BatchTexts(*segments)
-
-    def close(self) -> None:
-        self._file.close()
 
 
 def _child(
@@ -499,9 +497,9 @@ def _main_module_hidden() -> Iterator[None]:
 def _from_source(result: BatchResult, source: int) -> BatchResult:
     """The child's segments, pointed at the file number the writer gave its text file."""
     texts = result.texts
-    segments = [
-        Segment(source, text.offset, text.length)
-        for text in (texts.images, texts.annotations, texts.csv, texts.mars)
-        if isinstance(text, Segment)
-    ]
+    segments = []
+    for text in texts.streams():
+        if not isinstance(text, Segment):
+            raise TypeError("the child's texts are segments of its file")
+        segments.append(Segment(source, text.offset, text.length))
     return BatchResult(BatchTexts(*segments), result.agreement, result.preview)

@@ -161,6 +161,16 @@ class FrameBatch:
     def __len__(self) -> int:
         return len(self.lines)
 
+    def image_sizes(self) -> FloatArray:
+        """(B, 2) width and height of each frame's image, NaN where no worker reported it."""
+        return np.array(
+            [
+                (_NAN, _NAN) if w is None or h is None else (w, h)
+                for w, h in zip(self.widths, self.heights, strict=True)
+            ],
+            dtype=np.float64,
+        ).reshape(-1, 2)
+
     def __getitem__(self, b: int) -> Frame:
         n = len(self.workers[b])
         return Frame(
@@ -461,14 +471,9 @@ class _Pending:
                 & (y <= np.array(self.heights)[line_of_point])
                 & (y < _EXACT_INT)
             )
-        if ok.all():
-            placed = np.bincount(worker * n_slots + slot, minlength=n_workers * n_slots)
-            bad_worker = (placed.reshape(n_workers, n_slots) > 1).any(axis=1)
-        else:
-            key = worker * n_slots + np.where(ok, slot, 0)
-            placed = np.bincount(key[ok], minlength=n_workers * n_slots)
-            bad_worker = (placed.reshape(n_workers, n_slots) > 1).any(axis=1)
-            bad_worker |= np.bincount(worker[~ok], minlength=n_workers) > 0
+        placed = np.bincount((worker * n_slots + slot)[ok], minlength=n_workers * n_slots)
+        bad_worker = (placed.reshape(n_workers, n_slots) > 1).any(axis=1)
+        bad_worker |= np.bincount(worker[~ok], minlength=n_workers) > 0
         bad_line = np.bincount(line_of_worker[bad_worker], minlength=n_lines) > 0
         points = (line_of_point, position[worker], slot, x, y)
         return (~bad_line).tolist(), points
