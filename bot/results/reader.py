@@ -20,7 +20,7 @@ import math
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, islice
 from operator import attrgetter, methodcaller
 from pathlib import Path, PurePosixPath
 from typing import Any, Union
@@ -211,19 +211,17 @@ def read_batches(
 ) -> Iterator[FrameBatch]:
     """Yield the usable frames of every `batch_lines` manifest lines, in manifest order,
     recording every problem in `report`; a batch may be short or, if all its lines were
-    unusable, skipped."""
-    reader = _Reader(spec, fetch, report, label_attribute)
-    pending = _Pending(spec.num_obj == 1)
-    for number, raw in enumerate(lines, start=1):
-        report.lines = number
-        pending.add(reader, number, raw)
-        if len(pending.entries) >= batch_lines:
-            batch = pending.flush(reader)
-            if batch is not None:
-                yield batch
-    batch = pending.flush(reader)
-    if batch is not None:
-        yield batch
+    unusable, skipped. Each batch is a `read_chunk`, which is what lets two processes share
+    the batches of a file (`bot.results.parallel`)."""
+    remaining = iter(lines)
+    first_line = 1
+    while chunk := list(islice(remaining, batch_lines)):
+        batch = read_chunk(
+            chunk, first_line, spec, fetch=fetch, report=report, label_attribute=label_attribute
+        )
+        first_line += len(chunk)
+        if batch is not None:
+            yield batch
 
 
 def read_chunk(
@@ -235,9 +233,8 @@ def read_chunk(
     report: ReadReport,
     label_attribute: str | None = None,
 ) -> FrameBatch | None:
-    """The usable frames of consecutive manifest lines numbered from `first_line`: exactly
-    the batch `read_batches` yields for them when they are one of its batches (no state
-    crosses a batch), so a manifest cut at batch boundaries can be read in any order, by
+    """The usable frames of consecutive manifest lines numbered from `first_line`. No state
+    crosses a chunk, so a manifest cut at batch boundaries can be read in any order, by
     several processes, and merged back in line order."""
     reader = _Reader(spec, fetch, report, label_attribute)
     pending = _Pending(spec.num_obj == 1)
