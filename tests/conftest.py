@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from watcher_support import JobRig, RecordingSlackStub
 
 from aws.emulator.groundtruth import (
     EmulatorSettings,
@@ -101,3 +102,18 @@ def make_emulator(
     yield start
     for emu in started:
         emu.stop()
+
+
+@pytest.fixture
+def stub() -> Iterator[RecordingSlackStub]:
+    """A Slack Web API stub that records each answer's status (the watcher tests; a module
+    may define its own `stub`, as the Socket Mode tests do)."""
+    server = RecordingSlackStub()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rig(emulator: GroundTruthEmulator, s3_endpoint: str, tmp_path: Path) -> JobRig:
+    """Jobs on the emulators, from the `emulator` fixture of the module that asks."""
+    return JobRig(emulator, s3_endpoint, tmp_path / "frames")

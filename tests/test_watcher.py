@@ -13,7 +13,7 @@ import logging
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,20 +40,8 @@ LINK_HOURS = 6
 
 
 @pytest.fixture
-def stub() -> Iterator[RecordingSlackStub]:
-    server = RecordingSlackStub()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def emulator(make_emulator: Callable[..., GroundTruthEmulator]) -> GroundTruthEmulator:
     return make_emulator(rate=6.0, initializing_seconds=0.3, seed=7)
-
-
-@pytest.fixture
-def rig(emulator: GroundTruthEmulator, s3_endpoint: str, tmp_path: Path) -> JobRig:
-    return JobRig(emulator, s3_endpoint, tmp_path / "frames")
 
 
 @pytest.fixture

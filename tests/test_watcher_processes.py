@@ -30,20 +30,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def stub() -> Iterator[RecordingSlackStub]:
-    server = RecordingSlackStub()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def emulator(make_emulator: Callable[..., GroundTruthEmulator]) -> GroundTruthEmulator:
     return make_emulator(rate=1.0, initializing_seconds=0.3, seed=9)
-
-
-@pytest.fixture
-def rig(emulator: GroundTruthEmulator, s3_endpoint: str, tmp_path: Path) -> JobRig:
-    return JobRig(emulator, s3_endpoint, tmp_path / "frames")
 
 
 def _free_port() -> int:
