@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import statistics
 import time
 import urllib.error
@@ -15,12 +16,16 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from PIL import Image
 from botocore.exceptions import ClientError
 
 from aws.emulator.groundtruth import (
+    EmulatorSettings,
     GroundTruthEmulator,
     update_remote_settings,
 )
+from aws.emulator.jobs import DataObject
+from aws.emulator.workforce import answer_keypoints, make_team, parse_truth
 from aws.emulator.shapes import missing_required, operation_model, validation_errors
 from bot.synthetic import MARS_KEYPOINTS, draw_frames
 
@@ -29,13 +34,25 @@ PRIVATE_TEAM = f"arn:aws:sagemaker:{REGION}:123456789012:workteam/private-crowd/
 PUBLIC_CROWD = f"arn:aws:sagemaker:{REGION}:394669845002:workteam/public-crowd/default"
 DATA, OUTPUT, UI = "lab-frames", "lab-frames-output", "lab-annotation-ui"
 LABELS = [f"{a} mouse {k}" for a in ("black", "white") for k in MARS_KEYPOINTS]
-TEMPLATE = (
-    '<script src="https://assets.crowd.aws/crowd-html-elements.js"></script>\n<crowd-form>\n'
-    '  <crowd-keypoint src="{{ task.input.taskObject | grant_read_access }}"\n'
-    f"    labels='{json.dumps(LABELS)}'\n"
-    '    header="Label body parts of the two mice" name="annotatedResult">\n'
-    "  </crowd-keypoint>\n</crowd-form>\n"
-)
+PRE = f"arn:aws:lambda:{REGION}:123456789012:function:GtRecipePreHumanTaskFunction"
+POST = f"arn:aws:lambda:{REGION}:123456789012:function:GtRecipeAnnotationConsolidationFunction"
+
+
+def template(
+    image: str = "{{ task.input.source-ref | grant_read_access }}", labels: str = ""
+) -> str:
+    """A worker template like gtbot's, with the image expression (and labels) given."""
+    return (
+        '<script src="https://assets.crowd.aws/crowd-html-elements.js"></script>\n<crowd-form>\n'
+        f'  <crowd-keypoint src="{image}"\n'
+        f"    labels='{labels or json.dumps(LABELS)}'\n"
+        '    header="Label body parts of the two mice" name="annotatedResult">\n'
+        "  </crowd-keypoint>\n</crowd-form>\n"
+    )
+
+
+TEMPLATE = template()
+RECIPE_TEMPLATE = template("{{ task.input.taskObject | grant_read_access }}")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +86,7 @@ def s3(s3_endpoint: str, frames: list[Path]) -> Any:
     )
     client.put_object(Bucket=DATA, Key="demo/manifest.json", Body=manifest.encode())
     client.put_object(Bucket=UI, Key="demo/template.liquid.html", Body=TEMPLATE.encode())
+    client.put_object(Bucket=UI, Key="demo/recipe.liquid.html", Body=RECIPE_TEMPLATE.encode())
     return client
 
 
@@ -197,12 +215,9 @@ def test_job_completes_with_consolidation_in_recipe_form(sm: Any, s3: Any) -> No
         "mice-recipe",
         LabelAttributeName="pose",
         NumberOfHumanWorkersPerDataObject=5,
-        AnnotationConsolidationConfig={
-            "AnnotationConsolidationLambdaArn": (
-                "arn:aws:lambda:us-east-2:123456789012:function:gt-consolidate"
-            )
-        },
-        PreHumanTaskLambdaArn="arn:aws:lambda:us-east-2:123456789012:function:gt-pre",
+        AnnotationConsolidationConfig={"AnnotationConsolidationLambdaArn": POST},
+        PreHumanTaskLambdaArn=PRE,
+        UiConfig={"UiTemplateS3Uri": f"s3://{UI}/demo/recipe.liquid.html"},
     )
     sm.create_labeling_job(**request)
     job = wait_for(sm, "mice-recipe", ("Completed", "Failed"))
@@ -226,8 +241,9 @@ def test_job_completes_with_consolidation_in_recipe_form(sm: Any, s3: Any) -> No
 
 
 def test_workers_answer_near_the_truth_with_swaps_and_misses(
-    sm: Any, s3: Any, frames: list[Path]
+    sm: Any, s3: Any, frames: list[Path], emu: GroundTruthEmulator
 ) -> None:
+    emu.settings.update({"profile": "private-team"})
     sm.create_labeling_job(**job_request("mice-quality", NumberOfHumanWorkersPerDataObject=9))
     job = wait_for(sm, "mice-quality", ("Completed", "Failed"))
     lines = manifest_lines(s3, job["LabelingJobOutput"]["OutputDatasetS3Uri"])
@@ -265,6 +281,67 @@ def test_workers_answer_near_the_truth_with_swaps_and_misses(
     assert outliers < total * 0.1
 
 
+def _crowd_figures(frames: list[Path], settings: EmulatorSettings) -> dict[str, float]:
+    """The figures shared/DESIGN.md gives for real public-crowd MARS jobs, for emulated workers:
+    each click's distance to the per-keypoint median of 6 workers, as a share of the width, and
+    the share of left/right pairs a worker swapped."""
+    team = make_team(7, PUBLIC_CROWD)
+    rng = random.Random(1)
+    distances: list[float] = []
+    swapped = pairs = 0
+    for path in frames * 6:  # six rounds of different workers over the same frames
+        with Image.open(path) as image:
+            found = parse_truth(image.info.get("comment"))
+            width, height = image.size
+        assert found is not None
+        truth, truth_pairs = found
+        obj = DataObject(
+            0, {}, "", width=width, height=height, truth=truth, truth_pairs=truth_pairs
+        )
+        answers = [
+            {
+                p["label"]: (p["x"], p["y"])
+                for p in answer_keypoints(w, obj, list(truth), settings, rng)
+            }
+            for w in rng.sample(team, 6)
+        ]
+        for label in truth:
+            points = [answer[label] for answer in answers if label in answer]
+            centre = (
+                statistics.median(x for x, _ in points),
+                statistics.median(y for _, y in points),
+            )
+            distances += [_dist(point, centre) / width for point in points]
+        for answer in answers:
+            for left, right in truth_pairs:
+                if left in answer and right in answer:
+                    pairs += 1
+                    crossed = _dist(answer[left], truth[right]) + _dist(answer[right], truth[left])
+                    swapped += crossed < _dist(answer[left], truth[left]) + _dist(
+                        answer[right], truth[right]
+                    )
+    distances.sort()
+    return {
+        "median": statistics.median(distances),
+        "p90": distances[int(0.9 * len(distances))],
+        "far": sum(d > 60 / 1250 for d in distances) / len(distances),
+        "swapped": swapped / pairs,
+    }
+
+
+def test_default_workers_are_as_noisy_as_the_public_crowd(frames: list[Path]) -> None:
+    """Real public crowd on 1250 px frames: median 16-22 px, 90th percentile 70-80 px, 13-17 %
+    of clicks over 60 px away, about 20 % of pairs swapped (shared/DESIGN.md)."""
+    crowd = _crowd_figures(frames, EmulatorSettings())
+    assert 15 / 1250 < crowd["median"] < 23 / 1250, crowd
+    assert 62 / 1250 < crowd["p90"] < 88 / 1250, crowd
+    assert 0.11 < crowd["far"] < 0.19, crowd
+    assert 0.14 < crowd["swapped"] < 0.26, crowd
+    team = _crowd_figures(frames, EmulatorSettings.for_profile("private-team"))
+    assert team["median"] < crowd["median"] / 2 and team["far"] < 0.03, team
+    assert team["swapped"] < 0.08, team
+
+
 def _dist(a: tuple[float, float], b: tuple[float, float]) -> float:
     return float(((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5)
 
@@ -294,16 +371,14 @@ def test_frames_without_truth_get_every_template_label(sm: Any, s3: Any, tmp_pat
         assert {kp["label"] for kp in result["keypoints"]} <= set(LABELS)
         assert all(0 <= kp["x"] < 640 and 0 <= kp["y"] < 480 for kp in result["keypoints"])
 
-    # Without a readable template, such frames cannot be labeled: the job fails and says why.
+    # Every task is made from the template: without a readable one, the job fails and says why.
     request["LabelingJobName"] = "plain-no-template"
     request["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"] = f"s3://{UI}/missing.html"
     sm.create_labeling_job(**request)
     failed = wait_for(sm, "plain-no-template", ("Completed", "Failed"))
     assert failed["LabelingJobStatus"] == "Failed"
-    assert (
-        "template" in failed["FailureReason"]
-        and "s3://lab-frames/plain/p0.jpg" in failed["FailureReason"]
-    )
+    assert "worker task template" in failed["FailureReason"]
+    assert f"s3://{UI}/missing.html" in failed["FailureReason"]
 
 
 def test_max_concurrent_task_count_one_labels_objects_in_order(sm: Any, s3: Any) -> None:
@@ -412,308 +487,156 @@ def test_missing_images_count_as_failed_objects(sm: Any, s3: Any) -> None:
     assert job["LabelCounters"]["HumanLabeled"] == 1
     assert job["LabelCounters"]["FailedNonRetryableError"] == 1
     assert job["LabelCounters"]["Unlabeled"] == 0
+    # The failed object is in the output manifest with the reason in its metadata.
+    labeled, failed = manifest_lines(s3, job["LabelingJobOutput"]["OutputDatasetS3Uri"])
+    assert "failure-reason" not in labeled["annotatedResult-metadata"]
+    assert failed["source-ref"] == lines[1]["source-ref"] and "annotatedResult" not in failed
+    reason = failed["annotatedResult-metadata"]["failure-reason"]
+    assert reason.startswith("ClientError: ") and "HTTP 404" in reason and "gone.jpg" in reason
 
 
-# Validation ----------------------------------------------------------------------------------
+# What workers see: the task rendered from the template ----------------------------------------
+
+
+def _job_with_template(sm: Any, s3: Any, name: str, text: str, **overrides: Any) -> dict:
+    s3.put_object(Bucket=UI, Key=f"t/{name}.html", Body=text.encode())
+    request = job_request(name, UiConfig={"UiTemplateS3Uri": f"s3://{UI}/t/{name}.html"})
+    request["HumanTaskConfig"].update(overrides)
+    sm.create_labeling_job(**request)
+    return wait_for(sm, name, ("Completed", "Failed"))
+
+
+def test_task_object_without_a_pre_annotation_lambda_shows_workers_no_image(
+    sm: Any, s3: Any
+) -> None:
+    """The mistake gtbot's template used to make: `task.input.taskObject` exists only when a
+    pre-annotation Lambda returns it, so every worker gets an empty image and nothing is labeled."""
+    job = _job_with_template(sm, s3, "no-lambda-taskobject", RECIPE_TEMPLATE)
+    assert job["LabelingJobStatus"] == "Failed"
+    assert job["LabelCounters"]["FailedNonRetryableError"] == 8
+    assert job["LabelCounters"]["TotalLabeled"] == 0
+    assert "None of the 8 data objects could be labeled" in job["FailureReason"]
+    assert "rendered empty" in job["FailureReason"]
+    # With the recipe's pre-annotation Lambda the same template works.
+    job = _job_with_template(
+        sm, s3, "recipe-taskobject", RECIPE_TEMPLATE, PreHumanTaskLambdaArn=PRE
+    )
+    assert job["LabelingJobStatus"] == "Completed", job.get("FailureReason")
+    assert job["LabelCounters"]["HumanLabeled"] == 8
+
+
+def test_workers_load_the_image_the_rendered_link_points_at(
+    sm: Any, s3: Any, tmp_path: Path
+) -> None:
+    """The image comes through the page's link, not from `source-ref` behind the page's back."""
+    from PIL import Image
+
+    other = tmp_path / "other.png"
+    Image.new("RGB", (321, 123), (10, 20, 30)).save(other)
+    s3.upload_file(str(other), DATA, "other/other.png")
+    line = {"source-ref": f"s3://{DATA}/demo/images/frame_000000.jpg"}
+    line["shown-ref"] = f"s3://{DATA}/other/other.png"
+    line["labels"] = ["left paw", "right paw"]
+    s3.put_object(Bucket=DATA, Key="other/manifest.json", Body=json.dumps(line).encode())
+    text = template(
+        "{{ task.input.shown-ref | grant_read_access }}", "{{ task.input.labels | to_json }}"
+    )
+    s3.put_object(Bucket=UI, Key="t/other.html", Body=text.encode())
+    request = job_request(
+        "shown-elsewhere", UiConfig={"UiTemplateS3Uri": f"s3://{UI}/t/other.html"}
+    )
+    request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"] = (
+        f"s3://{DATA}/other/manifest.json"
+    )
+    sm.create_labeling_job(**request)
+    job = wait_for(sm, "shown-elsewhere", ("Completed", "Failed"))
+    assert job["LabelingJobStatus"] == "Completed", job.get("FailureReason")
+    lines = manifest_lines(s3, job["LabelingJobOutput"]["OutputDatasetS3Uri"])
+    for answer in answers_per_object(s3, job, lines)[0]:
+        result = answer["annotatedResult"]
+        assert result["inputImageProperties"] == {"height": 123, "width": 321}
+        assert {kp["label"] for kp in result["keypoints"]} <= {"left paw", "right paw"}
 
 
 @pytest.mark.parametrize(
-    ("change", "expected"),
+    ("text", "reason"),
     [
-        ({"LabelingJobName": "bad_name"}, "regular expression pattern"),
-        ({"LabelingJobName": "-leading-dash"}, "regular expression pattern"),
-        ({"LabelingJobName": "a" * 64}, "labelingJobName"),
-        ({"NumberOfHumanWorkersPerDataObject": 10}, "less than or equal to 9"),
-        ({"TaskTimeLimitInSeconds": 30}, None),
-        ({"WorkteamArn": PRIVATE_TEAM.replace("sandbox", "other")}, "does not exist"),
-        ({"WorkteamArn": PUBLIC_CROWD}, "FreeOfPersonallyIdentifiableInformation"),
+        (template("{{ task.input.source-ref }}"), "is not an http(s) URL"),
+        (template(labels="[]"), "non-empty list of strings"),
+        (template().replace("crowd-keypoint", "crowd-bounding-box"), "no <crowd-keypoint>"),
+        (
+            template("{{ task.input.source-ref | grant_read_access | upcase_all }}"),
+            "unknown filter",
+        ),
     ],
 )
-def test_invalid_requests_are_validation_exceptions(
-    sm: Any, emu: GroundTruthEmulator, change: dict[str, Any], expected: str | None
+def test_a_task_workers_cannot_do_fails_every_object(
+    sm: Any, s3: Any, text: str, reason: str
 ) -> None:
-    request = job_request("valid-name", **change)
-    if expected is None:
-        sm.create_labeling_job(**request)
-        return
-    with pytest.raises(ClientError) as caught:
-        sm.create_labeling_job(**request)
-    error = caught.value.response["Error"]
-    assert error["Code"] == "ValidationException"
-    assert expected in error["Message"]
-    assert emu.job_names() == []
+    job = _job_with_template(sm, s3, "cannot-do", text)
+    assert job["LabelingJobStatus"] == "Failed"
+    assert job["LabelCounters"]["FailedNonRetryableError"] == 8
+    assert reason in job["FailureReason"], job["FailureReason"]
 
 
-def test_public_crowd_needs_a_listed_price(sm: Any) -> None:
-    request = job_request(
-        "crowd-job",
-        WorkteamArn=PUBLIC_CROWD,
-        PublicWorkforceTaskPrice={
-            "AmountInUsd": {"Dollars": 0, "Cents": 5, "TenthFractionsOfACent": 0}
-        },
-    )
-    request["InputConfig"]["DataAttributes"] = {
-        "ContentClassifiers": ["FreeOfPersonallyIdentifiableInformation"]
-    }
-    with pytest.raises(ClientError, match="not offered"):
-        sm.create_labeling_job(**request)
-    request["HumanTaskConfig"]["PublicWorkforceTaskPrice"]["AmountInUsd"] = {
-        "Dollars": 0,
-        "Cents": 3,
-        "TenthFractionsOfACent": 6,
-    }
-    sm.create_labeling_job(**request)
+def test_a_template_that_is_not_liquid_fails_the_job_at_once(sm: Any, s3: Any) -> None:
+    job = _job_with_template(sm, s3, "bad-liquid", template("{{ task.input.source-ref | grant"))
+    assert job["LabelingJobStatus"] == "Failed"
+    assert "Invalid worker task template" in job["FailureReason"]
+    assert "not valid Liquid" in job["FailureReason"]
+    assert job["LabelCounters"]["FailedNonRetryableError"] == 0
 
 
-def _raw_call(emu: GroundTruthEmulator, target: str, body: Any) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        emu.url,
-        data=json.dumps(body).encode(),
-        headers={"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        (
+            {"PreHumanTaskLambdaArn": PRE.replace("GtRecipePreHumanTask", "Nobody")},
+            "Function not found",
+        ),
+        ({"PreHumanTaskLambdaArn": POST}, "is a consolidation function"),
+        (
+            {
+                "AnnotationConsolidationConfig": {
+                    "AnnotationConsolidationLambdaArn": POST.replace("123456789012", "210987654321")
+                }
+            },
+            "Function not found",
+        ),
+    ],
+)
+def test_lambdas_are_found_by_arn(sm: Any, s3: Any, overrides: dict[str, Any], reason: str) -> None:
+    job = _job_with_template(sm, s3, "lambda-arn", RECIPE_TEMPLATE, **overrides)
+    assert job["LabelingJobStatus"] == "Failed"
+    assert reason in job["FailureReason"]
 
 
-def test_wire_level_errors(emu: GroundTruthEmulator) -> None:
-    status, body = _raw_call(emu, "SageMaker.CreateModel", {})
-    assert status == 400 and body["__type"] == "UnknownOperationException"
-    assert "CreateLabelingJob" in body["message"]
-    status, body = _raw_call(emu, "SageMaker.CreateLabelingJob", {"LabelingJobName": "x"})
-    assert status == 400 and body["__type"] == "ValidationException"
-    assert "LabelAttributeName" in body["message"]
-    status, body = _raw_call(emu, "SageMaker.ListLabelingJobs", {"MaxResults": "ten"})
-    assert status == 400 and body["__type"] == "ValidationException"
-    status, body = _raw_call(emu, "SageMaker.ListLabelingJobs", {"CreationTimeAfter": 1.7e9})
-    assert status == 200 and body == {"LabelingJobSummaryList": []}
-    with pytest.raises(ClientError) as caught:
-        boto3.client("sagemaker", region_name=REGION, endpoint_url=emu.url).describe_labeling_job(
-            LabelingJobName="never-created"
-        )
-    assert caught.value.response["Error"]["Code"] == "ResourceNotFound"
-
-
-# Faults ------------------------------------------------------------------------------------
-
-
-def test_throttling_at_30_percent_is_absorbed_by_adaptive_retries(
-    emu: GroundTruthEmulator, s3: Any
-) -> None:
-    client = boto3.client(
-        "sagemaker",
-        region_name=REGION,
-        endpoint_url=emu.url,
-        config=Config(retries={"mode": "adaptive", "max_attempts": 10}),
-    )
-    # Throttling comes with load: let the client measure its send rate first, or adaptive mode
-    # drops to its 0.5 call/s floor at the first throttle and the test crawls.
-    warm_until = time.monotonic() + 0.6
-    while time.monotonic() < warm_until:
-        client.list_workteams()
-    # Seed 47 throttles 3 of the next 12 calls, never twice running: retries stay quick.
-    emu.settings.seed = 47
-    emu.settings.throttle_fraction = 0.3
-    before = len(emu.calls)
-    client.create_labeling_job(**job_request("under-throttling"))
-    for _ in range(5):
-        client.describe_labeling_job(LabelingJobName="under-throttling")
-        client.list_labeling_jobs(MaxResults=5)
-    assert emu.job_names() == ["under-throttling"]
-    assert len(emu.calls) - before > 11  # some calls were throttled and retried
-    assert emu.calls[before:].count("CreateLabelingJob") >= 1
-    emu.settings.throttle_fraction = 1.0
-    with pytest.raises(ClientError) as caught:
-        boto3.client(
-            "sagemaker",
-            region_name=REGION,
-            endpoint_url=emu.url,
-            config=Config(retries={"mode": "standard", "max_attempts": 1}),
-        ).list_labeling_jobs()
-    assert caught.value.response["Error"]["Code"] == "ThrottlingException"
-
-
-def test_http_500_injection(emu: GroundTruthEmulator) -> None:
-    emu.settings.error_fraction = 1.0
-    no_retry = boto3.client(
-        "sagemaker",
-        region_name=REGION,
-        endpoint_url=emu.url,
-        config=Config(retries={"mode": "standard", "max_attempts": 1}),
-    )
-    with pytest.raises(ClientError) as caught:
-        no_retry.list_workteams()
-    assert caught.value.response["Error"]["Code"] == "InternalFailure"
-    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
-    emu.settings.error_fraction = 0.3
-    retrying = boto3.client(
-        "sagemaker",
-        region_name=REGION,
-        endpoint_url=emu.url,
-        config=Config(retries={"mode": "standard", "max_attempts": 10}),
-    )
-    for _ in range(10):
-        assert len(retrying.list_workteams()["Workteams"]) == 2
-
-
-def test_delay_and_settings_from_another_process(emu: GroundTruthEmulator, sm: Any) -> None:
-    changed = update_remote_settings(emu.url, delay_seconds=0.25, rate=50)
-    assert changed["delay_seconds"] == 0.25 and emu.settings.rate == 50.0
-    started = time.monotonic()
-    sm.list_workteams()
-    assert time.monotonic() - started >= 0.25
-    update_remote_settings(emu.url, delay_seconds=0)
-    with pytest.raises(ValueError, match="unknown setting"):
-        update_remote_settings(emu.url, speed=3)
-    with pytest.raises(ValueError, match="fraction"):
-        update_remote_settings(emu.url, throttle_fraction=1.5)
-    with urllib.request.urlopen(f"{emu.url}/_emulator/settings", timeout=5) as response:
-        assert json.loads(response.read())["delay_seconds"] == 0
-
-
-# Listing -----------------------------------------------------------------------------------
-
-
-def test_list_labeling_jobs_filters_sorting_and_pagination(
+def test_consolidation_without_a_pre_annotation_lambda(
     sm: Any, s3: Any, emu: GroundTruthEmulator
 ) -> None:
-    emu.settings.rate = 0.0  # jobs stay InProgress unless stopped or failed
-    names = ["alpha-mice", "beta-mice", "gamma-rats", "delta-mice", "epsilon-rats"]
-    created = {}
-    for name in names:
-        sm.create_labeling_job(**job_request(name))
-        created[name] = sm.describe_labeling_job(LabelingJobName=name)["CreationTime"]
-        time.sleep(0.01)
-    settled = max(wait_for(sm, name, ("InProgress",))["LastModifiedTime"] for name in names)
-    sm.stop_labeling_job(LabelingJobName="gamma-rats")
-    wait_for(sm, "gamma-rats", ("Stopped",))
-
-    def names_of(**kwargs: Any) -> list[str]:
-        return [
-            s["LabelingJobName"] for s in sm.list_labeling_jobs(**kwargs)["LabelingJobSummaryList"]
-        ]
-
-    assert names_of() == names  # default: CreationTime, Ascending
-    assert names_of(SortBy="Name", SortOrder="Ascending") == sorted(names)
-    assert names_of(SortBy="CreationTime", SortOrder="Descending") == names[::-1]
-    assert names_of(SortBy="Status")[-1] == "gamma-rats"
-    assert names_of(NameContains="MICE") == ["alpha-mice", "beta-mice", "delta-mice"]
-    assert names_of(StatusEquals="Stopped") == ["gamma-rats"]
-    assert names_of(StatusEquals="InProgress", NameContains="rats") == ["epsilon-rats"]
-    assert names_of(CreationTimeAfter=created["beta-mice"]) == names[2:]
-    assert names_of(CreationTimeBefore=created["beta-mice"]) == names[:1]
-    assert (
-        names_of(
-            CreationTimeAfter=created["alpha-mice"], CreationTimeBefore=created["epsilon-rats"]
-        )
-        == names[1:4]
+    """The two Lambdas are independently optional; a lab's own ARN can stand for the recipe's."""
+    lab_post = "arn:aws:lambda:us-east-2:123456789012:function:lab-consolidation"
+    emu.add_lambda(lab_post, "consolidation")
+    job = _job_with_template(
+        sm,
+        s3,
+        "post-only",
+        TEMPLATE,
+        AnnotationConsolidationConfig={"AnnotationConsolidationLambdaArn": lab_post},
     )
-    assert names_of(CreationTimeAfter=datetime.now(UTC) + timedelta(hours=1)) == []
-    assert names_of(LastModifiedTimeAfter=settled) == ["gamma-rats"]
-
-    first = sm.list_labeling_jobs(MaxResults=2, SortBy="Name")
-    assert [s["LabelingJobName"] for s in first["LabelingJobSummaryList"]] == sorted(names)[:2]
-    paged = [
-        summary["LabelingJobName"]
-        for page in sm.get_paginator("list_labeling_jobs").paginate(
-            SortBy="Name", PaginationConfig={"PageSize": 2}
-        )
-        for summary in page["LabelingJobSummaryList"]
-    ]
-    assert paged == sorted(names)
-    with pytest.raises(ClientError, match="pagination token"):
-        sm.list_labeling_jobs(NextToken="garbage")
-    summary = sm.list_labeling_jobs(NameContains="alpha")["LabelingJobSummaryList"][0]
-    assert summary["LabelCounters"]["Unlabeled"] == 8
-    assert summary["WorkteamArn"] == PRIVATE_TEAM
-    # Another region is another account namespace.
-    east1 = boto3.client("sagemaker", region_name="us-east-1", endpoint_url=emu.url)
-    assert east1.list_labeling_jobs()["LabelingJobSummaryList"] == []
-
-
-def test_workteams(sm: Any, emu: GroundTruthEmulator) -> None:
-    teams = sm.list_workteams()["Workteams"]
-    assert {team["WorkteamArn"] for team in teams} == {PRIVATE_TEAM, PUBLIC_CROWD}
-    assert sm.describe_workteam(WorkteamName="sandbox-labelers")["Workteam"]["WorkteamArn"] == (
-        PRIVATE_TEAM
-    )
-    west = boto3.client("sagemaker", region_name="us-west-2", endpoint_url=emu.url)
-    assert {t["WorkteamArn"].split(":")[3] for t in west.list_workteams()["Workteams"]} == {
-        "us-west-2"
-    }
-    lab_team = f"arn:aws:sagemaker:{REGION}:123456789012:workteam/private-crowd/mouse-labelers"
-    emu.add_workteam(lab_team)
-    assert [t["WorkteamName"] for t in sm.list_workteams(SortBy="Name")["Workteams"]] == [
-        "default",
-        "mouse-labelers",
-        "sandbox-labelers",
-    ]
-    assert [t["WorkteamName"] for t in sm.list_workteams(NameContains="mouse")["Workteams"]] == [
-        "mouse-labelers"
-    ]
-    page = sm.list_workteams(MaxResults=1, SortBy="Name")
-    assert len(page["Workteams"]) == 1 and "NextToken" in page
-    sm.create_labeling_job(**job_request("lab-team-job", WorkteamArn=lab_team))
-    with pytest.raises(ClientError) as caught:
-        sm.describe_workteam(WorkteamName="nobody")
-    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    assert job["LabelingJobStatus"] == "Completed", job.get("FailureReason")
+    lines = manifest_lines(s3, job["LabelingJobOutput"]["OutputDatasetS3Uri"])
+    assert all(len(line["annotatedResult"]["annotationsFromAllWorkers"]) == 3 for line in lines)
     with pytest.raises(ValueError):
-        emu.add_workteam("arn:aws:sagemaker:us-east-2:123456789012:model/not-a-team")
+        emu.add_lambda(lab_post, "post")
 
 
-# Response shapes -----------------------------------------------------------------------------
+def test_manifests_past_the_service_quotas_fail_the_job() -> None:
+    from aws.emulator.workforce import JobFailed, _parse_manifest
 
-
-def test_every_response_matches_the_service_model(
-    sm: Any, s3: Any, emu: GroundTruthEmulator
-) -> None:
-    sm.create_labeling_job(**job_request("shape-done"))
-    done = wait_for(sm, "shape-done", ("Completed",))
-    assert done["LabelingJobOutput"]
-    emu.settings.rate = 0.0
-    bad = job_request("shape-failed")
-    bad["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"] = f"s3://{DATA}/nope.json"
-    calls: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        ("CreateLabelingJob", lambda: sm.create_labeling_job(**bad)),
-        ("CreateLabelingJob", lambda: sm.create_labeling_job(**job_request("shape-running"))),
-        ("DescribeLabelingJob", lambda: wait_for(sm, "shape-failed", ("Failed",))),
-        ("DescribeLabelingJob", lambda: wait_for(sm, "shape-running", ("InProgress",))),
-        ("DescribeLabelingJob", lambda: sm.describe_labeling_job(LabelingJobName="shape-done")),
-        ("ListLabelingJobs", lambda: sm.list_labeling_jobs(MaxResults=2)),
-        ("ListLabelingJobs", lambda: sm.list_labeling_jobs()),
-        ("StopLabelingJob", lambda: sm.stop_labeling_job(LabelingJobName="shape-running")),
-        ("DescribeWorkteam", lambda: sm.describe_workteam(WorkteamName="sandbox-labelers")),
-        ("DescribeWorkteam", lambda: sm.describe_workteam(WorkteamName="default")),
-        ("ListWorkteams", lambda: sm.list_workteams()),
-    ]
-    for operation, call in calls:
-        response = dict(call())
-        response.pop("ResponseMetadata")
-        shape = operation_model(operation).output_shape
-        if shape is None:
-            assert response == {}, operation
-            continue
-        assert missing_required(response, shape) == [], operation
-        assert validation_errors(response, shape) == [], operation
-        if operation == "ListLabelingJobs":
-            assert response["LabelingJobSummaryList"]
-            for summary in response["LabelingJobSummaryList"]:
-                assert (
-                    missing_required(summary, shape.members["LabelingJobSummaryList"].member) == []
-                )
-    statuses = {s["LabelingJobStatus"] for s in sm.list_labeling_jobs()["LabelingJobSummaryList"]}
-    assert {"Completed", "Failed"} <= statuses
-    assert emu.calls.count("CreateLabelingJob") == 3
-
-
-def test_boto3_finds_the_emulator_through_its_own_endpoint_variable(
-    emu: GroundTruthEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", emu.url)
-    client = boto3.client("sagemaker", region_name="eu-west-1")
-    teams = client.list_workteams()["Workteams"]
-    assert teams[0]["WorkteamArn"].startswith("arn:aws:sagemaker:eu-west-1:")
-    assert emu.calls == ["ListWorkteams"]
+    line = json.dumps({"source-ref": f"s3://{DATA}/demo/images/frame_000000.jpg"}) + "\n"
+    with pytest.raises(JobFailed, match="more than 100,000 data objects"):
+        _parse_manifest((line * 100_001).encode(), "s3://b/m")
+    huge = json.dumps({"source-ref": "s3://b/k.jpg", "note": "x" * 100_000})
+    with pytest.raises(JobFailed, match="line 2 is larger than 100 KB"):
+        _parse_manifest((line + huge).encode(), "s3://b/m")

@@ -3,8 +3,9 @@
 No public emulator implements labeling jobs (moto answers them with HTTP 500), yet every gtbot
 flow after "submit" depends on them. This server speaks SageMaker's JSON protocol on loopback
 (`AWS_ENDPOINT_URL_SAGEMAKER=<url>`), validates requests with botocore's own service model,
-answers with the service's error codes, and runs a simulated workforce (workforce.py) that reads
-frames from a local S3 and writes Ground Truth's outputs back to it.
+answers with the service's error codes, and runs a simulated workforce (workforce.py) that renders
+each task from the job's worker template as Ground Truth does, loads frames from a local S3
+through the rendered links, and writes Ground Truth's outputs back to it.
 
 Faults are injectable while it runs (`EmulatorSettings`, or POST /_emulator/settings from another
 process) so retries, throttling and slow-AWS behaviour are tested for real. State lives in memory.
@@ -190,6 +191,11 @@ class GroundTruthEmulator:
     def add_workteam(self, arn: str, description: str = "Workteam added to the emulator") -> None:
         """Make `arn` a known workteam in its region (e.g. the lab's real team ARN in a sandbox)."""
         self.store.add_workteam(arn, description)
+
+    def add_lambda(self, arn: str, purpose: str) -> None:
+        """Answer for `arn` as the recipe's `purpose` function ("pre-annotation" or
+        "consolidation"), e.g. a lab's own deployment of the recipe in a sandbox."""
+        self.store.add_lambda(arn, purpose)
 
     def job_names(self) -> list[str]:
         with self.store.lock:

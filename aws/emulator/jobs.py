@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from aws.emulator.lambdas import LAMBDA_ARN, LambdaStandIn, seeded, stand_in
+
 ACCOUNT_ID = "123456789012"
 PUBLIC_CROWD_ACCOUNT_ID = "394669845002"
 
@@ -45,22 +47,15 @@ class DataObject:
     index: int
     line: dict[str, Any]
     source_ref: str
+    task_input: dict[str, Any] | None = None
     loaded: bool = False
-    failed: bool = False
+    failure: str | None = None
     width: int = 0
     height: int = 0
     truth: dict[str, tuple[float, float]] | None = None
     truth_pairs: list[tuple[str, str]] = field(default_factory=list)
     answers: list[dict[str, Any]] = field(default_factory=list)
     workers_used: set[str] = field(default_factory=set)
-
-
-@dataclass
-class TemplateInfo:
-    """What the workers see: the keypoint labels, and the answer key (`name` of the element)."""
-
-    labels: list[str]
-    answer_name: str
 
 
 @dataclass
@@ -84,9 +79,8 @@ class LabelingJob:
     pending: deque[int] = field(default_factory=deque)
     in_flight: list[int] = field(default_factory=list)
     labeled: dict[int, dict[str, Any]] = field(default_factory=dict)
-    failed_objects: int = 0
-    template: TemplateInfo | None = None
-    template_error: str | None = None
+    failed: dict[int, dict[str, Any]] = field(default_factory=dict)
+    template: Any = None  # the parsed worker task template (a liquid.BoundTemplate)
     manifest_dirty: bool = False
 
     @property
@@ -111,6 +105,17 @@ class LabelingJob:
         return "AnnotationConsolidationConfig" in self.human_task_config
 
     @property
+    def pre_lambda_arn(self) -> str | None:
+        arn = self.human_task_config.get("PreHumanTaskLambdaArn")
+        return str(arn) if arn else None
+
+    @property
+    def consolidation_lambda_arn(self) -> str | None:
+        config = self.human_task_config.get("AnnotationConsolidationConfig") or {}
+        arn = config.get("AnnotationConsolidationLambdaArn")
+        return str(arn) if arn else None
+
+    @property
     def label_attribute(self) -> str:
         return str(self.request["LabelAttributeName"])
 
@@ -125,13 +130,16 @@ class LabelingJob:
         return f"{self.output_prefix}/manifests/output/output.manifest"
 
     def counters(self) -> dict[str, int]:
+        """LabelCounters (API reference: FailedNonRetryableError is "the total number of objects
+        that could not be labeled due to an error")."""
         labeled = len(self.labeled)
+        failed = len(self.failed)
         return {
             "TotalLabeled": labeled,
             "HumanLabeled": labeled,
             "MachineLabeled": 0,
-            "FailedNonRetryableError": self.failed_objects,
-            "Unlabeled": len(self.objects) - labeled - self.failed_objects,
+            "FailedNonRetryableError": failed,
+            "Unlabeled": len(self.objects) - labeled - failed,
         }
 
     def set_status(self, status: str, failure_reason: str | None = None) -> None:
@@ -200,7 +208,21 @@ class JobStore:
         self.lock = threading.RLock()
         self.jobs: dict[tuple[str, str], LabelingJob] = {}
         self.extra_workteams: dict[str, Workteam] = {}
+        self.extra_lambdas: dict[str, LambdaStandIn] = {}
         self.started = now_ms()
+
+    def lambda_function(self, arn: str) -> LambdaStandIn | None:
+        with self.lock:
+            added = self.extra_lambdas.get(arn)
+        return added or seeded(arn, ACCOUNT_ID)
+
+    def add_lambda(self, arn: str, purpose: str) -> LambdaStandIn:
+        if not LAMBDA_ARN.match(arn):
+            raise ValueError(f"{arn!r} is not a Lambda function ARN")
+        function = stand_in(purpose, arn)
+        with self.lock:
+            self.extra_lambdas[arn] = function
+        return function
 
     def new_job(self, name: str, region: str, request: dict[str, Any], seed: int) -> LabelingJob:
         now = now_ms()

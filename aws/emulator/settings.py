@@ -7,6 +7,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# How noisy the emulated workers are, by workforce. "public-crowd" is calibrated on real
+# public-crowd MARS jobs (shared/DESIGN.md: on 1250 px wide frames with 6 workers, a click's
+# median distance to the per-keypoint median was 16-22 px, about 1.5 % of the width; the 90th
+# percentile 70-80 px; 13-17 % of clicks over 60 px away; about 20 % of left/right pairs
+# swapped); tests/test_emulator.py checks the emulated figures against those ranges.
+# "private-team" is a trained lab team: a quarter of the scatter, few swaps or wild clicks.
+PROFILES: dict[str, dict[str, float]] = {
+    "public-crowd": {
+        "noise_fraction": 0.0105,
+        "swap_fraction": 0.11,
+        "miss_fraction": 0.03,
+        "outlier_fraction": 0.12,
+    },
+    "private-team": {
+        "noise_fraction": 0.003,
+        "swap_fraction": 0.03,
+        "miss_fraction": 0.01,
+        "outlier_fraction": 0.005,
+    },
+}
+DEFAULT_PROFILE = "public-crowd"
+
 
 @dataclass
 class EmulatorSettings:
@@ -20,8 +42,12 @@ class EmulatorSettings:
     seed: makes workers, their answers and injected faults repeatable.
     initializing_seconds / stopping_seconds: how long a job lingers in Initializing and Stopping,
     so watchers can observe those states (the real service takes minutes).
-    noise_px, swap_fraction, miss_fraction, outlier_fraction: the average worker's pixel noise and
-    how often a worker swaps a left/right pair, skips a keypoint, or clicks somewhere wrong.
+    profile: "public-crowd" (the default) or "private-team"; setting it sets the four knobs
+    below to that workforce's figures (PROFILES).
+    noise_fraction: the average worker's click scatter (standard deviation per axis) as a share
+    of the frame's width; noise_px, when above 0, replaces it with a fixed number of pixels.
+    swap_fraction, miss_fraction, outlier_fraction: how often a worker swaps a left/right pair,
+    skips a keypoint, or clicks somewhere wrong (4.5-10 % of the width away).
     """
 
     rate: float = 5.0
@@ -31,18 +57,42 @@ class EmulatorSettings:
     seed: int = 0
     initializing_seconds: float = 0.0
     stopping_seconds: float = 0.2
-    noise_px: float = 3.0
-    swap_fraction: float = 0.05
-    miss_fraction: float = 0.03
-    outlier_fraction: float = 0.01
+    profile: str = DEFAULT_PROFILE
+    noise_fraction: float = PROFILES[DEFAULT_PROFILE]["noise_fraction"]
+    noise_px: float = 0.0
+    swap_fraction: float = PROFILES[DEFAULT_PROFILE]["swap_fraction"]
+    miss_fraction: float = PROFILES[DEFAULT_PROFILE]["miss_fraction"]
+    outlier_fraction: float = PROFILES[DEFAULT_PROFILE]["outlier_fraction"]
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; known: {', '.join(PROFILES)}")
+
+    @classmethod
+    def for_profile(cls, profile: str, **changes: Any) -> EmulatorSettings:
+        """Settings with one workforce's noise; `changes` win over the profile's figures."""
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+        return cls(**({"profile": profile} | PROFILES[profile] | changes))
 
     def update(self, changes: Mapping[str, Any]) -> None:
-        """Apply `changes` all-or-nothing, so a typo from another process changes nothing."""
+        """Apply `changes` all-or-nothing, so a typo from another process changes nothing.
+
+        A `profile` comes first, so `{"profile": "private-team", "swap_fraction": 0.1}` means
+        the private team's figures with more swaps.
+        """
         fields = {field.name: field for field in dataclasses.fields(self)}
         checked: dict[str, Any] = {}
         for name, value in changes.items():
             if name not in fields:
                 raise ValueError(f"unknown setting {name!r}; known: {', '.join(sorted(fields))}")
+            if name == "profile":
+                if value not in PROFILES:
+                    raise ValueError(
+                        f"setting 'profile' must be one of {', '.join(PROFILES)}, got {value!r}"
+                    )
+                checked = {"profile": value} | PROFILES[value] | checked
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"setting {name!r} must be a number, got {value!r}")
             if name == "seed":

@@ -1,16 +1,23 @@
-"""The simulated workforce: reads each job's manifest and frames from S3, answers tasks over time,
-and writes what Ground Truth writes, where it writes it.
+"""The simulated workforce: reads each job's manifest and template from S3, shows every task to
+its workers as Ground Truth would, and writes what Ground Truth writes, where it writes it.
+
+A task is the job's worker task template rendered with Liquid for one data object
+(aws/worker_task.py): `task.input` is the manifest line, or what the job's pre-annotation Lambda
+returns for it (aws/emulator/lambdas.py). A worker sees only the rendered page: the image is
+whatever its `<crowd-keypoint src>` links to, fetched over HTTP through that link (a presigned
+URL on the emulated S3), and the labels are those of its `labels` attribute. A page whose image
+does not load or whose element has no labels cannot be answered, and the object fails with a
+reason in the output manifest, as on the service.
 
 Workers aim at each frame's true keypoints, which travel inside the frame as a JPEG comment
-(`gtbot-truth:` + JSON, see bot/synthetic.py). They are imperfect on purpose: per-worker pixel
-noise, occasional left/right swaps of paired keypoints, skipped keypoints and rare wild clicks,
-so that consensus and flip correction downstream have real work to do. Frames without truth get
-every label of the job's template at random positions.
+(`gtbot-truth:` + JSON, see bot/synthetic.py). They are imperfect on purpose, as noisy as the
+public crowd by default (settings.PROFILES): per-worker click scatter, left/right swaps of paired
+keypoints, skipped keypoints and wild clicks, so that consensus and flip correction downstream
+have real work to do. Labels the truth does not know get random positions.
 """
 
 from __future__ import annotations
 
-import ast
 import io
 import json
 import logging
@@ -18,10 +25,11 @@ import math
 import random
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from typing import Any
 
 import boto3
@@ -29,8 +37,16 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from PIL import Image, UnidentifiedImageError
 
-from aws.emulator.jobs import DataObject, JobStore, LabelingJob, TemplateInfo, parse_s3_uri
+from aws.emulator.jobs import DataObject, JobStore, LabelingJob, parse_s3_uri
+from aws.emulator.lambdas import CONSOLIDATION, PRE_ANNOTATION
 from aws.emulator.settings import EmulatorSettings
+from aws.worker_task import (
+    KeypointTask,
+    WorkerTemplateError,
+    WorkerTemplates,
+    human_annotation_required,
+    keypoint_task,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +54,15 @@ TRUTH_PREFIX = "gtbot-truth:"
 TICK_SECONDS = 0.02
 WORKERS_PER_TEAM = 12
 MAX_TASKS_PER_TICK = 500
+# "Input Data Quotas" (https://docs.aws.amazon.com/sagemaker/latest/dg/input-data-limits.html):
+# 100,000 items per labeling job other than semantic segmentation.
+MAX_DATA_OBJECTS = 100_000
+# "The JSON line objects in your manifest can be up to 100 kilobytes in size" (Lambda
+# requirements page, sms-custom-templates-step3-lambda-requirements).
+MAX_LINE_BYTES = 100_000
+# How long a link made by `grant_read_access` lives ("a short-lived access token").
+GRANT_SECONDS = 3600
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
 
 
 class JobFailed(Exception):
@@ -82,41 +107,6 @@ def make_team(seed: int, workteam_arn: str, size: int = WORKERS_PER_TEAM) -> lis
     return workers
 
 
-class _CrowdKeypointFinder(HTMLParser):
-    """HTMLParser copes with quoting, entities and line breaks inside the tag; regexes do not."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.attrs: dict[str, str | None] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "crowd-keypoint" and self.attrs is None:
-            self.attrs = dict(attrs)
-
-
-def parse_template(html: str) -> TemplateInfo:
-    """Labels from `<crowd-keypoint labels="[...]">`; raises ValueError saying what is wrong."""
-    finder = _CrowdKeypointFinder()
-    finder.feed(html)
-    finder.close()
-    if finder.attrs is None:
-        raise ValueError("the template has no <crowd-keypoint> element")
-    raw = finder.attrs.get("labels")
-    if not raw:
-        raise ValueError("the <crowd-keypoint> element has no labels attribute")
-    try:
-        labels: Any = json.loads(raw)
-    except json.JSONDecodeError:
-        try:
-            labels = ast.literal_eval(raw)
-        except (ValueError, SyntaxError) as exc:
-            raise ValueError(f"the labels attribute is not a JSON list: {raw[:80]!r}") from exc
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
-        raise ValueError(f"the labels attribute must be a non-empty list of strings: {raw[:80]!r}")
-    name = finder.attrs.get("name") or "annotatedResult"
-    return TemplateInfo(labels=labels, answer_name=name)
-
-
 def parse_truth(
     comment: bytes | str | None,
 ) -> tuple[dict[str, tuple[float, float]], list[tuple[str, str]]] | None:
@@ -158,7 +148,8 @@ def answer_keypoints(
         ):
             truth[left], truth[right] = truth[right], truth[left]
     width, height = max(obj.width, 1), max(obj.height, 1)
-    sigma = settings.noise_px * worker.noise_factor
+    scatter = settings.noise_px if settings.noise_px > 0 else settings.noise_fraction * width
+    sigma = scatter * worker.noise_factor
     points = []
     for label in labels:
         if rng.random() < min(1.0, settings.miss_fraction * worker.miss_factor):
@@ -167,7 +158,8 @@ def answer_keypoints(
             x, y = rng.uniform(0, width - 1), rng.uniform(0, height - 1)
         elif rng.random() < min(1.0, settings.outlier_fraction * worker.outlier_factor):
             tx, ty = truth[label]
-            distance, angle = rng.uniform(40.0, 200.0), rng.uniform(0.0, 2 * math.pi)
+            distance = rng.uniform(0.045, 0.1) * width
+            angle = rng.uniform(0.0, 2 * math.pi)
             x = tx + distance * math.cos(angle)
             y = ty + distance * math.sin(angle)
         else:
@@ -198,6 +190,7 @@ class Workforce:
             config=Config(retries={"mode": "standard", "max_attempts": 3}),
             **credentials,
         )
+        self._templates = WorkerTemplates(self._grant_read_access)
         self._teams: dict[tuple[int, str], list[SimulatedWorker]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gt-emulator-workforce", daemon=True)
@@ -205,6 +198,13 @@ class Workforce:
 
     def start(self) -> None:
         self._thread.start()
+
+    def _grant_read_access(self, bucket: str, key: str) -> str:
+        """The link `grant_read_access` makes: a presigned GET on the emulated S3."""
+        url: str = self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=GRANT_SECONDS
+        )
+        return url
 
     def stop(self) -> None:
         self._stop.set()
@@ -309,46 +309,149 @@ class Workforce:
                 f"ClientError: The output location {job.request['OutputConfig']['S3OutputPath']} "
                 f"is not accessible ({code}). Create the bucket or fix S3OutputPath."
             ) from exc
-        template, template_error = self._load_template(job)
+        self._check_lambda(job.pre_lambda_arn, PRE_ANNOTATION)
+        self._check_lambda(job.consolidation_lambda_arn, CONSOLIDATION)
+        template = self._load_template(job)
         with self._store.lock:
             if job.status != "Initializing":
                 return
             job.objects = objects
             job.pending.extend(obj.index for obj in objects)
-            job.template, job.template_error = template, template_error
+            job.template = template
             job.set_status("InProgress")
 
-    def _load_template(self, job: LabelingJob) -> tuple[TemplateInfo | None, str | None]:
-        """Not fatal here: frames that carry truth do not need the template's labels."""
+    def _check_lambda(self, arn: str | None, purpose: str) -> None:
+        if arn is None:
+            return
+        function = self._store.lambda_function(arn)
+        if function is None:
+            raise JobFailed(
+                f"ClientError: Could not invoke the {purpose} Lambda {arn} "
+                "(ResourceNotFoundException: Function not found). Check the ARN, its region, "
+                "and that the job's role may invoke it."
+            )
+        if function.purpose != purpose:
+            raise JobFailed(
+                f"ClientError: The {purpose} Lambda {arn} is a {function.purpose} function; "
+                "its answers are not what Ground Truth expects here."
+            )
+
+    def _load_template(self, job: LabelingJob) -> Any:
+        """The worker task template, parsed as Liquid once per job; the job fails without one,
+        as every task is made from it."""
         uri = job.human_task_config["UiConfig"].get("UiTemplateS3Uri")
         if not uri:
-            return None, (
-                "ClientError: Frames without embedded truth need the labels of the template, and "
-                "the emulator reads them only from HumanTaskConfig.UiConfig.UiTemplateS3Uri."
+            raise JobFailed(
+                "ClientError: The emulator renders custom worker task templates named by "
+                "HumanTaskConfig.UiConfig.UiTemplateS3Uri; HumanTaskUiArn is not emulated."
             )
+        raw = self._read_s3(uri, "worker task template")
         try:
-            html = self._read_s3(uri, "worker task template").decode("utf-8", "replace")
-            return parse_template(html), None
-        except JobFailed as exc:
-            return None, str(exc)
-        except ValueError as exc:
-            return None, f"ClientError: Invalid worker task template {uri}: {exc}."
+            return self._templates.parse(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise JobFailed(
+                f"ClientError: The worker task template {uri} is not UTF-8 text."
+            ) from None
+        except WorkerTemplateError as exc:
+            raise JobFailed(f"ClientError: Invalid worker task template {uri}: {exc}.") from None
 
-    def _load_object(self, job: LabelingJob, obj: DataObject) -> None:
-        obj.loaded = True
+    def _task_input(self, job: LabelingJob, obj: DataObject) -> dict[str, Any] | None:
+        """`task.input`: the pre-annotation Lambda's `taskInput`, else the manifest line."""
+        arn = job.pre_lambda_arn
+        if arn is None:
+            return dict(obj.line)
+        function = self._store.lambda_function(arn)
+        assert function is not None and function.handler is not None  # checked at start
+        event = {"version": "2018-10-16", "labelingJobArn": job.arn, "dataObject": obj.line}
+        response = function.handler(event)
+        task_input = response.get("taskInput")
+        if not human_annotation_required(response):
+            obj.failure = (
+                f"ClientError: The pre-annotation Lambda {arn} did not send {obj.source_ref} to "
+                "workers (humanAnnotationRequired is false)."
+            )
+            return None
+        if not isinstance(task_input, dict):
+            obj.failure = (
+                f"ClientError: The pre-annotation Lambda {arn} returned no taskInput object "
+                f"for {obj.source_ref}."
+            )
+            return None
+        return task_input
+
+    def _show_task(self, job: LabelingJob, obj: DataObject) -> KeypointTask | None:
+        """Render the page one worker gets and load its image; None (and `obj.failure`) when
+        the worker cannot do the task."""
+        if obj.task_input is None:
+            obj.task_input = self._task_input(job, obj)
+            if obj.task_input is None:
+                return None
         try:
-            data = self._read_s3(obj.source_ref, "data object")
-            with Image.open(io.BytesIO(data)) as image:
-                obj.width, obj.height = image.size
-                found = parse_truth(image.info.get("comment"))
-        except (JobFailed, UnidentifiedImageError, OSError):
-            obj.failed = True
-            return
-        if found is not None:
-            obj.truth, obj.truth_pairs = found
+            page = self._templates.render(job.template, obj.task_input)
+            task = keypoint_task(page)
+        except (WorkerTemplateError, ValueError) as exc:
+            obj.failure = (
+                f"ClientError: The worker task for {obj.source_ref} cannot be done: {exc}."
+            )
+            return None
+        image = self._fetch(task.src, obj)
+        if image is None:
+            return None
+        if not obj.loaded:
+            try:
+                with Image.open(io.BytesIO(image)) as picture:
+                    obj.width, obj.height = picture.size
+                    found = parse_truth(picture.info.get("comment"))
+            except (UnidentifiedImageError, OSError, ValueError):
+                obj.failure = (
+                    f"ClientError: The data object {obj.source_ref} is not an image workers "
+                    "can see."
+                )
+                return None
+            obj.loaded = True
+            if found is not None:
+                obj.truth, obj.truth_pairs = found
+        return task
+
+    def _fetch(self, src: str, obj: DataObject) -> bytes | None:
+        """What a worker's browser does with `<crowd-keypoint src>`: GET it, nothing else."""
+        if not src:
+            obj.failure = (
+                f"ClientError: Workers could not see {obj.source_ref}: the task's image link "
+                "rendered empty. The template's image expression names nothing in task.input "
+                "(without a pre-annotation Lambda task.input is the manifest line, so "
+                "task.input.source-ref; with the recipe's Lambda, task.input.taskObject)."
+            )
+            return None
+        if not src.startswith(("http://", "https://")):
+            obj.failure = (
+                f"ClientError: Workers could not see {obj.source_ref}: the task's image link "
+                f"{src[:120]!r} is not an http(s) URL (an S3 URI needs grant_read_access)."
+            )
+            return None
+        try:
+            with urllib.request.urlopen(src, timeout=10) as response:  # noqa: S310 (http(s) only)
+                body: bytes = response.read(MAX_IMAGE_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            obj.failure = (
+                f"ClientError: Workers could not load the image of {obj.source_ref} through the "
+                f"task's link (HTTP {exc.code}). Check that the object exists and that the "
+                "job's role can read it."
+            )
+            return None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            obj.failure = (
+                f"ClientError: Workers could not load the image of {obj.source_ref} through the "
+                f"task's link ({exc})."
+            )
+            return None
+        if len(body) > MAX_IMAGE_BYTES:
+            obj.failure = f"ClientError: The image of {obj.source_ref} is larger than 50 MB."
+            return None
+        return body
 
     def _one_task(self, job: LabelingJob) -> bool:
-        """One worker answers one object; False when the job has nothing to hand out."""
+        """One worker takes one object's task; False when the job has nothing to hand out."""
         with self._store.lock:
             if job.status != "InProgress":
                 return False
@@ -359,21 +462,15 @@ class Workforce:
             # Workers favour the oldest tasks, so objects finish steadily rather than all at once.
             position = min(int(job.rng.expovariate(0.5)), len(job.in_flight) - 1)
             obj = job.objects[job.in_flight[position]]
-        if not obj.loaded:
-            self._load_object(job, obj)
-        if obj.failed:
-            with self._store.lock:
-                if obj.index in job.in_flight:
-                    job.in_flight.remove(obj.index)
-                    job.failed_objects += 1
-                    job.touch()
+        task = self._show_task(job, obj)
+        if task is None:
+            self._fail_object(job, obj)
             return True
-        labels = self._labels_for(job, obj)
         team = self._team(job.workteam_arn)
         candidates = [worker for worker in team if worker.worker_id not in obj.workers_used]
         worker = job.rng.choice(candidates)
         obj.workers_used.add(worker.worker_id)
-        obj.answers.append(self._answer(job, obj, worker, labels))
+        obj.answers.append(self._answer(job, obj, worker, task))
         if len(obj.answers) >= job.workers_per_object:
             line = self._complete_object(job, obj)
             with self._store.lock:
@@ -384,15 +481,22 @@ class Workforce:
                     job.touch()
         return True
 
-    def _labels_for(self, job: LabelingJob, obj: DataObject) -> list[str]:
-        if job.template is not None:
-            return job.template.labels
-        if obj.truth is not None:
-            return list(obj.truth)
-        raise JobFailed(
-            f"{job.template_error} The frame {obj.source_ref} carries no gtbot truth, so workers "
-            'need the template\'s <crowd-keypoint labels="[...]"> to know what to click.'
-        )
+    def _fail_object(self, job: LabelingJob, obj: DataObject) -> None:
+        """The object is not labeled; its line in the output manifest says why (the key the
+        results reader looks for: `<label attribute>-metadata.failure-reason`)."""
+        line = dict(obj.line)
+        line[f"{job.label_attribute}-metadata"] = {
+            "type": "groundtruth/custom",
+            "job-name": job.name,
+            "creation-date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"),
+            "failure-reason": obj.failure or "ClientError: The data object could not be labeled.",
+        }
+        with self._store.lock:
+            if obj.index in job.in_flight:
+                job.in_flight.remove(obj.index)
+                job.failed[obj.index] = line
+                job.manifest_dirty = True
+                job.touch()
 
     def _team(self, workteam_arn: str) -> list[SimulatedWorker]:
         key = (self._settings.seed, workteam_arn)
@@ -401,12 +505,11 @@ class Workforce:
         return self._teams[key]
 
     def _answer(
-        self, job: LabelingJob, obj: DataObject, worker: SimulatedWorker, labels: list[str]
+        self, job: LabelingJob, obj: DataObject, worker: SimulatedWorker, task: KeypointTask
     ) -> dict[str, Any]:
         submitted = datetime.now(UTC)
         spent = round(worker.median_seconds * job.rng.lognormvariate(0.0, 0.35), 3)
         accepted = datetime.fromtimestamp(submitted.timestamp() - spent - 1.0, tz=UTC)
-        answer_name = job.template.answer_name if job.template else "annotatedResult"
         answer: dict[str, Any] = {
             "acceptanceTime": _iso_ms(accepted),
             "submissionTime": _iso_ms(submitted),
@@ -421,8 +524,9 @@ class Workforce:
                     "sub": worker.cognito_sub,
                 }
             }
+        labels = list(task.labels)
         answer["answerContent"] = {
-            answer_name: {
+            task.name: {
                 "inputImageProperties": {"height": obj.height, "width": obj.width},
                 "keypoints": answer_keypoints(worker, obj, labels, self._settings, job.rng),
             }
@@ -474,7 +578,8 @@ class Workforce:
 
     def _write_manifest(self, job: LabelingJob) -> bool:
         with self._store.lock:
-            lines = [job.labeled[index] for index in sorted(job.labeled)]
+            done = job.labeled | job.failed
+            lines = [done[index] for index in sorted(done)]
             job.manifest_dirty = False
         if not lines:
             return False
@@ -491,10 +596,10 @@ class Workforce:
                 self._write_manifest(job)
             return
         if not job.labeled:
-            first = next((obj.source_ref for obj in job.objects if obj.failed), "")
+            first = next((obj.failure for obj in job.objects if obj.failure), None)
             raise JobFailed(
-                f"ClientError: None of the {len(job.objects)} data objects could be labeled: "
-                f"their images could not be read (first: {first})."
+                f"ClientError: None of the {len(job.objects)} data objects could be labeled. "
+                f"First reason: {first or 'unknown'}"
             )
         self._write_manifest(job)
         with self._store.lock:
@@ -504,7 +609,7 @@ class Workforce:
 
     def _finish_stop(self, job: LabelingJob) -> None:
         """Answers for unfinished objects are dropped; labeled ones stay in the manifest."""
-        written = self._write_manifest(job) if job.labeled else False
+        written = self._write_manifest(job) if job.labeled or job.failed else False
         with self._store.lock:
             if job.status == "Stopping":
                 if written:
@@ -517,10 +622,21 @@ def _parse_manifest(data: bytes, uri: str) -> list[DataObject]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise JobFailed(f"ClientError: The input manifest {uri} is not UTF-8 text.") from exc
+    lines = text.splitlines()
+    if sum(1 for raw in lines if raw.strip()) > MAX_DATA_OBJECTS:
+        raise JobFailed(
+            f"ClientError: The input manifest {uri} has more than {MAX_DATA_OBJECTS:,} data "
+            "objects, the dataset size quota of a labeling job. Split it into several jobs."
+        )
     objects: list[DataObject] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
+        if len(raw.encode("utf-8")) > MAX_LINE_BYTES:
+            raise JobFailed(
+                f"ClientError: Invalid input manifest {uri}: line {number} is larger than "
+                "100 KB, the most a data object may be."
+            )
         try:
             line = json.loads(raw)
         except json.JSONDecodeError as exc:
