@@ -26,6 +26,7 @@ from bot.context import Context
 from bot.errors import ConfigError, GtBotError, NotFoundError
 from bot.project import (
     IMAGE_SUFFIXES,
+    MAX_CONCURRENT_WITHOUT_SUPPORT,
     ProjectConfig,
     list_images,
     project_dir_for,
@@ -63,8 +64,9 @@ def init_project(
         .get_template("project-config.yml.j2")
         .render(
             name=name,
-            data_bucket=data_bucket or f"{name}-frames",
-            template_bucket=template_bucket or f"{name}-annotation-ui",
+            # Names AWS's managed Ground Truth execution policy covers (see bot/doctor.py).
+            data_bucket=data_bucket or f"{name}-sagemaker",
+            template_bucket=template_bucket or f"{name}-sagemaker-ui",
             region=region,
             role_arn=role_arn,
             workteam_arn=workteam_arn,
@@ -107,6 +109,13 @@ def setup_buckets(ctx: Context, project: ProjectConfig) -> SetupResult:
 
 _IMAGE_PLACEHOLDER = re.compile(r"\{\{\s*instruction_image_url\s*\}\}")
 
+# Where the frame comes from in `task.input` (developer guide, "Adding automation with Liquid",
+# https://docs.aws.amazon.com/sagemaker/latest/dg/sms-custom-templates-step2-automate.html): with
+# no pre-annotation Lambda, Ground Truth passes the manifest line itself; with the recipe's (and
+# MARS's) pre-annotation Lambda, its `taskInput`, which names the frame `taskObject`.
+IMAGE_WITHOUT_PRE_LAMBDA = "{{ task.input.source-ref | grant_read_access }}"
+IMAGE_WITH_RECIPE_PRE_LAMBDA = "{{ task.input.taskObject | grant_read_access }}"
+
 
 def _jinja() -> jinja2.Environment:
     return jinja2.Environment(
@@ -122,24 +131,80 @@ def liquid_image_expression(uri: str) -> str:
     return "{{ '" + uri + "' | grant_read_access }}"
 
 
+def image_expression(project: ProjectConfig) -> str:
+    """The Liquid that gives workers the frame, for this project's Lambda configuration."""
+    return IMAGE_WITH_RECIPE_PRE_LAMBDA if project.job.pre_lambda_arn else IMAGE_WITHOUT_PRE_LAMBDA
+
+
+def _inert(text: str) -> markupsafe.Markup:
+    """Text for an HTML attribute that neither HTML nor Ground Truth's Liquid pass reads as markup.
+
+    Quotes, `<` and `&` become entities; so do `{` and `}`, which the browser turns back into
+    braces in an attribute but which can then never open a Liquid `{{` or `{%`.
+    """
+    escaped = html.escape(text, quote=True)
+    return markupsafe.Markup(escaped.replace("{", "&#123;").replace("}", "&#125;"))
+
+
+def _script_json(value: object) -> markupsafe.Markup:
+    """JSON for an inline script: no `</script>`, `<!--` or Liquid `{{`/`{%` can appear in it."""
+    text = json.dumps(value)  # ensure_ascii: U+2028/2029 arrive escaped too
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(char, escape)
+    return markupsafe.Markup(text.replace("{", "\\u007b").replace("}", "\\u007d"))
+
+
 def render_interface(project: ProjectConfig, instruction_image_uri: str) -> str:
-    """The annotation interface; Liquid in the template and in the instructions stays as is."""
+    """The annotation interface; Liquid in the instructions stays as is, and is checked.
+
+    Labels and the header are data and reach the page inert (see `_inert`); the instructions
+    are the lab's HTML and may use Liquid on purpose, so instead of escaping them the whole page
+    is rendered once the way Ground Truth will render it, and Liquid that would fail there is
+    refused here, naming the key to fix.
+    """
     image = liquid_image_expression(instruction_image_uri)
     labels = list(project.labels)
-    return (
+    short = _IMAGE_PLACEHOLDER.sub(image, project.short_instructions)
+    full = _IMAGE_PLACEHOLDER.sub(image, project.full_instructions)
+    page = (
         _jinja()
         .get_template("annotation-interface.html.j2")
         .render(
-            labels_attr=markupsafe.Markup(
-                html.escape(json.dumps(labels), quote=False).replace("'", "&#39;")
-            ),
-            labels_js=json.dumps(labels).replace("</", "<\\/"),
-            header=project.header.strip(),
-            short_instructions=_IMAGE_PLACEHOLDER.sub(image, project.short_instructions),
-            full_instructions=_IMAGE_PLACEHOLDER.sub(image, project.full_instructions),
+            image_src=markupsafe.Markup(image_expression(project)),
+            labels_attr=_inert(json.dumps(labels)),
+            labels_js=_script_json(labels),
+            header_attr=_inert(project.header.strip()),
+            short_instructions=markupsafe.Markup(short),
+            full_instructions=markupsafe.Markup(full),
             num_obj=project.num_obj,
         )
     )
+    _check_liquid(project, page, {"short_instructions": short, "full_instructions": full})
+    return page
+
+
+def _check_liquid(project: ProjectConfig, page: str, parts: dict[str, str]) -> None:
+    """Render the page as Ground Truth would for a sample frame; name the key that breaks it."""
+    from aws.worker_task import WorkerTemplateError, WorkerTemplates
+
+    renderer = WorkerTemplates(lambda bucket, key: f"https://{bucket}.s3.amazonaws.com/{key}")
+    sample = {"source-ref": f"s3://{project.data_bucket}/{project.images_prefix}frame.jpg"}
+    sample["taskObject"] = sample["source-ref"]
+    try:
+        renderer.render(renderer.parse(page), sample)
+        return
+    except WorkerTemplateError as exc:
+        problem = str(exc)
+    for key, text in parts.items():
+        try:
+            renderer.render(renderer.parse(text), sample)
+        except WorkerTemplateError as exc:
+            raise ConfigError(
+                f"{project.config_file}, key `{key}`: Ground Truth renders the instructions as "
+                f"Liquid, and this text is {exc}. Fix the `{{{{ ... }}}}` or `{{% ... %}}` part, "
+                "or write a literal brace as `&#123;`."
+            ) from None
+    raise GtBotError(f"The annotation interface gtbot rendered is {problem}.")
 
 
 @dataclass(frozen=True)
@@ -258,6 +323,25 @@ class ManifestResult:
     images: int
 
 
+# "For all other labeling job types, the dataset size quota is 100,000 items" (Input Data
+# Quotas, https://docs.aws.amazon.com/sagemaker/latest/dg/input-data-limits.html).
+MAX_JOB_OBJECTS = 100_000
+
+
+def check_dataset_size(project: ProjectConfig, frames: int, where: str) -> None:
+    """Refuse, before anything is uploaded or launched, a job Ground Truth would not take."""
+    if frames <= MAX_JOB_OBJECTS:
+        return
+    jobs = -(-frames // MAX_JOB_OBJECTS)
+    raise ConfigError(
+        f"{project.name} has {frames:,} frames {where}, and Ground Truth takes at most "
+        f"{MAX_JOB_OBJECTS:,} per labeling job (its dataset size quota). Nothing was uploaded "
+        f"or launched. Split the frames into {jobs} projects of at most {MAX_JOB_OBJECTS:,}: "
+        f"e.g. `init {project.name}-part2`, move whole subfolders of raw-images into the new "
+        "project's raw-images, and submit each project; or ask AWS for a quota increase."
+    )
+
+
 def write_manifest(ctx: Context, project: ProjectConfig) -> ManifestResult:
     """One `{"source-ref": ...}` line per frame in S3, every page listed (MARS stopped at 1,000)."""
     client = ctx.s3(project)
@@ -271,6 +355,9 @@ def write_manifest(ctx: Context, project: ProjectConfig) -> ManifestResult:
             f"No frames under s3://{project.data_bucket}/{project.images_prefix}. "
             f"Run `upload {project.name}` first."
         )
+    check_dataset_size(
+        project, len(lines), f"under s3://{project.data_bucket}/{project.images_prefix}"
+    )
     body = ("\n".join(lines) + "\n").encode()
     uri = s3.put_bytes(client, project.data_bucket, project.manifest_key, body, "application/jsonl")
     return ManifestResult(uri=uri, images=len(lines))
@@ -328,6 +415,7 @@ class Plan:
 def prepare_submission(ctx: Context, project: ProjectConfig, now: datetime | None = None) -> Plan:
     """Every missing step of the recipe, then the plan; nothing here costs worker money."""
     role_arn, workteam_arn = require_job_identity(project)
+    check_dataset_size(project, len(list_images(project)), f"in {project.images_dir}")
     prepared: list[str] = []
     setup = setup_buckets(ctx, project)
     prepared.append("buckets ready" + (" (created/updated)" if setup.changed else ""))
@@ -349,6 +437,12 @@ def prepare_submission(ctx: Context, project: ProjectConfig, now: datetime | Non
     prepared.append(f"manifest with {manifest.images} images")
     job_name = gt.make_job_name(project.name, now)
     job = project.job
+    if job.max_concurrent_tasks and job.max_concurrent_tasks > MAX_CONCURRENT_WITHOUT_SUPPORT:
+        prepared.append(
+            f"WARNING: max_concurrent_tasks {job.max_concurrent_tasks} is above "
+            f"{MAX_CONCURRENT_WITHOUT_SUPPORT:,}, which Ground Truth allows only after AWS "
+            "Support raises the account's limit; without that, lower it or remove the key"
+        )
     spec = gt.JobSpec(
         job_name=job_name,
         role_arn=role_arn,
@@ -359,7 +453,7 @@ def prepare_submission(ctx: Context, project: ProjectConfig, now: datetime | Non
         template_uri=template.template_uri,
         workers_per_image=job.workers_per_image,
         task_time_limit_seconds=job.task_time_limit_seconds,
-        task_availability_seconds=job.task_availability_seconds,
+        task_availability_seconds=job.availability_seconds,
         title=job.title,
         description=job.description,
         keywords=job.keywords,

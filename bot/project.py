@@ -61,6 +61,21 @@ LAMBDA_ARN_RE = re.compile(
 KEYWORD_RE = re.compile(r"^[A-Za-z0-9]+( [A-Za-z0-9]+)*$")
 
 
+# TaskAvailabilityLifetimeInSeconds per workforce (SageMaker API model, HumanTaskConfig): the
+# public crowd allows at most 12 hours and defaults to 6; private and vendor teams default to,
+# and for most accounts allow at most, 30 days. An object nobody labels in time fails.
+PUBLIC_AVAILABILITY_MAX = 43_200
+TEAM_AVAILABILITY_MAX = 2_592_000
+DEFAULT_AVAILABILITY = {
+    "public": PUBLIC_AVAILABILITY_MAX,
+    "private": 2_592_000,
+    "vendor": 2_592_000,
+}
+# "MaxConcurrentTaskCount ... The default value is 1000 objects. To increase the maximum value to
+# 5000 objects, contact Amazon Web Services Support." (SageMaker API model, HumanTaskConfig)
+MAX_CONCURRENT_WITHOUT_SUPPORT = 1000
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """The `job:` section after merging lab defaults; role and workteam may still be unset."""
@@ -69,7 +84,7 @@ class JobConfig:
     role_arn: str | None = None
     workers_per_image: int = 5
     task_time_limit_seconds: int = 300
-    task_availability_seconds: int = 43200
+    task_availability_seconds: int | None = None  # None: the workforce's default (below)
     max_concurrent_tasks: int | None = None
     title: str = "Label body parts of the animals"
     description: str = "Click on each body part of each animal in the image"
@@ -86,6 +101,15 @@ class JobConfig:
         return {"private-crowd": "private", "public-crowd": "public", "vendor-crowd": "vendor"}[
             kind
         ]
+
+    @property
+    def availability_seconds(self) -> int:
+        """How long each task stays on offer: the setting, else 12 hours for the public crowd
+        (its maximum; MARS's value) and 30 days for a private or vendor team (the service's
+        default), so a lab team working through a large job over days is not cut off at 12 h."""
+        if self.task_availability_seconds is not None:
+            return self.task_availability_seconds
+        return DEFAULT_AVAILABILITY[self.workteam_kind]
 
 
 @dataclass(frozen=True)
@@ -410,7 +434,7 @@ def _validate(
     )
     for key, bucket in (("data_bucket", data_bucket), ("template_bucket", template_bucket)):
         if bucket and (why := bucket_name_problem(bucket)):
-            p.add(key, why + " Example: `lab-mouse-frames`.")
+            p.add(key, why + " Example: `lab-mouse-sagemaker`.")
     if output_bucket and (why := bucket_name_problem(output_bucket)):
         if "output_bucket" in data:
             p.add("output_bucket", why)
@@ -493,9 +517,9 @@ def _validate(
 
 _EXAMPLES = {
     "species": "species: mouse",
-    "data_bucket": "data_bucket: lab-mouse-frames",
-    "template_bucket": "template_bucket: lab-mouse-annotation-ui",
-    "output_bucket": "output_bucket: lab-mouse-frames-output",
+    "data_bucket": "data_bucket: lab-mouse-sagemaker",
+    "template_bucket": "template_bucket: lab-mouse-sagemaker-ui",
+    "output_bucket": "output_bucket: lab-mouse-sagemaker-output",
     "region": "region: us-east-1",
     "header": "header: Label body parts of the two mice.",
     "short_instructions": "short_instructions: Click on each body part.",
@@ -543,7 +567,6 @@ def _validate_job(
             return lab_defaults[key], f"lab default ({src} or gtbot.yml)"
         return None, None
 
-    defaults = JobConfig()
     out: dict[str, Any] = {}
 
     def check_int(key: str, lo: int, hi: int, fix: str) -> None:
@@ -564,10 +587,16 @@ def _validate_job(
     check_int(
         "task_availability_seconds",
         60,
-        864000,
-        "Write seconds from 60 to 864000 (10 days), e.g. 43200.",
+        TEAM_AVAILABILITY_MAX,
+        "Write seconds from 60 to 2592000 (30 days; the public crowd allows at most 43200, "
+        "12 hours), or remove the key for the workforce's default.",
     )
-    check_int("max_concurrent_tasks", 1, 5000, "Write a number from 1 to 5000, or remove the key.")
+    check_int(
+        "max_concurrent_tasks",
+        1,
+        5000,
+        "Write a number from 1 to 5000 (above 1000 needs AWS Support), or remove the key.",
+    )
 
     def check_arn(key: str, pattern: re.Pattern[str], example: str) -> None:
         v, src = value(key)
@@ -681,20 +710,16 @@ def _validate_job(
     elif kind == "public":
         p.add("job.price_usd", "the public crowd needs a price per task, e.g. `price_usd: 0.036`.")
 
-    availability = out.get("task_availability_seconds", defaults.task_availability_seconds)
-    if kind == "public" and availability > 43200:
+    availability = out.get("task_availability_seconds")
+    if kind == "public" and availability is not None and availability > PUBLIC_AVAILABILITY_MAX:
         p.add(
             "job.task_availability_seconds",
-            f"{availability} is too long for the public crowd, "
-            "which allows at most 43200 (12 hours).",
+            f"{availability} is too long for the public crowd, which allows at most 43200 "
+            "(12 hours). Write 43200 or less, or remove the key.",
             source=value("task_availability_seconds")[1],
         )
-    if out.get("consolidation_lambda_arn") and not out.get("pre_lambda_arn"):
-        p.add(
-            "job.consolidation_lambda_arn",
-            "a consolidation Lambda needs a pre-annotation Lambda "
-            "too (`pre_lambda_arn`); set both or neither.",
-        )
+    # Pre-annotation and consolidation Lambdas are independently optional (botocore >= 1.35.26
+    # model: neither is required in HumanTaskConfig), so either may be set alone.
     return JobConfig(**out)
 
 
