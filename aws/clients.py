@@ -8,6 +8,7 @@ and the tests point gtbot at the local emulators without any gtbot-specific swit
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -43,6 +44,21 @@ class ClientFactory:
 
     def sagemaker(self, region: str) -> Any:
         return self.client("sagemaker", region)
+
+    def credentials_expire_at(self) -> datetime | None:
+        """When the credentials that sign requests and links expire; None for long-term keys.
+
+        Temporary credentials (assumed roles, SSO, AWS_CREDENTIAL_EXPIRATION with a session token)
+        are botocore RefreshableCredentials; reading them first refreshes them if they are about to
+        expire, so the expiry returned is that of the credentials a signature made now uses.
+        botocore has no public accessor for the expiry, hence the attribute.
+        """
+        credentials = self._session.get_credentials()
+        if credentials is None:
+            return None
+        credentials.get_frozen_credentials()
+        expiry = getattr(credentials, "_expiry_time", None)
+        return expiry if isinstance(expiry, datetime) else None
 
     def default_region(self) -> str | None:
         """The region of the environment or profile, for commands that name no project."""

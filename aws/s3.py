@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,53 @@ def iter_lines(client: Any, bucket: str, key: str) -> Iterator[bytes]:
                 ) from None
             raise
         yield from body.iter_lines()
+
+
+@dataclass(frozen=True)
+class LinkLifetime:
+    """How long a presigned link really works, and why.
+
+    A presigned URL stops working when the credentials that signed it expire, whatever its
+    `ExpiresIn` says: with IAM role credentials "the presigned URL expires when the role session
+    expires, even if you specify a longer expiration time"; IAM user keys allow up to 7 days
+    (S3 user guide, "Expiration time for presigned URLs",
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-presigned-url.html).
+    """
+
+    seconds: int
+    expires_at: datetime
+    cut_by_credentials: bool
+
+    def text(self) -> str:
+        """What a message says about the link: its real lifetime, and why when it is short."""
+        if self.seconds >= 3600 and self.seconds % 3600 == 0:
+            span = f"{self.seconds // 3600} h"
+        elif self.seconds >= 3600:
+            span = f"{self.seconds // 3600} h {self.seconds % 3600 // 60} min"
+        else:
+            span = f"{max(1, self.seconds // 60)} min"
+        until = self.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+        if not self.cut_by_credentials:
+            return f"valid for {span}, until {until}"
+        return (
+            f"valid for only {span}, until {until}: the AWS credentials that signed it expire "
+            "then (role and SSO sessions last 1-12 h); ask for `results` again for fresh links"
+        )
+
+
+def link_lifetime(
+    wanted_seconds: int, credentials_expire_at: datetime | None, now: datetime | None = None
+) -> LinkLifetime:
+    """The earlier of what the lab asked for (GTBOT_LINK_HOURS) and the signing credentials'
+    expiry; S3 refuses `ExpiresIn` beyond 7 days (604,800 s) in any case."""
+    now = now or datetime.now(UTC)
+    seconds = min(wanted_seconds, 604_800)
+    cut = False
+    if credentials_expire_at is not None:
+        left = int((credentials_expire_at - now).total_seconds())
+        if left < seconds:
+            seconds, cut = max(left, 1), True
+    return LinkLifetime(seconds, now + timedelta(seconds=seconds), cut)
 
 
 def presign_get(client: Any, bucket: str, key: str, expires_seconds: int) -> str:

@@ -15,6 +15,7 @@ from aws import s3
 from bot import pipeline
 from bot.context import Context
 from bot.errors import GtBotError, NotFoundError
+from bot.links import signing_lifetime
 from bot.project import ProjectConfig
 from bot.results.cli import format_summary, run_consolidate
 from bot.results.pipeline import ConsolidationSummary
@@ -37,12 +38,12 @@ class JobResults:
     out_dir: Path
     summary_text: str
     links: tuple[tuple[str, str], ...]
-    link_hours: int
+    link_lifetime: s3.LinkLifetime
     pictures: tuple[Path, ...]
     reused: bool
 
     def text(self) -> str:
-        lines = [self.summary_text, f"Links (valid for {self.link_hours} h):"]
+        lines = [self.summary_text, f"Links ({self.link_lifetime.text()}):"]
         lines += [f"  {name}: {url}" for name, url in self.links]
         lines.append(f"Local copy: {self.out_dir}")
         return "\n".join(lines)
@@ -96,7 +97,7 @@ def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobRes
     client = ctx.s3(project)
     prefix = f"{project.output_prefix}{job_name}/gtbot-results/"
     links = []
-    hours = ctx.settings.link_hours
+    lifetime = signing_lifetime(ctx)  # fresh on every call: a new signature, a true expiry
     for name in EXPORTS:
         ctype = {"png": "image/png", "csv": "text/csv"}.get(
             name.rsplit(".", 1)[-1], "application/json"
@@ -105,14 +106,14 @@ def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobRes
             client, project.output_bucket, prefix + name, (out_dir / name).read_bytes(), ctype
         )
         links.append(
-            (name, s3.presign_get(client, project.output_bucket, prefix + name, hours * 3600))
+            (name, s3.presign_get(client, project.output_bucket, prefix + name, lifetime.seconds))
         )
     return JobResults(
         job_name=job_name,
         out_dir=out_dir,
         summary_text=saved,
         links=tuple(links),
-        link_hours=hours,
+        link_lifetime=lifetime,
         pictures=tuple(out_dir / p for p in PICTURES),
         reused=reused,
     )

@@ -86,10 +86,12 @@ def completion_text(ctx: Context, job: gt.JobInfo, region: str) -> str:
     lines = [f"{job.name} {job.status.lower()}. Counts: {counts}."]
     uri = job.output_manifest_uri
     if uri:
+        from bot.links import signing_lifetime
+
         bucket, key = s3.split_s3_uri(uri)
-        hours = ctx.settings.link_hours
-        link = s3.presign_get(ctx.clients.s3(region), bucket, key, hours * 3600)
-        lines.append(f"Output manifest (link valid for {hours} h): {link}")
+        lifetime = signing_lifetime(ctx)
+        link = s3.presign_get(ctx.clients.s3(region), bucket, key, lifetime.seconds)
+        lines.append(f"Output manifest (link {lifetime.text()}): {link}")
         lines.append(f"S3: {uri}")
     return "\n".join(lines)
 
