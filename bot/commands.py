@@ -225,15 +225,39 @@ def cmd_setup(inv: Invocation) -> Reply:
     return Reply("\n".join([head, *lines]))
 
 
-@command("template", positional=("project",), spends=True)
+@command("template", positional=("project",), flags=("preview",), spends=True)
 def cmd_template(inv: Invocation) -> Reply:
-    """Render the annotation interface from the config and upload it with the instruction image."""
+    """Render the annotation interface and upload it; --preview shows one task as workers see it."""
     project = inv.ctx.project(inv.args[0])
     result = pipeline.publish_template(inv.ctx, project)
-    return Reply(
+    text = (
         f"Annotation interface with {result.labels} labels written to {result.local_file} "
         f"and uploaded to {result.template_uri} (instruction image {result.instruction_image_uri})."
     )
+    if not inv.options.get("preview"):
+        return Reply(text)
+    from bot.preview import preview_task
+
+    preview = preview_task(inv.ctx, project, result.local_file.read_text(encoding="utf-8"))
+    lines = [
+        text,
+        f"Preview of {preview.frame_uri} as a worker sees it, rendered as Ground Truth renders "
+        f"the template (its frame link {preview.link_lifetime.text()}):",
+    ]
+    if inv.interface == "console":
+        lines.append(f"  open {preview.page} in a browser")
+        if preview.screenshot:
+            lines.append(f"  screenshot: {preview.screenshot}")
+        return Reply("\n".join(lines), data=preview)
+    if preview.screenshot:
+        lines.append("  a screenshot is attached.")
+        return Reply("\n".join(lines), files=(str(preview.screenshot),), data=preview)
+    lines.append(
+        f"  no screenshot ({preview.screenshot_problem} on the bot's host): the page itself is "
+        "attached; download preview.html and open it in a browser. For screenshots here, install "
+        "Chromium on the bot's host (Debian: `apt-get install chromium`)."
+    )
+    return Reply("\n".join(lines), files=(str(preview.page),), data=preview)
 
 
 @command("upload", positional=("project",), spends=True)

@@ -211,6 +211,11 @@ def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
                     text=f"Results of `{escape_mrkdwn(args[0])}` posted in the channel.",
                     response_type="ephemeral",
                 )
+            elif cmd.name == "template" and reply.files:
+                _reply_to_slack(respond, reply)
+                SlackNotifier(deps.client).upload_files(
+                    channel, None, [Path(f) for f in reply.files], "Annotation interface preview"
+                )
             else:
                 _reply_to_slack(respond, reply)
 
