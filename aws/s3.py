@@ -19,14 +19,15 @@ from botocore.exceptions import ClientError
 from aws.errors import aws_call, error_code
 from bot.errors import AwsError, NotFoundError, UsageError
 
-CORS_RULES: list[dict[str, Any]] = [
-    {
-        "AllowedHeaders": [],
-        "AllowedMethods": ["GET"],
-        "AllowedOrigins": ["*"],
-        "ExposeHeaders": ["Access-Control-Allow-Origin"],
-    }
-]
+# The rule Ground Truth's worker pages need on the data and output buckets (the MARS recipe's).
+GROUND_TRUTH_CORS_RULE: dict[str, Any] = {
+    "AllowedHeaders": [],
+    "AllowedMethods": ["GET"],
+    "AllowedOrigins": ["*"],
+    "ExposeHeaders": ["Access-Control-Allow-Origin"],
+}
+# "You can add up to 100 rules to the configuration" (botocore S3 model, CORSConfiguration).
+MAX_CORS_RULES = 100
 BLOCK_ALL_PUBLIC = {
     "BlockPublicAcls": True,
     "IgnorePublicAcls": True,
@@ -72,9 +73,29 @@ def bucket_region(client: Any, bucket: str) -> str:
     return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
 
 
-def _normalise_cors(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _normalise_cors(rule: dict[str, Any]) -> dict[str, Any]:
     keys = ("AllowedHeaders", "AllowedMethods", "AllowedOrigins", "ExposeHeaders")
-    return [{k: sorted(rule.get(k, [])) for k in keys} for rule in rules]
+    return {k: sorted(rule.get(k, [])) for k in keys}
+
+
+def _with_ground_truth_rule(
+    bucket: str, current: list[dict[str, Any]]
+) -> list[dict[str, Any]] | None:
+    """The bucket's rules plus Ground Truth's, or None when it is already there.
+
+    PutBucketCors replaces the whole configuration ("If the configuration exists, Amazon S3
+    replaces it", botocore S3 model, PutBucketCors), so the rules another application put on a
+    shared bucket are written back untouched, with ours after them.
+    """
+    wanted = _normalise_cors(GROUND_TRUTH_CORS_RULE)
+    if any(_normalise_cors(rule) == wanted for rule in current):
+        return None
+    if len(current) >= MAX_CORS_RULES:
+        raise AwsError(
+            f"Bucket {bucket} already has {len(current)} CORS rules, the most S3 allows, so "
+            "gtbot cannot add Ground Truth's (GET from any origin). Remove one and run setup again."
+        )
+    return [*current, GROUND_TRUTH_CORS_RULE]
 
 
 def ensure_bucket(client: Any, bucket: str, region: str, *, cors: bool) -> BucketResult:
@@ -132,10 +153,11 @@ def ensure_bucket(client: Any, bucket: str, region: str, *, cors: bool) -> Bucke
                 if error_code(exc) != "NoSuchCORSConfiguration":
                     raise
                 current = []
-        if _normalise_cors(current) != _normalise_cors(CORS_RULES):
+        rules = _with_ground_truth_rule(bucket, current)
+        if rules is not None:
             with aws_call(f"set the CORS rule on {bucket}"):
-                client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": CORS_RULES})
-            changes.append("CORS rule set")
+                client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": rules})
+            changes.append("CORS rule set" if not current else "CORS rule added beside the others")
     with aws_call(f"read the public access block of {bucket}"):
         try:
             block = client.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]

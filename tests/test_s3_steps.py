@@ -59,6 +59,34 @@ def test_setup_repairs_a_bucket_whose_settings_drifted(ctx: Context) -> None:
     assert again.buckets[0].changes == ("CORS rule set",)
 
 
+def test_cors_rule_goes_beside_another_applications_rules(ctx: Context) -> None:
+    """PutBucketCors replaces the whole configuration: setup must write the others back."""
+    client = _client()
+    client.create_bucket(
+        Bucket="demo-frames", CreateBucketConfiguration={"LocationConstraint": "us-east-2"}
+    )
+    theirs = {
+        "ID": "viewer-app",
+        "AllowedHeaders": ["Authorization"],
+        "AllowedMethods": ["GET", "PUT"],
+        "AllowedOrigins": ["https://viewer.example.org"],
+        "ExposeHeaders": ["ETag"],
+        "MaxAgeSeconds": 600,
+    }
+    client.put_bucket_cors(Bucket="demo-frames", CORSConfiguration={"CORSRules": [theirs]})
+    write_project(ctx.settings.projects_dir)
+    project = ctx.project("demo")
+    first = pipeline.setup_buckets(ctx, project)
+    assert first.buckets[0].changes[0] == "CORS rule added beside the others"
+    rules = client.get_bucket_cors(Bucket="demo-frames")["CORSRules"]
+    assert rules[0] == theirs
+    assert rules[1]["AllowedOrigins"] == ["*"] and rules[1]["AllowedMethods"] == ["GET"]
+    assert len(rules) == 2
+    again = pipeline.setup_buckets(ctx, project)
+    assert not again.changed
+    assert client.get_bucket_cors(Bucket="demo-frames")["CORSRules"] == rules
+
+
 def test_bucket_in_another_region_is_a_clear_error(ctx: Context) -> None:
     boto3.client("s3", region_name="eu-west-1").create_bucket(
         Bucket="demo-frames", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
