@@ -16,8 +16,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from PIL import Image
 from botocore.exceptions import ClientError
+from PIL import Image
 
 from aws.emulator.groundtruth import (
     EmulatorSettings,
@@ -25,8 +25,8 @@ from aws.emulator.groundtruth import (
     update_remote_settings,
 )
 from aws.emulator.jobs import DataObject
-from aws.emulator.workforce import answer_keypoints, make_team, parse_truth
 from aws.emulator.shapes import missing_required, operation_model, validation_errors
+from aws.emulator.workforce import answer_keypoints, make_team, parse_truth
 from bot.synthetic import MARS_KEYPOINTS, draw_frames
 
 REGION = "us-east-2"
@@ -640,3 +640,308 @@ def test_manifests_past_the_service_quotas_fail_the_job() -> None:
     huge = json.dumps({"source-ref": "s3://b/k.jpg", "note": "x" * 100_000})
     with pytest.raises(JobFailed, match="line 2 is larger than 100 KB"):
         _parse_manifest((line + huge).encode(), "s3://b/m")
+
+
+# Validation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"LabelingJobName": "bad_name"}, "regular expression pattern"),
+        ({"LabelingJobName": "-leading-dash"}, "regular expression pattern"),
+        ({"LabelingJobName": "a" * 64}, "labelingJobName"),
+        ({"NumberOfHumanWorkersPerDataObject": 10}, "less than or equal to 9"),
+        ({"TaskTimeLimitInSeconds": 30}, None),
+        ({"WorkteamArn": PRIVATE_TEAM.replace("sandbox", "other")}, "does not exist"),
+        ({"WorkteamArn": PUBLIC_CROWD}, "FreeOfPersonallyIdentifiableInformation"),
+    ],
+)
+def test_invalid_requests_are_validation_exceptions(
+    sm: Any, emu: GroundTruthEmulator, change: dict[str, Any], expected: str | None
+) -> None:
+    request = job_request("valid-name", **change)
+    if expected is None:
+        sm.create_labeling_job(**request)
+        return
+    with pytest.raises(ClientError) as caught:
+        sm.create_labeling_job(**request)
+    error = caught.value.response["Error"]
+    assert error["Code"] == "ValidationException"
+    assert expected in error["Message"]
+    assert emu.job_names() == []
+
+
+def test_public_crowd_needs_a_listed_price(sm: Any) -> None:
+    request = job_request(
+        "crowd-job",
+        WorkteamArn=PUBLIC_CROWD,
+        PublicWorkforceTaskPrice={
+            "AmountInUsd": {"Dollars": 0, "Cents": 5, "TenthFractionsOfACent": 0}
+        },
+    )
+    request["InputConfig"]["DataAttributes"] = {
+        "ContentClassifiers": ["FreeOfPersonallyIdentifiableInformation"]
+    }
+    with pytest.raises(ClientError, match="not offered"):
+        sm.create_labeling_job(**request)
+    request["HumanTaskConfig"]["PublicWorkforceTaskPrice"]["AmountInUsd"] = {
+        "Dollars": 0,
+        "Cents": 3,
+        "TenthFractionsOfACent": 6,
+    }
+    sm.create_labeling_job(**request)
+
+
+def _raw_call(emu: GroundTruthEmulator, target: str, body: Any) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        emu.url,
+        data=json.dumps(body).encode(),
+        headers={"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_wire_level_errors(emu: GroundTruthEmulator) -> None:
+    status, body = _raw_call(emu, "SageMaker.CreateModel", {})
+    assert status == 400 and body["__type"] == "UnknownOperationException"
+    assert "CreateLabelingJob" in body["message"]
+    status, body = _raw_call(emu, "SageMaker.CreateLabelingJob", {"LabelingJobName": "x"})
+    assert status == 400 and body["__type"] == "ValidationException"
+    assert "LabelAttributeName" in body["message"]
+    status, body = _raw_call(emu, "SageMaker.ListLabelingJobs", {"MaxResults": "ten"})
+    assert status == 400 and body["__type"] == "ValidationException"
+    status, body = _raw_call(emu, "SageMaker.ListLabelingJobs", {"CreationTimeAfter": 1.7e9})
+    assert status == 200 and body == {"LabelingJobSummaryList": []}
+    with pytest.raises(ClientError) as caught:
+        boto3.client("sagemaker", region_name=REGION, endpoint_url=emu.url).describe_labeling_job(
+            LabelingJobName="never-created"
+        )
+    assert caught.value.response["Error"]["Code"] == "ResourceNotFound"
+
+
+# Faults ------------------------------------------------------------------------------------
+
+
+def test_throttling_at_30_percent_is_absorbed_by_adaptive_retries(
+    emu: GroundTruthEmulator, s3: Any
+) -> None:
+    client = boto3.client(
+        "sagemaker",
+        region_name=REGION,
+        endpoint_url=emu.url,
+        config=Config(retries={"mode": "adaptive", "max_attempts": 10}),
+    )
+    # Throttling comes with load: let the client measure its send rate first, or adaptive mode
+    # drops to its 0.5 call/s floor at the first throttle and the test crawls.
+    warm_until = time.monotonic() + 0.6
+    while time.monotonic() < warm_until:
+        client.list_workteams()
+    # Seed 47 throttles 3 of the next 12 calls, never twice running: retries stay quick.
+    emu.settings.seed = 47
+    emu.settings.throttle_fraction = 0.3
+    before = len(emu.calls)
+    client.create_labeling_job(**job_request("under-throttling"))
+    for _ in range(5):
+        client.describe_labeling_job(LabelingJobName="under-throttling")
+        client.list_labeling_jobs(MaxResults=5)
+    assert emu.job_names() == ["under-throttling"]
+    assert len(emu.calls) - before > 11  # some calls were throttled and retried
+    assert emu.calls[before:].count("CreateLabelingJob") >= 1
+    emu.settings.throttle_fraction = 1.0
+    with pytest.raises(ClientError) as caught:
+        boto3.client(
+            "sagemaker",
+            region_name=REGION,
+            endpoint_url=emu.url,
+            config=Config(retries={"mode": "standard", "max_attempts": 1}),
+        ).list_labeling_jobs()
+    assert caught.value.response["Error"]["Code"] == "ThrottlingException"
+
+
+def test_http_500_injection(emu: GroundTruthEmulator) -> None:
+    emu.settings.error_fraction = 1.0
+    no_retry = boto3.client(
+        "sagemaker",
+        region_name=REGION,
+        endpoint_url=emu.url,
+        config=Config(retries={"mode": "standard", "max_attempts": 1}),
+    )
+    with pytest.raises(ClientError) as caught:
+        no_retry.list_workteams()
+    assert caught.value.response["Error"]["Code"] == "InternalFailure"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    emu.settings.error_fraction = 0.3
+    retrying = boto3.client(
+        "sagemaker",
+        region_name=REGION,
+        endpoint_url=emu.url,
+        config=Config(retries={"mode": "standard", "max_attempts": 10}),
+    )
+    for _ in range(10):
+        assert len(retrying.list_workteams()["Workteams"]) == 2
+
+
+def test_delay_and_settings_from_another_process(emu: GroundTruthEmulator, sm: Any) -> None:
+    changed = update_remote_settings(emu.url, delay_seconds=0.25, rate=50)
+    assert changed["delay_seconds"] == 0.25 and emu.settings.rate == 50.0
+    started = time.monotonic()
+    sm.list_workteams()
+    assert time.monotonic() - started >= 0.25
+    update_remote_settings(emu.url, delay_seconds=0)
+    with pytest.raises(ValueError, match="unknown setting"):
+        update_remote_settings(emu.url, speed=3)
+    with pytest.raises(ValueError, match="fraction"):
+        update_remote_settings(emu.url, throttle_fraction=1.5)
+    with urllib.request.urlopen(f"{emu.url}/_emulator/settings", timeout=5) as response:
+        assert json.loads(response.read())["delay_seconds"] == 0
+
+
+# Listing -----------------------------------------------------------------------------------
+
+
+def test_list_labeling_jobs_filters_sorting_and_pagination(
+    sm: Any, s3: Any, emu: GroundTruthEmulator
+) -> None:
+    emu.settings.rate = 0.0  # jobs stay InProgress unless stopped or failed
+    names = ["alpha-mice", "beta-mice", "gamma-rats", "delta-mice", "epsilon-rats"]
+    created = {}
+    for name in names:
+        sm.create_labeling_job(**job_request(name))
+        created[name] = sm.describe_labeling_job(LabelingJobName=name)["CreationTime"]
+        time.sleep(0.01)
+    settled = max(wait_for(sm, name, ("InProgress",))["LastModifiedTime"] for name in names)
+    sm.stop_labeling_job(LabelingJobName="gamma-rats")
+    wait_for(sm, "gamma-rats", ("Stopped",))
+
+    def names_of(**kwargs: Any) -> list[str]:
+        return [
+            s["LabelingJobName"] for s in sm.list_labeling_jobs(**kwargs)["LabelingJobSummaryList"]
+        ]
+
+    assert names_of() == names  # default: CreationTime, Ascending
+    assert names_of(SortBy="Name", SortOrder="Ascending") == sorted(names)
+    assert names_of(SortBy="CreationTime", SortOrder="Descending") == names[::-1]
+    assert names_of(SortBy="Status")[-1] == "gamma-rats"
+    assert names_of(NameContains="MICE") == ["alpha-mice", "beta-mice", "delta-mice"]
+    assert names_of(StatusEquals="Stopped") == ["gamma-rats"]
+    assert names_of(StatusEquals="InProgress", NameContains="rats") == ["epsilon-rats"]
+    assert names_of(CreationTimeAfter=created["beta-mice"]) == names[2:]
+    assert names_of(CreationTimeBefore=created["beta-mice"]) == names[:1]
+    assert (
+        names_of(
+            CreationTimeAfter=created["alpha-mice"], CreationTimeBefore=created["epsilon-rats"]
+        )
+        == names[1:4]
+    )
+    assert names_of(CreationTimeAfter=datetime.now(UTC) + timedelta(hours=1)) == []
+    assert names_of(LastModifiedTimeAfter=settled) == ["gamma-rats"]
+
+    first = sm.list_labeling_jobs(MaxResults=2, SortBy="Name")
+    assert [s["LabelingJobName"] for s in first["LabelingJobSummaryList"]] == sorted(names)[:2]
+    paged = [
+        summary["LabelingJobName"]
+        for page in sm.get_paginator("list_labeling_jobs").paginate(
+            SortBy="Name", PaginationConfig={"PageSize": 2}
+        )
+        for summary in page["LabelingJobSummaryList"]
+    ]
+    assert paged == sorted(names)
+    with pytest.raises(ClientError, match="pagination token"):
+        sm.list_labeling_jobs(NextToken="garbage")
+    summary = sm.list_labeling_jobs(NameContains="alpha")["LabelingJobSummaryList"][0]
+    assert summary["LabelCounters"]["Unlabeled"] == 8
+    assert summary["WorkteamArn"] == PRIVATE_TEAM
+    # Another region is another account namespace.
+    east1 = boto3.client("sagemaker", region_name="us-east-1", endpoint_url=emu.url)
+    assert east1.list_labeling_jobs()["LabelingJobSummaryList"] == []
+
+
+def test_workteams(sm: Any, emu: GroundTruthEmulator) -> None:
+    teams = sm.list_workteams()["Workteams"]
+    assert {team["WorkteamArn"] for team in teams} == {PRIVATE_TEAM, PUBLIC_CROWD}
+    assert sm.describe_workteam(WorkteamName="sandbox-labelers")["Workteam"]["WorkteamArn"] == (
+        PRIVATE_TEAM
+    )
+    west = boto3.client("sagemaker", region_name="us-west-2", endpoint_url=emu.url)
+    assert {t["WorkteamArn"].split(":")[3] for t in west.list_workteams()["Workteams"]} == {
+        "us-west-2"
+    }
+    lab_team = f"arn:aws:sagemaker:{REGION}:123456789012:workteam/private-crowd/mouse-labelers"
+    emu.add_workteam(lab_team)
+    assert [t["WorkteamName"] for t in sm.list_workteams(SortBy="Name")["Workteams"]] == [
+        "default",
+        "mouse-labelers",
+        "sandbox-labelers",
+    ]
+    assert [t["WorkteamName"] for t in sm.list_workteams(NameContains="mouse")["Workteams"]] == [
+        "mouse-labelers"
+    ]
+    page = sm.list_workteams(MaxResults=1, SortBy="Name")
+    assert len(page["Workteams"]) == 1 and "NextToken" in page
+    sm.create_labeling_job(**job_request("lab-team-job", WorkteamArn=lab_team))
+    with pytest.raises(ClientError) as caught:
+        sm.describe_workteam(WorkteamName="nobody")
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    with pytest.raises(ValueError):
+        emu.add_workteam("arn:aws:sagemaker:us-east-2:123456789012:model/not-a-team")
+
+
+# Response shapes -----------------------------------------------------------------------------
+
+
+def test_every_response_matches_the_service_model(
+    sm: Any, s3: Any, emu: GroundTruthEmulator
+) -> None:
+    sm.create_labeling_job(**job_request("shape-done"))
+    done = wait_for(sm, "shape-done", ("Completed",))
+    assert done["LabelingJobOutput"]
+    emu.settings.rate = 0.0
+    bad = job_request("shape-failed")
+    bad["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"] = f"s3://{DATA}/nope.json"
+    calls: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("CreateLabelingJob", lambda: sm.create_labeling_job(**bad)),
+        ("CreateLabelingJob", lambda: sm.create_labeling_job(**job_request("shape-running"))),
+        ("DescribeLabelingJob", lambda: wait_for(sm, "shape-failed", ("Failed",))),
+        ("DescribeLabelingJob", lambda: wait_for(sm, "shape-running", ("InProgress",))),
+        ("DescribeLabelingJob", lambda: sm.describe_labeling_job(LabelingJobName="shape-done")),
+        ("ListLabelingJobs", lambda: sm.list_labeling_jobs(MaxResults=2)),
+        ("ListLabelingJobs", lambda: sm.list_labeling_jobs()),
+        ("StopLabelingJob", lambda: sm.stop_labeling_job(LabelingJobName="shape-running")),
+        ("DescribeWorkteam", lambda: sm.describe_workteam(WorkteamName="sandbox-labelers")),
+        ("DescribeWorkteam", lambda: sm.describe_workteam(WorkteamName="default")),
+        ("ListWorkteams", lambda: sm.list_workteams()),
+    ]
+    for operation, call in calls:
+        response = dict(call())
+        response.pop("ResponseMetadata")
+        shape = operation_model(operation).output_shape
+        if shape is None:
+            assert response == {}, operation
+            continue
+        assert missing_required(response, shape) == [], operation
+        assert validation_errors(response, shape) == [], operation
+        if operation == "ListLabelingJobs":
+            assert response["LabelingJobSummaryList"]
+            for summary in response["LabelingJobSummaryList"]:
+                assert (
+                    missing_required(summary, shape.members["LabelingJobSummaryList"].member) == []
+                )
+    statuses = {s["LabelingJobStatus"] for s in sm.list_labeling_jobs()["LabelingJobSummaryList"]}
+    assert {"Completed", "Failed"} <= statuses
+    assert emu.calls.count("CreateLabelingJob") == 3
+
+
+def test_boto3_finds_the_emulator_through_its_own_endpoint_variable(
+    emu: GroundTruthEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", emu.url)
+    client = boto3.client("sagemaker", region_name="eu-west-1")
+    teams = client.list_workteams()["Workteams"]
+    assert teams[0]["WorkteamArn"].startswith("arn:aws:sagemaker:eu-west-1:")
+    assert emu.calls == ["ListWorkteams"]
