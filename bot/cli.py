@@ -61,7 +61,7 @@ def guarded(func: object, *args: object) -> int:
         return 1
     if isinstance(result, Reply):
         print(result.text)
-        return 0
+        return result.exit_status
     return int(result or 0)  # type: ignore[call-overload]
 
 
@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--frames", type=int, default=12, help="synthetic frames to label (12)")
     sandbox.add_argument("--workers", type=int, default=3, help="workers per image (3)")
     sandbox.add_argument("--rate", type=float, default=12.0, help="emulated tasks per second (12)")
+    sandbox.add_argument(
+        "--workforce",
+        choices=("public-crowd", "private-team"),
+        default="public-crowd",
+        help="how noisy the emulated workers are (public-crowd, as real MARS jobs; or private-team)",
+    )
     sandbox.add_argument(
         "--clean", action="store_true", help="delete the sandbox's temporary folder at the end"
     )
@@ -150,7 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "sandbox":
         from bot.sandbox import main_sandbox
 
-        return guarded(main_sandbox, args.serve, args.frames, args.workers, args.rate, args.clean)
+        return guarded(
+            main_sandbox,
+            args.serve,
+            args.frames,
+            args.workers,
+            args.rate,
+            args.clean,
+            args.workforce,
+        )
     if args.command == "consolidate":
         words = ["consolidate", args.manifest, "--project", args.project]
         if args.out:

@@ -27,6 +27,7 @@ class Reply:
     jobs: tuple[JobInfo, ...] = ()
     files: tuple[str, ...] = ()
     data: Any = None
+    exit_status: int = 0  # what `gtbot run` exits with: non-zero when a check failed
 
 
 @dataclass
@@ -457,11 +458,9 @@ def cmd_consolidate(inv: Invocation) -> Reply:
 
 @command("doctor", optional_positional=("project",))
 def cmd_doctor(inv: Invocation) -> Reply:
-    """Check credentials, region, role, workteam and buckets before spending anything."""
-    from bot.doctor import run_doctor
+    """Check credentials, the role's permissions, workteam and buckets before spending anything."""
+    from bot.doctor import doctor_text, run_doctor
 
     checks = run_doctor(inv.ctx, inv.args[0] if inv.args else None)
-    lines = [f"{'ok  ' if ok else 'FAIL'}  {what}: {detail}" for what, ok, detail in checks]
-    failed = sum(1 for _, ok, _ in checks if not ok)
-    lines.append("All checks passed." if not failed else f"{failed} check(s) failed; see above.")
-    return Reply("\n".join(lines), data=checks)
+    failed = any(not check.ok for check in checks)
+    return Reply(doctor_text(checks), data=checks, exit_status=1 if failed else 0)
