@@ -57,7 +57,7 @@ def main() -> int:
     from bot.context import Context
     from bot.settings import Settings
     from bot.state import Store
-    from bot.synthetic import draw_frames
+    from bot.synthetic import MARS_KEYPOINTS, draw_frames
     from bot.watcher import Watcher
     from handlers.slack import SlackNotifier, web_client
 
@@ -80,6 +80,13 @@ def main() -> int:
             s3.upload_file(str(frame), "bench-frames", frame.name)
             lines.append(json.dumps({"source-ref": f"s3://bench-frames/{frame.name}"}) + "\n")
         s3.put_object(Bucket="bench-frames", Key="manifest.json", Body="".join(lines).encode())
+        # The emulator renders every task from the job's template, as Ground Truth does.
+        labels = [f"{a} mouse {k}" for a in ("black", "white") for k in MARS_KEYPOINTS]
+        template = (
+            '<crowd-form><crowd-keypoint src="{{ task.input.source-ref | grant_read_access }}" '
+            f"labels='{json.dumps(labels)}' name=\"annotatedResult\"></crowd-keypoint></crowd-form>"
+        )
+        s3.put_object(Bucket="bench-frames", Key="template.html", Body=template.encode())
 
         settings = Settings.from_env()
         store = Store(settings.database_url)
@@ -99,7 +106,7 @@ def main() -> int:
                 RoleArn="arn:aws:iam::123456789012:role/service-role/BenchRole",
                 HumanTaskConfig={
                     "WorkteamArn": TEAM,
-                    "UiConfig": {"UiTemplateS3Uri": "s3://bench-frames/none.html"},
+                    "UiConfig": {"UiTemplateS3Uri": "s3://bench-frames/template.html"},
                     "TaskTitle": "Label the mice",
                     "TaskDescription": "Place every keypoint",
                     "NumberOfHumanWorkersPerDataObject": 1,

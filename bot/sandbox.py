@@ -73,6 +73,8 @@ def _boxed(title: str, body: str) -> str:
 class Emulators:
     s3_url: str
     sagemaker_url: str
+    iam_url: str
+    access_key: tuple[str, str]
     stop: Callable[[], None]
     settings: object
 
@@ -80,27 +82,105 @@ class Emulators:
         return {
             "AWS_ENDPOINT_URL_S3": self.s3_url,
             "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url,
-            "AWS_ACCESS_KEY_ID": "sandbox",
-            "AWS_SECRET_ACCESS_KEY": "sandbox",
+            "AWS_ENDPOINT_URL_IAM": self.iam_url,
+            "AWS_ENDPOINT_URL_STS": self.s3_url,
+            "AWS_ACCESS_KEY_ID": self.access_key[0],
+            "AWS_SECRET_ACCESS_KEY": self.access_key[1],
             "AWS_DEFAULT_REGION": REGION,
             "GTBOT_ROLE_ARN": SANDBOX_ROLE,
             "GTBOT_WORKTEAM_ARN": SANDBOX_TEAM,
         }
 
 
-def start_emulators(rate: float) -> Emulators:
+def _sandbox_identities(iam_url: str) -> tuple[str, str]:
+    """The IAM a lab sets up once, in the emulated account: an execution role that may read and
+    write buckets named like the ones `init` proposes (as AWS's managed Ground Truth policy
+    allows), and a user for gtbot that may pass that role to SageMaker. Returns its keys."""
+    import json
+
+    import boto3
+
+    iam = boto3.session.Session().client(
+        "iam",
+        endpoint_url=iam_url,
+        region_name=REGION,
+        aws_access_key_id="sandbox",
+        aws_secret_access_key="sandbox",
+    )
+    path, name = SANDBOX_ROLE.split(":role", 1)[1].rsplit("/", 1)
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "sagemaker.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    iam.create_role(RoleName=name, Path=path + "/", AssumeRolePolicyDocument=json.dumps(trust))
+    buckets = [f"arn:aws:s3:::*{word}*" for word in ("sagemaker", "groundtruth")]
+    access = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": buckets},
+            {
+                "Effect": "Allow",
+                "Action": "lambda:InvokeFunction",
+                "Resource": "arn:aws:lambda:*:*:function:*GtRecipe*",
+            },
+        ],
+    }
+    iam.put_role_policy(
+        RoleName=name, PolicyName="ground-truth-job", PolicyDocument=json.dumps(access)
+    )
+    iam.create_user(UserName="gtbot")
+    pass_role = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": SANDBOX_ROLE,
+                "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            }
+        ],
+    }
+    iam.put_user_policy(
+        UserName="gtbot", PolicyName="pass-role", PolicyDocument=json.dumps(pass_role)
+    )
+    key = iam.create_access_key(UserName="gtbot")["AccessKey"]
+    return str(key["AccessKeyId"]), str(key["SecretAccessKey"])
+
+
+def start_emulators(rate: float, profile: str = "public-crowd") -> Emulators:
     from aws.emulator.groundtruth import EmulatorSettings, start_groundtruth_emulator
+    from aws.emulator.iam import start_iam_emulator
     from aws.emulator.moto_s3 import start_local_s3
 
     s3 = start_local_s3()
-    settings = EmulatorSettings(rate=rate, initializing_seconds=1.0, seed=7)
+    iam = start_iam_emulator(s3.url)
+    settings = EmulatorSettings.for_profile(profile, rate=rate, initializing_seconds=1.0, seed=7)
     gt = start_groundtruth_emulator(s3.url, settings)
 
     def stop() -> None:
         gt.stop()
+        iam.stop()
         s3.stop()
 
-    return Emulators(s3_url=s3.url, sagemaker_url=gt.url, stop=stop, settings=settings)
+    try:
+        keys = _sandbox_identities(iam.url)
+    except BaseException:
+        stop()
+        raise
+    return Emulators(
+        s3_url=s3.url,
+        sagemaker_url=gt.url,
+        iam_url=iam.url,
+        access_key=keys,
+        stop=stop,
+        settings=settings,
+    )
 
 
 @contextmanager
@@ -139,13 +219,15 @@ def run_sandbox(
     frames: int = 12,
     workers: int = 3,
     rate: float = 12.0,
+    profile: str = "public-crowd",
     keep: bool = True,
     timeout: float = 50.0,
     out: Print = print,
 ) -> SandboxSummary:
     workdir = Path(tempfile.mkdtemp(prefix="gtbot-sandbox-"))
-    out(f"gtbot sandbox: S3 and Ground Truth emulators on loopback, files in {workdir}")
-    emulators = start_emulators(rate)
+    out(f"gtbot sandbox: S3, IAM and Ground Truth emulators on loopback, files in {workdir}")
+    out(f"(emulated workers: {profile} noise)")
+    emulators = start_emulators(rate, profile)
     env = emulators.env() | {
         "GTBOT_PROJECTS_DIR": str(workdir / "projects"),
         "GTBOT_DATABASE_URL": f"sqlite:///{workdir / 'gtbot.db'}",
@@ -206,6 +288,8 @@ def _play(
     draw_frames(images_dir, frames, seed=11, truth_path=workdir / "truth.json")
     out(f"\n(the sandbox drew {frames} frames of two mice at known poses into {images_dir})")
     run("help")
+    run(f"setup {PROJECT}")
+    run(f"doctor {PROJECT}")
 
     _say(out, "you", f"submit {PROJECT}")
     reply = router.run(f"submit {PROJECT}", interface="slack", user=USER, channel=CHANNEL)
@@ -253,6 +337,8 @@ def _play(
     out("\n" + "=" * 72)
     out("Sandbox summary")
     out(f"  Job:             {summary.job_name} ({summary.status})")
+    if job.failure_reason:
+        out(f"  Failure reason:  {job.failure_reason}")
     out(f"  Images:          {summary.images}, {summary.workers_per_image} workers each")
     out(f"  Labeled:         {summary.labels} of {summary.images}")
     out(f"  Output manifest: {summary.output_manifest}")
@@ -263,14 +349,15 @@ def _play(
         else:
             out("                   (removed at exit: run without --clean to keep them)")
     out("Next: try it on your AWS account (README, 'From the sandbox to a real job'), or keep the")
-    out("emulators up with `gtbot sandbox --serve` and point `gtbot run ...` at them.")
+    out("emulators up with `gtbot sandbox --serve` and point `gtbot run ...` at them (there,")
+    out("`template demo-mice --preview` shows a task as a worker sees it).")
     return summary
 
 
-def serve_sandbox(*, rate: float, out: Print = print) -> None:
+def serve_sandbox(*, rate: float, profile: str = "public-crowd", out: Print = print) -> None:
     """Keep the emulators up for another shell or the Slack bot, until Ctrl-C."""
     workdir = Path(tempfile.mkdtemp(prefix="gtbot-sandbox-"))
-    emulators = start_emulators(rate)
+    emulators = start_emulators(rate, profile)
     env = emulators.env() | {"GTBOT_PROJECTS_DIR": str(workdir / "projects")}
     out("gtbot sandbox: emulators running. In another shell, run:\n")
     for key, value in env.items():
@@ -287,12 +374,16 @@ def serve_sandbox(*, rate: float, out: Print = print) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def main_sandbox(serve: bool, frames: int, workers: int, rate: float, clean: bool) -> int:
+def main_sandbox(
+    serve: bool, frames: int, workers: int, rate: float, clean: bool, profile: str = "public-crowd"
+) -> int:
     if serve:
-        serve_sandbox(rate=rate)
+        serve_sandbox(rate=rate, profile=profile)
         return 0
     started = time.monotonic()
-    summary = run_sandbox(frames=frames, workers=workers, rate=rate, keep=not clean)
+    summary = run_sandbox(
+        frames=frames, workers=workers, rate=rate, profile=profile, keep=not clean
+    )
     where = "removed (--clean)" if clean else f"kept in {summary.workdir}; delete it when done"
     print(f"Done in {time.monotonic() - started:.0f} s. Sandbox files {where}.", file=sys.stderr)
     return 0 if summary.status == "Completed" else 1

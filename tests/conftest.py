@@ -82,8 +82,11 @@ def projects_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 SANDBOX_TEAM = "arn:aws:sagemaker:us-east-2:123456789012:workteam/private-crowd/sandbox-labelers"
-PRE_LAMBDA = "arn:aws:lambda:us-east-2:123456789012:function:gt-pre"
-POST_LAMBDA = "arn:aws:lambda:us-east-2:123456789012:function:gt-post"
+# The recipe's Lambdas (aws-sagemaker-ground-truth-recipe), which the emulator answers for.
+PRE_LAMBDA = "arn:aws:lambda:us-east-2:123456789012:function:GtRecipePreHumanTaskFunction"
+POST_LAMBDA = (
+    "arn:aws:lambda:us-east-2:123456789012:function:GtRecipeAnnotationConsolidationFunction"
+)
 
 
 @pytest.fixture

@@ -191,6 +191,7 @@ def test_sandbox_runs_the_whole_workflow(tmp_path: Path) -> None:
     assert "(Completed)" in out and "Labeled:         12 of 12" in out
     assert "manifests/output/output.manifest" in out
     assert "This plan was launched as" in out  # the double click launched nothing more
+    assert "ok    execution role reads frames: allowed" in out and "All checks passed." in out
     assert "Traceback" not in out + done.stderr
     assert list(tmp_path.iterdir()) == []  # --clean leaves nothing behind
 

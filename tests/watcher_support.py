@@ -166,10 +166,25 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float
         time.sleep(step)
 
 
+TEMPLATE_URI = f"s3://{UI}/template.liquid.html"
+
+
+def interface_template() -> str:
+    """gtbot's own annotation interface for the sample project (two mice, MARS keypoints, no
+    pre-annotation Lambda): the emulator renders every task from it, as Ground Truth would."""
+    from bot.pipeline import render_interface
+    from bot.project import parse_project
+
+    sample = Path(__file__).parent / "samples" / "project-config.yml"
+    project = parse_project(sample, "demo", {})
+    return render_interface(project, f"s3://{UI}/instructions.png")
+
+
 @dataclass
 class JobRig:
-    """Buckets, frames and a manifest in the S3 emulator; jobs created straight in the
-    Ground Truth emulator with boto3, as `/gt watch` would find them."""
+    """Buckets, frames, a manifest and the rendered annotation interface in the S3 emulator;
+    jobs created straight in the Ground Truth emulator with boto3, as `/gt watch` would find
+    them."""
 
     emulator: GroundTruthEmulator
     s3_url: str
@@ -185,6 +200,8 @@ class JobRig:
             self.s3.create_bucket(
                 Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
             )
+        bucket, _, key = TEMPLATE_URI.removeprefix("s3://").partition("/")
+        self.s3.put_object(Bucket=bucket, Key=key, Body=interface_template().encode())
 
     def manifest(self, frames: int) -> str:
         """A manifest of `frames` small frames that carry their truth (no template needed)."""
@@ -213,7 +230,7 @@ class JobRig:
             RoleArn=ROLE,
             HumanTaskConfig={
                 "WorkteamArn": TEAM,
-                "UiConfig": {"UiTemplateS3Uri": f"s3://{UI}/template.liquid.html"},
+                "UiConfig": {"UiTemplateS3Uri": TEMPLATE_URI},
                 "TaskTitle": "Label the mice",
                 "TaskDescription": "Place every keypoint of both mice",
                 "NumberOfHumanWorkersPerDataObject": workers,
