@@ -10,8 +10,8 @@ https://docs.aws.amazon.com/sagemaker/latest/dg/sms-custom-templates-step2-autom
   Truth makes the task itself and `task.input` is the manifest line (so the image is
   `task.input.source-ref`). The recipe's pre-annotation Lambda returns
   `{"taskObject": <source or source-ref>}` (see `recipe_pre_annotation`).
-- "By default, inputs will be HTML escaped": every output is escaped unless a filter says
-  otherwise. Ground Truth's own filters are `grant_read_access` (an S3 URI -> an HTTPS URL with a
+- "By default, inputs will be HTML escaped": every output is escaped, string literals too, unless
+  its last filter is `escape`, `escape_once` or `skip_autoescape`. Ground Truth's own filters are `grant_read_access` (an S3 URI -> an HTTPS URL with a
   short-lived access token), `to_json`, `skip_autoescape` (the one that turns escaping off),
   `escape` and `escape_once`, beside the standard Liquid filters. Any other filter name is an
   error here (python-liquid's strict filters): the page lists no other, so a template that
@@ -23,15 +23,21 @@ https://docs.aws.amazon.com/sagemaker/latest/dg/sms-custom-templates-step2-autom
 from __future__ import annotations
 
 import ast
+import html
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import liquid
+import markupsafe
+from liquid.builtin.output import Output, OutputNode
 from liquid.exceptions import LiquidError
-from markupsafe import Markup
+from liquid.stringify import to_liquid_string
+
+if TYPE_CHECKING:
+    from liquid.context import RenderContext
 
 # The crowd HTML elements every worker page loads (developer guide, "Developing templates
 # locally": https://docs.aws.amazon.com/sagemaker/latest/dg/sms-custom-templates-step2.html).
@@ -45,6 +51,30 @@ class WorkerTemplateError(ValueError):
     """The template does not parse or render as Liquid; the message says where."""
 
 
+class _Trusted(str):
+    """Output a filter has already made HTML-safe (`escape`, `escape_once`, `skip_autoescape`)."""
+
+
+class _GroundTruthOutputNode(OutputNode):
+    """`{{ ... }}` as Ground Truth prints it: everything HTML-escaped, string literals included
+    (the guide's example escapes `{{ "Have you read 'James & the Giant Peach'?" }}`), unless the
+    last filter made it safe. python-liquid's own autoescape trusts literals, hence this node."""
+
+    def _text(self, value: object) -> str:
+        text = to_liquid_string(value, False)
+        return text if isinstance(value, _Trusted) else str(markupsafe.escape(text))
+
+    def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
+        return buffer.write(self._text(self.expression.evaluate(context)))
+
+    async def render_to_output_async(self, context: RenderContext, buffer: TextIO) -> int:
+        return buffer.write(self._text(await self.expression.evaluate_async(context)))
+
+
+class _GroundTruthOutput(Output):
+    node_class = _GroundTruthOutputNode
+
+
 class _Environment(liquid.Environment):
     # A worker template is a page, not a program: bound what a hostile one can make us do.
     output_stream_limit = 5_000_000
@@ -52,13 +82,26 @@ class _Environment(liquid.Environment):
     context_depth_limit = 30
 
 
+def _text(value: object) -> str:
+    return "" if isinstance(value, liquid.Undefined) or value is None else str(value)
+
+
 def _to_json(value: object) -> str:
     """`to_json`: "will encode what you feed it to JSON" (escaped afterwards like any output)."""
-    return json.dumps(value if not isinstance(value, liquid.Undefined) else None)
+    return json.dumps(None if isinstance(value, liquid.Undefined) else value)
 
 
-def _skip_autoescape(value: object) -> Markup:
-    return Markup("" if isinstance(value, liquid.Undefined) else str(value))
+def _escape(value: object) -> _Trusted:
+    return _Trusted(markupsafe.escape(_text(value)))
+
+
+def _escape_once(value: object) -> _Trusted:
+    """"ensures that if you've already escaped your code, it doesn't get re-escaped"."""
+    return _Trusted(markupsafe.escape(html.unescape(_text(value))))
+
+
+def _skip_autoescape(value: object) -> _Trusted:
+    return _Trusted(_text(value))
 
 
 def split_s3_uri(uri: str) -> tuple[str, str] | None:
@@ -74,17 +117,20 @@ class WorkerTemplates:
 
     def __init__(self, presign: Presign) -> None:
         self._presign = presign
-        self.env = _Environment(autoescape=True)
+        self.env = _Environment()
+        self.env.add_tag(_GroundTruthOutput)
         self.env.add_filter("grant_read_access", self._grant_read_access)
         self.env.add_filter("to_json", _to_json)
+        self.env.add_filter("escape", _escape)
+        self.env.add_filter("escape_once", _escape_once)
         self.env.add_filter("skip_autoescape", _skip_autoescape)
 
     def _grant_read_access(self, value: object) -> str:
         """An S3 URI becomes a presigned HTTPS link; nothing (an undefined variable) stays
         nothing. Other text passes through: the page defines the filter for S3 URIs only."""
-        if isinstance(value, liquid.Undefined) or value is None:
+        text = _text(value)
+        if not text:
             return ""
-        text = str(value)
         parts = split_s3_uri(text)
         return self._presign(*parts) if parts else text
 
