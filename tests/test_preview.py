@@ -217,3 +217,25 @@ def test_slack_gets_a_screenshot_when_chromium_is_on_the_host(ctx: Context) -> N
     slack = Router(ctx).run("template demo --preview", interface="slack")
     assert slack.files == (str(preview.screenshot),)
     assert "a screenshot is attached" in slack.text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(find_chromium() is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_slack_posts_the_screenshot_in_the_channel(
+    tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slack_harness import CHANNEL, SUBMITTER, start_harness, texts
+
+    bot = start_harness(tmp_path, s3_endpoint, setenv=monkeypatch.setenv, frames=1)
+    try:
+        bot.command("setup demo", user=SUBMITTER)
+        bot.wait_for(lambda: len(bot.buckets()) == 3, 15, "the buckets")
+        bot.stub.clear()
+        sent = bot.command("template demo --preview", user=SUBMITTER)
+        seen = texts(bot.wait_responses(sent, timeout=60))
+        assert "a screenshot is attached" in seen
+        complete = bot.wait_for(lambda: bot.stub.of("files.completeUploadExternal"), 30, "upload")
+        assert complete[0].params["channel_id"] == CHANNEL
+        assert [body[:8] for body in bot.stub.uploads.values()] == [b"\x89PNG\r\n\x1a\n"]
+    finally:
+        bot.stop()
