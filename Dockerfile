@@ -4,6 +4,11 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     GTBOT_PROJECTS_DIR=/app/projects GTBOT_DATABASE_URL=sqlite:////app/data/gtbot.db
 
+# `docker build --build-arg WITH_CHROMIUM=1 ...` adds headless Chromium, so that
+# `/gt template <project> --preview` can post a screenshot in Slack.
+ARG WITH_CHROMIUM=0
+RUN if [ "$WITH_CHROMIUM" = "1" ]; then apt-get update \
+      && apt-get install -y --no-install-recommends chromium && rm -rf /var/lib/apt/lists/*; fi
 RUN useradd --create-home --uid 10001 gtbot
 WORKDIR /app
 COPY pyproject.toml README.md ./
