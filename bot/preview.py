@@ -110,7 +110,7 @@ def take_screenshot(page: Path, out: Path) -> tuple[Path | None, str | None]:
     """(screenshot, None) or (None, why not): a missing browser is a normal situation."""
     binary = find_chromium()
     if binary is None:
-        return None, "headless Chromium is not installed on this machine"
+        return None, "headless Chromium is not installed"
     out.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="gtbot-chromium-") as profile:
         command = chromium_command(

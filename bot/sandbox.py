@@ -159,6 +159,8 @@ def start_emulators(rate: float, profile: str = "public-crowd") -> Emulators:
     from aws.emulator.moto_s3 import start_local_s3
 
     s3 = start_local_s3()
+    # moto keeps its accounts per process, not per server: start from an empty one.
+    s3.reset()
     iam = start_iam_emulator(s3.url)
     settings = EmulatorSettings.for_profile(profile, rate=rate, initializing_seconds=1.0, seed=7)
     gt = start_groundtruth_emulator(s3.url, settings)

@@ -77,7 +77,7 @@ HOSTILE = [
 def test_labels_and_header_reach_the_worker_exactly_whatever_they_contain(
     tmp_path: Path,
 ) -> None:
-    header = "Mice & \"friends\" aren't <b>{{ task.input.source-ref }}</b> {% raw %}"
+    header = 'Mice & "friends" aren\'t <b>{{ task.input.source-ref }}</b> {% raw %}'
     write_project(tmp_path, "demo", num_obj=2, header=header, keypoints=HOSTILE, check_pairs=[])
     project = load_project(tmp_path, "demo")
     page = render_interface(project, "s3://demo-ui/demo/instructions.png")

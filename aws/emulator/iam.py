@@ -38,6 +38,8 @@ from botocore.exceptions import ClientError
 log = logging.getLogger(__name__)
 
 NAMESPACE = "https://iam.amazonaws.com/doc/2010-05-08/"
+# moto is on loopback: a proxy from the environment must not stand in the way.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @cache
@@ -307,7 +309,7 @@ class _Handler(BaseHTTPRequestHandler):
             method=self.command,
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with _DIRECT.open(request, timeout=30) as response:
                 status, data = response.status, response.read()
                 content_type = response.headers.get("Content-Type", "text/xml")
         except urllib.error.HTTPError as exc:
