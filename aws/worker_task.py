@@ -96,7 +96,8 @@ def _escape(value: object) -> _Trusted:
 
 
 def _escape_once(value: object) -> _Trusted:
-    """Per the guide, it "ensures that if you've already escaped your code, it doesn't get re-escaped"."""
+    """Per the guide, it "ensures that if you've already escaped your code, it doesn't get
+    re-escaped"."""
     return _Trusted(markupsafe.escape(html.unescape(_text(value))))
 
 
