@@ -115,6 +115,7 @@ def job_request(name: str, **overrides: Any) -> dict[str, Any]:
             "AnnotationConsolidationConfig",
             "PreHumanTaskLambdaArn",
             "PublicWorkforceTaskPrice",
+            "TaskAvailabilityLifetimeInSeconds",
         ):
             request["HumanTaskConfig"][key] = value
         else:
@@ -655,6 +656,8 @@ def test_manifests_past_the_service_quotas_fail_the_job() -> None:
         ({"TaskTimeLimitInSeconds": 30}, None),
         ({"WorkteamArn": PRIVATE_TEAM.replace("sandbox", "other")}, "does not exist"),
         ({"WorkteamArn": PUBLIC_CROWD}, "FreeOfPersonallyIdentifiableInformation"),
+        ({"TaskAvailabilityLifetimeInSeconds": 2_592_001}, "maximum of 2592000 seconds"),
+        ({"TaskAvailabilityLifetimeInSeconds": 2_592_000}, None),
     ],
 )
 def test_invalid_requests_are_validation_exceptions(
@@ -690,6 +693,10 @@ def test_public_crowd_needs_a_listed_price(sm: Any) -> None:
         "Cents": 3,
         "TenthFractionsOfACent": 6,
     }
+    request["HumanTaskConfig"]["TaskAvailabilityLifetimeInSeconds"] = 43_201
+    with pytest.raises(ClientError, match="maximum of 43200 seconds for a public-crowd"):
+        sm.create_labeling_job(**request)
+    request["HumanTaskConfig"]["TaskAvailabilityLifetimeInSeconds"] = 43_200
     sm.create_labeling_job(**request)
 
 

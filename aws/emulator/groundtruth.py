@@ -316,6 +316,7 @@ class GroundTruthEmulator:
             )
         if team.kind == "public-crowd":
             self._check_public_crowd(params)
+        self._check_availability(team.kind, config)
         with self.store.lock:
             existing = self.store.find(region, name)
             if existing is not None:
@@ -327,6 +328,21 @@ class GroundTruthEmulator:
             job = self.store.new_job(name, region, params, self.settings.seed)
             self.store.jobs[(region, name.lower())] = job
         return {"LabelingJobArn": job.arn}
+
+    @staticmethod
+    def _check_availability(kind: str, config: dict[str, Any]) -> None:
+        """TaskAvailabilityLifetimeInSeconds (SageMaker API model, HumanTaskConfig): at most
+        12 hours for the Amazon Mechanical Turk workforce; 30 days for private and vendor
+        workforces ("for most users", i.e. without a raised limit)."""
+        seconds = config.get("TaskAvailabilityLifetimeInSeconds")
+        if seconds is None:
+            return
+        most = 43_200 if kind == "public-crowd" else 2_592_000
+        if int(seconds) > most:
+            raise _validation(
+                f"TaskAvailabilityLifetimeInSeconds {seconds} exceeds the maximum of {most} "
+                f"seconds for a {kind} workteam."
+            )
 
     @staticmethod
     def _check_public_crowd(params: dict[str, Any]) -> None:
@@ -553,7 +569,7 @@ def start_groundtruth_emulator(
     return emulator
 
 
-def update_remote_settings(emulator_url: str, **changes: float) -> dict[str, Any]:
+def update_remote_settings(emulator_url: str, **changes: float | str) -> dict[str, Any]:
     """Change a running emulator's settings from another process (the sandbox, a benchmark)."""
     request = urllib.request.Request(
         f"{emulator_url.rstrip('/')}{SETTINGS_PATH}",

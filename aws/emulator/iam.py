@@ -5,8 +5,10 @@ This small server speaks IAM's query protocol: it evaluates SimulatePrincipalPol
 from the principal's identity policies as moto stores them, and passes every other call to moto
 unchanged, so `AWS_ENDPOINT_URL_IAM=<url>` gives boto3 one IAM with both.
 
-What the evaluation covers (IAM user guide, "Policy evaluation logic" and "IAM JSON policy
-elements"): Allow/Deny statements; Action/NotAction (case-insensitive, `*` and `?` wildcards);
+What the evaluation covers (IAM user guide, "Policy evaluation logic",
+https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html, and
+"IAM JSON policy elements: Condition operators",
+https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html): Allow/Deny statements; Action/NotAction (case-insensitive, `*` and `?` wildcards);
 Resource/NotResource (case-sensitive wildcards); the string, ARN, Bool and Null condition
 operators with `IfExists`, against the request context the caller supplies (ContextEntries);
 an explicit deny wins, then any allow, else an implicit deny. A condition key the context lacks
