@@ -169,7 +169,9 @@ def site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def test_the_frame_loads_in_chromium_through_the_rendered_link(
     ctx: Context, site: tuple[str, Path], tmp_path: Path, projects_dir: Path
 ) -> None:
-    preview = run_text("template demo --preview", ctx).data
+    project = ctx.project("demo")
+    template = publish_template(ctx, project).local_file.read_text()
+    preview = preview_task(ctx, project, template, screenshot=False)
     base, root = site
     page = preview.page.read_text()
     assert page.count(CROWD_ELEMENTS_URL) == 1

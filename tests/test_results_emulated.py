@@ -25,7 +25,14 @@ from bot.synthetic import draw_frames
 
 @pytest.fixture
 def noisy_workforce(make_emulator: Callable[..., GroundTruthEmulator]) -> GroundTruthEmulator:
-    return make_emulator(rate=400.0, seed=21, noise_px=4.0, swap_fraction=0.12, miss_fraction=0.05)
+    return make_emulator(
+        rate=400.0,
+        seed=21,
+        noise_px=4.0,
+        swap_fraction=0.12,
+        miss_fraction=0.05,
+        outlier_fraction=0.01,
+    )
 
 
 def _dist(a: tuple[float, float], b: tuple[float, float]) -> float:
