@@ -75,7 +75,7 @@ def _read_body(environ: dict[str, Any]) -> bytes | tuple[str, str]:
     raw_length = str(environ.get("CONTENT_LENGTH") or "").strip()
     if not raw_length:
         return "411 Length Required", "a body with a Content-Length is required"
-    if not raw_length.isdigit():
+    if not re.fullmatch(r"[0-9]{1,19}", raw_length):
         return "400 Bad Request", "Content-Length is not a number"
     length = int(raw_length)
     if length > MAX_BODY_BYTES:
