@@ -119,27 +119,13 @@ def _check_init_values(
             raise ConfigError(f"{label} is {value!r}, which is not an ARN of the right form.")
 
 
-def render_project_config(
-    *,
-    name: str,
-    data_bucket: str,
-    template_bucket: str,
-    region: str,
-    role_arn: str | None,
-    workteam_arn: str | None,
-) -> str:
-    """The commented project-config.yml; values pass through the YAML emitter."""
+def render_project_config(**values: str | None) -> str:
+    """The commented project-config.yml (name, buckets, region, role and workteam ARNs);
+    values pass through the YAML emitter, and into comments with line breaks escaped."""
     env = _jinja()
     env.filters["yaml"] = yamlio.scalar
     env.filters["comment"] = yamlio.comment_text
-    return env.get_template("project-config.yml.j2").render(
-        name=name,
-        data_bucket=data_bucket,
-        template_bucket=template_bucket,
-        region=region,
-        role_arn=role_arn,
-        workteam_arn=workteam_arn,
-    )
+    return env.get_template("project-config.yml.j2").render(**values)
 
 
 # --------------------------------------------------------------------------- setup
