@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import html
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -205,10 +206,24 @@ def _instruction_image_bytes(project: ProjectConfig) -> tuple[bytes, str]:
     if project.instruction_image:
         suffix = project.instruction_image.suffix.lower()
         ctype = {".png": "image/png", ".gif": "image/gif"}.get(suffix, "image/jpeg")
-        return project.instruction_image.read_bytes(), ctype
+        return _read_inside(project.instruction_image, project.path), ctype
     return resources.files("templates").joinpath("default-instructions.png").read_bytes(), (
         "image/png"
     )
+
+
+def _read_inside(path: Path, folder: Path) -> bytes:
+    """Read a file the project model placed inside `folder`, checked again as it is opened:
+    the file is published to S3, and a link put in its place since must not lead out."""
+    real = path.resolve()
+    if not real.is_relative_to(folder.resolve()):
+        raise ConfigError(f"{path} now leads outside the project folder; gtbot will not upload it.")
+    try:
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read ({exc.strerror or exc}).") from None
 
 
 def publish_template(ctx: Context, project: ProjectConfig) -> TemplateResult:

@@ -121,6 +121,24 @@ def test_an_instruction_image_inside_the_project_is_used(tmp_path: Path) -> None
     assert loaded.instruction_image == project / "docs" / "instructions.png"
 
 
+def test_an_image_swapped_for_a_link_after_loading_is_not_uploaded(
+    tmp_path: Path, s3_endpoint: str
+) -> None:
+    """Between loading the config and `template` reading the image, a link put in its place
+    must not publish the file it points to."""
+    from bot.pipeline import publish_template
+
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"\x89PNG not for workers")
+    project_dir = _project_with_image(tmp_path / "projects", "instructions.png")
+    (project_dir / "instructions.png").write_bytes(b"\x89PNG")
+    project = load_project(tmp_path / "projects", "demo")
+    (project_dir / "instructions.png").unlink()
+    (project_dir / "instructions.png").symlink_to(outside)
+    with pytest.raises(ConfigError, match="now leads outside the project folder"):
+        publish_template(Context(settings=Settings.from_env({})), project)
+
+
 # --------------------------------------------------------------------------- loading
 
 
