@@ -374,20 +374,21 @@ def cmd_watch(inv: Invocation) -> Reply:
         owner=inv.user,
         job_created=job.created,
     )
-    if job.terminal:
-        announced = store.get_announcement(job.name)
-        said = (
-            "its end was announced before and is not repeated"
-            if announced is not None
-            else "its end follows in the card's thread"
-        )
-        return Reply(
-            f"{job.name} has already ended ({job.status}); its card shows the final state and "
-            f"{said}. `results {job.name}` gives the results.",
-            job=job,
-        )
     verb = "Now watching" if new else "Moved the watch of"
-    return Reply(f"{verb} {job.name} here ({job.status}); its card follows.", job=job)
+    if not job.terminal:
+        return Reply(f"{verb} {job.name} here ({job.status}); its card follows.", job=job)
+    announcement = store.get_announcement(job.name)
+    told = announcement is not None and announcement.state == "done"
+    return Reply(
+        f"{verb} {job.name} here ({job.status}): it has ended, so its card shows the final "
+        + (
+            "state; its end was announced before and is not repeated."
+            if told
+            else "state and its end follows in the card's thread."
+        )
+        + f" `results {job.name}` gives the results.",
+        job=job,
+    )
 
 
 @command("unwatch", positional=("job",))
