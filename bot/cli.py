@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import uuid
 from collections.abc import Sequence
 
+from bot import logs
 from bot.commands import Reply, Router
 from bot.context import Context
 from bot.errors import GtBotError
@@ -51,7 +51,7 @@ def guarded(func: object, *args: object) -> int:
         print("Interrupted.", file=sys.stderr)
         return 130
     except Exception:
-        trace_id = uuid.uuid4().hex[:12]
+        trace_id = logs.trace_id()
         log.exception("unexpected error, trace id %s", trace_id)
         print(
             f"Something went wrong inside gtbot (trace id {trace_id}). The details are in the "
@@ -139,9 +139,7 @@ def _serve(port: int | None, host: str | None, socket_mode: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("botocore", "urllib3", "werkzeug", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure_logging()
     args = build_parser().parse_args(argv)
     if args.command == "run":
         if not args.text:

@@ -30,6 +30,11 @@ class Reply:
     exit_status: int = 0  # what `gtbot run` exits with: non-zero when a check failed
 
 
+# Asked before a command acts on a job someone else may own: (job name, verb) -> raises
+# PermissionDeniedError. Slack passes one; a terminal on the bot's host needs none.
+JobGuard = Callable[[str, str], None]
+
+
 @dataclass
 class Invocation:
     """One parsed command: positional arguments, options, and how to talk back."""
@@ -41,15 +46,23 @@ class Invocation:
     confirm: Callable[[pipeline.Plan], bool | None] | None = None
     user: str | None = None
     channel: str | None = None
+    guard: JobGuard | None = None
 
-    def opt_int(self, name: str, default: int) -> int:
+    def opt_int(self, name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
         raw = self.options.get(name)
         if raw is None:
             return default
         try:
-            return int(str(raw))
+            value = int(str(raw))
         except ValueError:
             raise UsageError(f"--{name} needs a whole number, got {raw!r}.") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise UsageError(f"--{name} must be from {lo} to {hi}, got {value}.")
+        return value
+
+    def check_job(self, job_name: str, verb: str) -> None:
+        if self.guard is not None:
+            self.guard(job_name, verb)
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,11 @@ class Command:
     options: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
     spends: bool = False
+    spending_flags: tuple[str, ...] = ()
+
+    def spends_with(self, options: dict[str, str | bool]) -> bool:
+        """Whether this use changes AWS or the lab's files (some flags make a reader write)."""
+        return self.spends or any(options.get(f) for f in self.spending_flags)
 
     @property
     def help(self) -> str:
@@ -87,10 +105,11 @@ def command(
     options: tuple[str, ...] = (),
     flags: tuple[str, ...] = (),
     spends: bool = False,
+    spending_flags: tuple[str, ...] = (),
 ) -> Callable[[Callable[[Invocation], Reply]], Callable[[Invocation], Reply]]:
     def register(func: Callable[[Invocation], Reply]) -> Callable[[Invocation], Reply]:
         COMMANDS[name] = Command(
-            name, func, positional, optional_positional, options, flags, spends
+            name, func, positional, optional_positional, options, flags, spends, spending_flags
         )
         return func
 
@@ -154,12 +173,18 @@ class Router:
         confirm: Callable[[pipeline.Plan], bool | None] | None = None,
         user: str | None = None,
         channel: str | None = None,
+        guard: JobGuard | None = None,
     ) -> Reply:
         cmd, args, options = parse(text)
-        return cmd.func(Invocation(self.ctx, args, options, interface, confirm, user, channel))
+        return cmd.func(
+            Invocation(self.ctx, args, options, interface, confirm, user, channel, guard)
+        )
 
 
 # --------------------------------------------------------------------------- commands
+
+# `jobs` lists at most this many: more is a page nobody reads and one listing call per 100.
+MAX_JOBS_LISTED = 500
 
 
 @command("help", optional_positional=("command",))
@@ -339,7 +364,7 @@ def cmd_status(inv: Invocation) -> Reply:
 @command("jobs", options=("limit",))
 def cmd_jobs(inv: Invocation) -> Reply:
     """List recent labeling jobs, newest first."""
-    jobs = pipeline.recent_jobs(inv.ctx, limit=inv.opt_int("limit", 20))
+    jobs = pipeline.recent_jobs(inv.ctx, limit=inv.opt_int("limit", 20, lo=1, hi=MAX_JOBS_LISTED))
     if not jobs:
         return Reply("No labeling jobs yet. Start one with `submit <project>`.")
     return Reply("\n".join(["Recent jobs:", *(job_line(j) for j in jobs)]), jobs=tuple(jobs))
@@ -348,7 +373,9 @@ def cmd_jobs(inv: Invocation) -> Reply:
 @command("stop", positional=("job",), spends=True)
 def cmd_stop(inv: Invocation) -> Reply:
     """Stop a running labeling job (work already done is kept)."""
-    job = pipeline.stop_job(inv.ctx, inv.args[0])
+    name = pipeline.job_status(inv.ctx, inv.args[0]).name
+    inv.check_job(name, "stop")
+    job = pipeline.stop_job(inv.ctx, name)
     if job.status in ("Completed", "Failed", "Stopped"):
         return Reply(f"Job {job.name} had already ended ({job.status}); nothing to stop.", job=job)
     return Reply(f"Stopping job {job.name} ({job.status}). Labels already made are kept.", job=job)
@@ -361,6 +388,9 @@ def cmd_watch(inv: Invocation) -> Reply:
     if store is None or channel is None:
         raise UsageError("`watch` follows a job in a Slack channel; run it as `/gt watch <job>`.")
     job = pipeline.job_status(inv.ctx, inv.args[0])
+    existing = store.get_watch(job.name)
+    if existing is not None and existing.channel != channel and existing.owner != inv.user:
+        inv.check_job(job.name, "move the card of")
     region = pipeline.region_for_job(inv.ctx, job.name)
     new = store.add_watch(
         job_name=job.name,
@@ -370,19 +400,37 @@ def cmd_watch(inv: Invocation) -> Reply:
         job_created=job.created,
     )
     verb = "Now watching" if new else "Moved the watch of"
-    return Reply(f"{verb} {job.name} here ({job.status}); its card follows.", job=job)
+    if not job.terminal:
+        return Reply(f"{verb} {job.name} here ({job.status}); its card follows.", job=job)
+    announcement = store.get_announcement(job.name)
+    told = announcement is not None and announcement.state == "done"
+    return Reply(
+        f"{verb} {job.name} here ({job.status}): it has ended, so its card shows the final "
+        + (
+            "state; its end was announced before and is not repeated."
+            if told
+            else "state and its end follows in the card's thread."
+        )
+        + f" `results {job.name}` gives the results.",
+        job=job,
+    )
 
 
 @command("unwatch", positional=("job",))
 def cmd_unwatch(inv: Invocation) -> Reply:
     """Stop following a labeling job (the job itself keeps running)."""
-    if inv.ctx.store is None:
+    store = inv.ctx.store
+    if store is None:
         raise UsageError(
             "`unwatch` applies to jobs followed in Slack; run it as `/gt unwatch <job>`."
         )
-    if not inv.ctx.store.remove_watch(inv.args[0]):
+    watch = store.get_watch(inv.args[0])
+    if watch is None:
         raise NotFoundError(f"{inv.args[0]} is not being watched. `jobs` lists recent jobs.")
-    return Reply(f"No longer watching {inv.args[0]}. The job itself is unchanged.")
+    if watch.owner != inv.user:
+        inv.check_job(watch.job_name, "unwatch")
+    store.remove_watch(watch.job_name)
+    return Reply(f"No longer watching {watch.job_name}. The job itself is unchanged.")
 
 
 # Slack users must not name files on the bot's host: reading or writing there is for a terminal.
@@ -424,7 +472,7 @@ def cmd_frames(inv: Invocation) -> Reply:
     return Reply(format_frames_result(result), data=result)
 
 
-@command("results", positional=("job",), flags=("rebuild",))
+@command("results", positional=("job",), flags=("rebuild",), spending_flags=("rebuild",))
 def cmd_results(inv: Invocation) -> Reply:
     """Consensus keypoints, exports, agreement figures and preview pictures of a finished job."""
     from bot.results_service import job_results

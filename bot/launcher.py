@@ -15,23 +15,33 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from aws import groundtruth as gt
+from aws import s3
+from bot import logs
 from bot.context import Context
 from bot.errors import GtBotError, NameInUseError, NotFoundError
-from bot.pipeline import Plan
+from bot.pipeline import Plan, manifest_digest
 from bot.state import PlanRow, Store, utcnow
 
 log = logging.getLogger("gtbot.launch")
 STALE_LAUNCH = timedelta(minutes=2)
+# A plan shows a cost and a set of frames as they were when it was made; a day later the lab's
+# mind (and its frames) may have moved on.
+PLAN_TTL = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What became of a click: `kind` is launched, cancelled, already, forbidden or failed."""
+    """What became of a click: `kind` is launched, cancelled, already, forbidden, expired,
+    failed or unknown (the job may or may not exist; settled later from AWS).
+
+    `recorded` is False when the job was created but the database could not say so: the
+    message then tells the truth about both."""
 
     kind: str
     message: str
     plan: PlanRow | None = None
     job: gt.JobInfo | None = None
+    recorded: bool = True
 
 
 def plan_summary(plan: Plan) -> dict[str, object]:
@@ -64,6 +74,7 @@ def record_plan(store: Store, plan: Plan, *, user: str, channel: str) -> str:
             channel=channel,
             summary=plan_summary(plan),
             request=plan.request,
+            manifest_sha256=plan.manifest_sha256,
         )
     except sa.exc.IntegrityError:
         raise NameInUseError(
@@ -78,7 +89,8 @@ def _already(plan: PlanRow) -> Decision:
         "launching": "is being launched",
         "launched": f"was launched as {plan.job_name}",
         "cancelled": "was cancelled",
-        "failed": f"failed to launch ({plan.error})",
+        "failed": f"was not launched ({plan.error})",
+        "expired": "expired; run submit again for a new plan",
     }
     return Decision("already", f"This plan {words.get(plan.state, plan.state)}.", plan)
 
@@ -113,13 +125,49 @@ def _decidable(
     return plan
 
 
-def launch_plan(ctx: Context, store: Store, plan_id: str, *, user: str, is_admin: bool) -> Decision:
+def launch_plan(
+    ctx: Context,
+    store: Store,
+    plan_id: str,
+    *,
+    user: str,
+    is_admin: bool,
+    is_submitter: bool = False,
+) -> Decision:
+    """Launch a stored plan: only as it was shown, only by who may, and at most once.
+
+    `is_admin` and `is_submitter` are the clicker's rights now (the settings may have changed
+    since the plan was made, or since a restart)."""
     plan = _decidable(store, plan_id, user, is_admin, "launch")
     if isinstance(plan, Decision):
         return plan
+    if not (is_admin or is_submitter):
+        return Decision(
+            "forbidden",
+            "Launching spends money and only submitters may do it; you are not (or no longer) "
+            "one. Ask an admin to add you (or your user group) to GTBOT_SUBMITTERS.",
+            plan,
+        )
     plan = _reconcile(ctx, store, plan)
+    if plan.state == "pending" and utcnow() - plan.created_at > PLAN_TTL:
+        hours = int(PLAN_TTL.total_seconds() // 3600)
+        if store.transition_plan(plan_id, ("pending",), "expired", by=user):
+            return Decision(
+                "expired",
+                f"This plan is more than {hours} h old: its frames and cost may no longer hold. "
+                f"Nothing was launched; run `submit {plan.project}` again for a new plan.",
+                store.get_plan(plan_id),
+            )
     if not store.transition_plan(plan_id, ("pending",), "launching", by=user):
         return _already(store.get_plan(plan_id) or plan)
+    try:
+        changed = _what_changed(ctx, plan)
+    except GtBotError:  # S3 could not be asked: nothing was spent, the plan stays launchable
+        store.transition_plan(plan_id, ("launching",), "pending")
+        raise
+    if changed:
+        store.transition_plan(plan_id, ("launching",), "failed", error=changed)
+        return Decision("failed", changed, store.get_plan(plan_id))
     client = ctx.sagemaker(plan.region)
     try:
         job = gt.create_labeling_job(client, plan.request)
@@ -127,12 +175,73 @@ def launch_plan(ctx: Context, store: Store, plan_id: str, *, user: str, is_admin
         # An earlier attempt reached AWS before we could record it: that job is this plan's.
         job = gt.describe_labeling_job(client, plan.job_name)
     except GtBotError as exc:
-        store.transition_plan(plan_id, ("launching",), "failed", error=exc.user_message)
-        return Decision("failed", exc.user_message, store.get_plan(plan_id))
-    store.transition_plan(plan_id, ("launching",), "launched")
-    _watch_launched(store, plan, job)
+        # An error may still mean AWS made the job (a timeout after the request went out):
+        # what AWS has, not the error, says what happened.
+        try:
+            job = gt.describe_labeling_job(client, plan.job_name)
+        except NotFoundError:
+            store.transition_plan(plan_id, ("launching",), "failed", error=exc.user_message)
+            return Decision("failed", exc.user_message, store.get_plan(plan_id))
+        except GtBotError as unknown:
+            log.warning("launch of %s: unsettled (%s)", plan.job_name, unknown.user_message)
+            return Decision(
+                "unknown",
+                f"Could not launch {plan.job_name} for sure: {exc.user_message} AWS could not "
+                f"be asked whether the job exists ({unknown.user_message}). gtbot checks again "
+                f"when it next starts; `status {plan.job_name}` tells you now.",
+                plan,
+            )
+    return _record_launch(ctx, store, plan, job, user)
+
+
+def _record_launch(
+    ctx: Context, store: Store, plan: PlanRow, job: gt.JobInfo, user: str
+) -> Decision:
+    """The job exists: note it (watch, then plan state). If the database fails, say so truly:
+    the job runs, and `recover_launches` settles the plan from AWS at the next start."""
+    try:
+        _watch_launched(store, plan, job)
+        store.transition_plan(plan.id, ("launching",), "launched")
+    except sa.exc.SQLAlchemyError:
+        trace = logs.trace_id()
+        log.exception("launched %s but could not record it, trace id %s", plan.job_name, trace)
+        try:
+            job = gt.describe_labeling_job(ctx.sagemaker(plan.region), plan.job_name)
+        except GtBotError as exc:
+            log.warning("could not describe %s after launching it: %s", plan.job_name, exc)
+        return Decision(
+            "launched",
+            f"Launched {plan.job_name} (now {job.status}). gtbot could not record the launch "
+            f"in its database (trace id {trace}), so the card will not update until an admin "
+            "fixes the database; gtbot settles the launch from AWS when it next starts.",
+            plan,
+            job,
+            recorded=False,
+        )
     log.info("launched job=%s project=%s by=%s", plan.job_name, plan.project, user)
-    return Decision("launched", f"Launched {plan.job_name}.", store.get_plan(plan_id), job)
+    return Decision("launched", f"Launched {plan.job_name}.", store.get_plan(plan.id), job)
+
+
+def _what_changed(ctx: Context, plan: PlanRow) -> str | None:
+    """Why this plan no longer launches what it showed, or None: its manifest object must
+    still hold the frames it counted, byte for byte."""
+    uri = plan.request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
+    again = f"Nothing was launched; run `submit {plan.project}` again for a new plan and cost."
+    if not plan.manifest_sha256:
+        return f"This plan was made by an older gtbot that did not pin its frames. {again}"
+    bucket, key = s3.split_s3_uri(uri)
+    try:
+        body = s3.get_bytes(ctx.clients.s3(plan.region), bucket, key)
+    except NotFoundError:
+        return f"The plan's manifest {uri} is gone. {again}"
+    digest, images = manifest_digest(body)
+    shown = plan.summary.get("images")
+    if digest != plan.manifest_sha256 or images != shown:
+        return (
+            f"The frames changed since this plan was made: it showed {shown} images, its "
+            f"manifest now lists {images}. {again}"
+        )
+    return None
 
 
 def _watch_launched(store: Store, plan: PlanRow, job: gt.JobInfo | None) -> None:

@@ -6,8 +6,11 @@ result dataclass; rendering for a terminal or for Slack happens at the edges.
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import html
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,12 +25,17 @@ from PIL import Image, UnidentifiedImageError
 
 from aws import groundtruth as gt
 from aws import s3
+from bot import yamlio
 from bot.context import Context
-from bot.errors import ConfigError, GtBotError, NotFoundError
+from bot.errors import ConfigError, GtBotError, NotFoundError, UsageError
 from bot.project import (
     IMAGE_SUFFIXES,
     MAX_CONCURRENT_WITHOUT_SUPPORT,
+    ROLE_ARN_RE,
+    WORKTEAM_ARN_RE,
     ProjectConfig,
+    bucket_name_problem,
+    known_regions,
     list_images,
     project_dir_for,
     require_job_identity,
@@ -52,31 +60,75 @@ def init_project(
     role_arn: str | None = None,
     workteam_arn: str | None = None,
 ) -> InitResult:
-    """Write a commented MARS-default config and the folder layout; never overwrite."""
+    """Write a commented MARS-default config and the folder layout; never overwrite.
+
+    Every value is checked before anything is written (an option is text from a chat), and the
+    file is written through the YAML emitter, so no value can add a key of its own.
+    """
     project_dir = project_dir_for(projects_dir, name)
+    # Names AWS's managed Ground Truth execution policy covers (see bot/doctor.py).
+    data_bucket = data_bucket or f"{name}-sagemaker"
+    template_bucket = template_bucket or f"{name}-sagemaker-ui"
+    _check_init_values(region, data_bucket, template_bucket, role_arn, workteam_arn)
     if project_dir.exists() and any(project_dir.iterdir()):
         raise ConfigError(
             f"{project_dir} already exists and is not empty; gtbot will not overwrite a project. "
             "Choose another name or remove the folder yourself."
         )
-    text = (
-        _jinja()
-        .get_template("project-config.yml.j2")
-        .render(
-            name=name,
-            # Names AWS's managed Ground Truth execution policy covers (see bot/doctor.py).
-            data_bucket=data_bucket or f"{name}-sagemaker",
-            template_bucket=template_bucket or f"{name}-sagemaker-ui",
-            region=region,
-            role_arn=role_arn,
-            workteam_arn=workteam_arn,
-        )
+    text = render_project_config(
+        name=name,
+        data_bucket=data_bucket,
+        template_bucket=template_bucket,
+        region=region,
+        role_arn=role_arn,
+        workteam_arn=workteam_arn,
     )
     (project_dir / "annotation-data" / "raw-images").mkdir(parents=True, exist_ok=True)
     (project_dir / "annotation-data" / "videos").mkdir(parents=True, exist_ok=True)
     config_file = project_dir / "project-config.yml"
     config_file.write_text(text, encoding="utf-8")
     return InitResult(path=project_dir, config_file=config_file)
+
+
+def _check_init_values(
+    region: str,
+    data_bucket: str,
+    template_bucket: str,
+    role_arn: str | None,
+    workteam_arn: str | None,
+) -> None:
+    """Refuse any value the project model would refuse, naming the option that carried it."""
+    if region not in known_regions():
+        hint = difflib.get_close_matches(region, sorted(known_regions()), n=1)
+        raise UsageError(
+            f"--region {region!r} is not an AWS region with SageMaker."
+            + (f" Did you mean {hint[0]!r}?" if hint else " Example: `--region us-east-1`.")
+        )
+    for option, bucket in (("--data-bucket", data_bucket), ("--template-bucket", template_bucket)):
+        if why := bucket_name_problem(bucket):
+            raise UsageError(f"{option}: {why} Example: `{option} lab-mouse-frames`.")
+    if why := bucket_name_problem(f"{data_bucket}-output"):
+        raise UsageError(
+            f"--data-bucket: the output bucket is named after it ({data_bucket}-output): {why} "
+            "Choose a shorter data bucket name."
+        )
+    # Lab defaults come from the environment or gtbot.yml, not from the chat, but they are
+    # written into the file all the same.
+    for label, value, pattern in (
+        ("GTBOT_ROLE_ARN (or gtbot.yml's job.role_arn)", role_arn, ROLE_ARN_RE),
+        ("GTBOT_WORKTEAM_ARN (or gtbot.yml's job.workteam_arn)", workteam_arn, WORKTEAM_ARN_RE),
+    ):
+        if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
+            raise ConfigError(f"{label} is {value!r}, which is not an ARN of the right form.")
+
+
+def render_project_config(**values: str | None) -> str:
+    """The commented project-config.yml (name, buckets, region, role and workteam ARNs);
+    values pass through the YAML emitter, and into comments with line breaks escaped."""
+    env = _jinja()
+    env.filters["yaml"] = yamlio.scalar
+    env.filters["comment"] = yamlio.comment_text
+    return env.get_template("project-config.yml.j2").render(**values)
 
 
 # --------------------------------------------------------------------------- setup
@@ -219,10 +271,24 @@ def _instruction_image_bytes(project: ProjectConfig) -> tuple[bytes, str]:
     if project.instruction_image:
         suffix = project.instruction_image.suffix.lower()
         ctype = {".png": "image/png", ".gif": "image/gif"}.get(suffix, "image/jpeg")
-        return project.instruction_image.read_bytes(), ctype
+        return _read_inside(project.instruction_image, project.path), ctype
     return resources.files("templates").joinpath("default-instructions.png").read_bytes(), (
         "image/png"
     )
+
+
+def _read_inside(path: Path, folder: Path) -> bytes:
+    """Read a file the project model placed inside `folder`, checked again as it is opened:
+    the file is published to S3, and a link put in its place since must not lead out."""
+    real = path.resolve()
+    if not real.is_relative_to(folder.resolve()):
+        raise ConfigError(f"{path} now leads outside the project folder; gtbot will not upload it.")
+    try:
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read ({exc.strerror or exc}).") from None
 
 
 def publish_template(ctx: Context, project: ProjectConfig) -> TemplateResult:
@@ -321,6 +387,7 @@ def upload_frames(ctx: Context, project: ProjectConfig) -> UploadSummary:
 class ManifestResult:
     uri: str
     images: int
+    sha256: str
 
 
 # "For all other labeling job types, the dataset size quota is 100,000 items" (Input Data
@@ -342,8 +409,16 @@ def check_dataset_size(project: ProjectConfig, frames: int, where: str) -> None:
     )
 
 
-def write_manifest(ctx: Context, project: ProjectConfig) -> ManifestResult:
-    """One `{"source-ref": ...}` line per frame in S3, every page listed (MARS stopped at 1,000)."""
+def manifest_digest(body: bytes) -> tuple[str, int]:
+    """A manifest's SHA-256 and its number of lines (objects to label)."""
+    return hashlib.sha256(body).hexdigest(), sum(1 for line in body.splitlines() if line.strip())
+
+
+def write_manifest(ctx: Context, project: ProjectConfig, key: str | None = None) -> ManifestResult:
+    """One `{"source-ref": ...}` line per frame in S3, every page listed (MARS stopped at 1,000).
+
+    `submit` writes each plan's own copy (`key`), so a plan launches exactly what it showed
+    even when frames are added or another submit rewrites the project's input.manifest."""
     client = ctx.s3(project)
     lines = [
         json.dumps({"source-ref": f"s3://{project.data_bucket}/{obj.key}"})
@@ -359,8 +434,10 @@ def write_manifest(ctx: Context, project: ProjectConfig) -> ManifestResult:
         project, len(lines), f"under s3://{project.data_bucket}/{project.images_prefix}"
     )
     body = ("\n".join(lines) + "\n").encode()
-    uri = s3.put_bytes(client, project.data_bucket, project.manifest_key, body, "application/jsonl")
-    return ManifestResult(uri=uri, images=len(lines))
+    key = key or project.manifest_key
+    uri = s3.put_bytes(client, project.data_bucket, key, body, "application/jsonl")
+    digest, images = manifest_digest(body)
+    return ManifestResult(uri=uri, images=images, sha256=digest)
 
 
 # --------------------------------------------------------------------------- submit
@@ -380,6 +457,7 @@ class Plan:
     price_usd: Decimal | None
     request: dict[str, Any]
     prepared: tuple[str, ...]
+    manifest_sha256: str = ""
 
     @property
     def tasks(self) -> int:
@@ -433,9 +511,9 @@ def prepare_submission(ctx: Context, project: ProjectConfig, now: datetime | Non
             f"{len(upload.failed)} frame(s) failed to upload (first: {first[0]}: {first[1]}). "
             "Nothing was launched; run submit again to retry."
         )
-    manifest = write_manifest(ctx, project)
-    prepared.append(f"manifest with {manifest.images} images")
     job_name = gt.make_job_name(project.name, now)
+    manifest = write_manifest(ctx, project, f"{project.name}/manifests/{job_name}.manifest")
+    prepared.append(f"manifest with {manifest.images} images")
     job = project.job
     if job.max_concurrent_tasks and job.max_concurrent_tasks > MAX_CONCURRENT_WITHOUT_SUPPORT:
         prepared.append(
@@ -476,6 +554,7 @@ def prepare_submission(ctx: Context, project: ProjectConfig, now: datetime | Non
         price_usd=spec.price_usd,
         request=request,
         prepared=tuple(prepared),
+        manifest_sha256=manifest.sha256,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from bot import yamlio
 from bot.errors import ConfigError, NotFoundError
 
 CONFIG_NAMES = (
@@ -179,7 +180,7 @@ def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
     """Map each key path to its 1-based line, so messages can say where to look."""
     lines: dict[tuple[str, ...], int] = {}
     try:
-        root = yaml.compose(text)
+        root = yamlio.compose(text)
     except yaml.YAMLError:
         return lines
 
@@ -322,16 +323,7 @@ def load_project(
 def parse_project(
     config_file: Path, name: str, lab_job_defaults: Mapping[str, Any]
 ) -> ProjectConfig:
-    text = config_file.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(
-            f"{config_file}{where}: this is not valid YAML ({getattr(exc, 'problem', exc)}). "
-            "Check indentation and quote text that contains `:` or `#`."
-        ) from None
+    text, data = yamlio.load_file(config_file)
     if not isinstance(data, dict):
         raise ConfigError(
             f"{config_file}: expected `key: value` lines (a mapping), found "
@@ -483,6 +475,14 @@ def _validate(
             p.add(
                 "instruction_image",
                 f"must be the path of a .png/.jpg/.gif file in the project, found {raw_image!r}.",
+            )
+        elif not _inside(candidate, config_file.parent):
+            # `template` uploads this file to S3: a path (or a link) leading out of the project
+            # would publish any file the bot's host can read.
+            p.add(
+                "instruction_image",
+                f"{raw_image!r} is outside the project folder. Put the image in the project "
+                "(e.g. `instruction_image: instructions.png`) and give its path from there.",
             )
         elif not candidate.is_file():
             p.add(
@@ -721,6 +721,14 @@ def _validate_job(
     # Pre-annotation and consolidation Lambdas are independently optional (botocore >= 1.35.26
     # model: neither is required in HumanTaskConfig), so either may be set alone.
     return JobConfig(**out)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, links and `..` resolved, lies within `folder`."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
 
 
 def require_job_identity(project: ProjectConfig) -> tuple[str, str]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.cards import JobCard
+from bot.watcher import Posted
 
 REGION = "us-east-2"
 ACCOUNT = "123456789012"
@@ -50,14 +51,18 @@ class ConsoleNotifier:
     def update_card(self, channel: str, ts: str, card: JobCard) -> None:
         self.out(_boxed(f"{channel} · job card updated", card.text()))
 
-    def post_thread(self, channel: str, thread_ts: str | None, text: str) -> str:
+    def post_thread(
+        self, channel: str, thread_ts: str | None, text: str, key: str | None = None
+    ) -> str:
         self.out(_boxed(f"{channel} · in the job's thread", text))
         return self._ts()
 
-    def upload_files(
-        self, channel: str, thread_ts: str | None, files: list[Path], title: str
-    ) -> None:
-        self.out(_boxed(f"{channel} · files posted: {title}", "\n".join(str(f) for f in files)))
+    def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None:
+        self.out(_boxed(f"{channel} · file posted: {title}", str(path)))
+
+    def posted(self, channel: str, thread_ts: str | None) -> Posted:
+        """A terminal keeps nothing to read back: the sandbox lives as long as its process."""
+        return Posted()
 
 
 def _boxed(title: str, body: str) -> str:
@@ -82,6 +87,9 @@ class Emulators:
         return {
             "AWS_ENDPOINT_URL_S3": self.s3_url,
             "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url,
+            # moto's server answers STS too and gtbot's IAM front answers IAM; boto3 reads
+            # AWS_ENDPOINT_URL_<SERVICE ID> (AWS SDKs reference guide, "Service-specific
+            # endpoints"), so `doctor` in a sandbox shell never reaches for real AWS.
             "AWS_ENDPOINT_URL_IAM": self.iam_url,
             "AWS_ENDPOINT_URL_STS": self.s3_url,
             "AWS_ACCESS_KEY_ID": self.access_key[0],
@@ -301,12 +309,14 @@ def _play(
     store.set_plan_message(plan_id, "plan-card")
     out(_boxed(f"{CHANNEL} · plan card  [Launch] [Cancel]", plan_text(plan)))
     out("\nyou: (click Launch)")
-    decision = launcher.launch_plan(ctx, store, plan_id, user=USER, is_admin=False)
+    decision = launcher.launch_plan(
+        ctx, store, plan_id, user=USER, is_admin=False, is_submitter=True
+    )
     out(_boxed(f"{CHANNEL} · gtbot", decision.message))
     if decision.kind != "launched":
         raise RuntimeError(f"the sandbox could not launch: {decision.message}")
     out("you: (click Launch again: a double click must not launch twice)")
-    again = launcher.launch_plan(ctx, store, plan_id, user=USER, is_admin=False)
+    again = launcher.launch_plan(ctx, store, plan_id, user=USER, is_admin=False, is_submitter=True)
     out(_boxed(f"{CHANNEL} · gtbot (only visible to you)", again.message))
 
     notifier = ConsoleNotifier(out)

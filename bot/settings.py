@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from bot import yamlio
 from bot.errors import ConfigError
 
 
@@ -93,10 +92,7 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, most: int | N
 
 def load_lab_config(path: Path) -> dict[str, Any]:
     """Read `gtbot.yml`: only a `job:` section of lab-wide defaults is understood."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc}).") from None
+    data = yamlio.load_file(path)[1] or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with a `job:` section.")
     unknown = sorted(set(data) - {"job"})

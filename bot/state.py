@@ -9,6 +9,7 @@ twice or post twice.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,15 +21,29 @@ from sqlalchemy.engine import Engine
 
 from bot.errors import ConfigError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-# What each schema version adds to the one before, for databases made by an older gtbot.
+# What each schema version adds to the one before, for databases made by an older gtbot. New
+# tables are made by create_all before these run; statements here change existing ones.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
         "ALTER TABLE gtbot_watches ADD COLUMN completion_claimed_at TIMESTAMP",
         "ALTER TABLE gtbot_watches ADD COLUMN completion_claimed_by VARCHAR(128)",
     ),
+    # 3: a plan pins its manifest's digest; announcements outlive watches (an old completion
+    # must not be posted again when its job is watched again). The watches' claim columns of
+    # version 2 are no longer used.
+    3: (
+        "ALTER TABLE gtbot_plans ADD COLUMN manifest_sha256 VARCHAR(64)",
+        "INSERT INTO gtbot_announcements (job_name, channel, thread_ts, steps, state,"
+        " created_at, updated_at) SELECT job_name, channel, thread_ts, '[]', 'done',"
+        " updated_at, updated_at FROM gtbot_watches WHERE completion_announced",
+    ),
 }
+
+_ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)")
+# Writers wait for each other this long before SQLite says "database is locked".
+SQLITE_BUSY_MS = 30000
 
 metadata = sa.MetaData()
 
@@ -54,6 +69,7 @@ plans = sa.Table(
     sa.Column("request", sa.Text, nullable=False),
     sa.Column("decided_by", sa.String(64)),
     sa.Column("error", sa.Text),
+    sa.Column("manifest_sha256", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
@@ -72,10 +88,23 @@ watches = sa.Table(
     sa.Column("last_status", sa.String(32)),
     sa.Column("last_counters", sa.Text),
     sa.Column("completion_announced", sa.Boolean, nullable=False, default=False),
-    sa.Column("completion_claimed_at", sa.DateTime(timezone=True)),
-    sa.Column("completion_claimed_by", sa.String(128)),
     sa.Column("parked", sa.Boolean, nullable=False, default=False),
     sa.Column("park_reason", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The end of a job, told once: a record of steps (the text, then each file), each done once.
+announcements = sa.Table(
+    "gtbot_announcements",
+    metadata,
+    sa.Column("job_name", sa.String(63), primary_key=True),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("thread_ts", sa.String(32)),
+    sa.Column("steps", sa.Text),  # JSON list of steps; NULL until the text is composed
+    sa.Column("state", sa.String(16), nullable=False),  # open | done
+    sa.Column("claimed_at", sa.DateTime(timezone=True)),
+    sa.Column("claimed_by", sa.String(128)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
@@ -116,6 +145,7 @@ class PlanRow:
     error: str | None
     created_at: datetime
     updated_at: datetime
+    manifest_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +164,20 @@ class WatchRow:
     parked: bool
     park_reason: str | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class AnnouncementRow:
+    job_name: str
+    channel: str
+    thread_ts: str | None
+    steps: list[dict[str, Any]] | None
+    state: str
+    claimed_by: str | None
+
+
+class ClaimLost(Exception):
+    """Another holder took over this announcement: this one must stop posting."""
 
 
 class Store:
@@ -159,7 +203,7 @@ class Store:
             def _pragmas(dbapi_conn: Any, _record: Any) -> None:
                 cursor = dbapi_conn.cursor()
                 cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
                 cursor.close()
 
         self._lock = threading.Lock()
@@ -179,6 +223,13 @@ class Store:
             elif row.version < SCHEMA_VERSION:
                 for version in range(row.version + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS.get(version, ()):
+                        # create_all has just made any missing table whole: a column it
+                        # already has is not added twice.
+                        added = _ADD_COLUMN.match(statement)
+                        if added and added[2] in {
+                            c["name"] for c in sa.inspect(conn).get_columns(added[1])
+                        }:
+                            continue
                         conn.execute(sa.text(statement))
                 conn.execute(sa.update(schema_version).values(version=SCHEMA_VERSION))
 
@@ -195,6 +246,7 @@ class Store:
         channel: str,
         summary: dict[str, Any],
         request: dict[str, Any],
+        manifest_sha256: str | None = None,
     ) -> None:
         now = utcnow()
         with self.engine.begin() as conn:
@@ -209,6 +261,7 @@ class Store:
                     state="pending",
                     summary=json.dumps(summary),
                     request=json.dumps(request),
+                    manifest_sha256=manifest_sha256,
                     created_at=now,
                     updated_at=now,
                 )
@@ -247,6 +300,12 @@ class Store:
                 .values(**values)
             )
         return result.rowcount == 1
+
+    def plan_for_job(self, job_name: str) -> PlanRow | None:
+        """The plan that named this job (job names are unique), if it was made here."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(plans).where(plans.c.job_name == job_name)).first()
+        return None if row is None else _plan(row)
 
     def plans_in_state(self, state: str) -> list[PlanRow]:
         with self.engine.connect() as conn:
@@ -334,35 +393,132 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(sa.update(watches).where(watches.c.job_name == job_name).values(**values))
 
-    def claim_completion(self, job_name: str, holder: str, stale_seconds: float) -> bool:
-        """Compare-and-set: one poster at a time may announce the end of a job.
+    # ------------------------------------------------------------------ announcements
 
-        A claim left by a process that died before confirming its post goes stale after
-        `stale_seconds` (the lease), so the announcement is retried rather than lost.
+    def get_announcement(self, job_name: str) -> AnnouncementRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(announcements).where(announcements.c.job_name == job_name)
+            ).first()
+        return None if row is None else _announcement(row)
+
+    def claim_announcement(
+        self,
+        job_name: str,
+        holder: str,
+        stale_seconds: float,
+        *,
+        channel: str,
+        thread_ts: str | None,
+    ) -> AnnouncementRow | None:
+        """Compare-and-set: one poster at a time may work on a job's announcement.
+
+        The first claim creates the record with its destination, which then stays fixed. A
+        claim left by a process that died goes stale after `stale_seconds` (the lease), so the
+        rest of the steps are taken over rather than lost. None: done, or held by another.
         """
         now = utcnow()
         with self.engine.begin() as conn:
             result = conn.execute(
-                sa.update(watches)
+                sa.update(announcements)
                 .where(
-                    watches.c.job_name == job_name,
-                    watches.c.completion_announced.is_(False),
+                    announcements.c.job_name == job_name,
+                    announcements.c.state == "open",
                     sa.or_(
-                        watches.c.completion_claimed_at.is_(None),
-                        watches.c.completion_claimed_at < now - timedelta(seconds=stale_seconds),
+                        announcements.c.claimed_at.is_(None),
+                        announcements.c.claimed_by == holder,
+                        announcements.c.claimed_at < now - timedelta(seconds=stale_seconds),
                     ),
                 )
-                .values(completion_claimed_at=now, completion_claimed_by=holder, updated_at=now)
+                .values(claimed_at=now, claimed_by=holder, updated_at=now)
             )
-        return result.rowcount == 1
+            if result.rowcount == 0:
+                exists = conn.execute(
+                    sa.select(announcements.c.job_name).where(announcements.c.job_name == job_name)
+                ).first()
+                if exists is not None:
+                    return None
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            sa.insert(announcements).values(
+                                job_name=job_name,
+                                channel=channel,
+                                thread_ts=thread_ts,
+                                steps=None,
+                                state="open",
+                                claimed_at=now,
+                                claimed_by=holder,
+                                created_at=now,
+                                updated_at=now,
+                            )
+                        )
+                except sa.exc.IntegrityError:
+                    return None
+            row = conn.execute(
+                sa.select(announcements).where(announcements.c.job_name == job_name)
+            ).one()
+        return _announcement(row)
 
-    def finish_completion(self, job_name: str) -> None:
-        """The completion post is out: never again for this job."""
+    def _held(self, job_name: str, holder: str, **values: Any) -> None:
+        """Write to an announcement this holder still claims (renewing the claim), or raise."""
+        now = utcnow()
+        values.update(updated_at=now, claimed_at=values.get("claimed_at", now))
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(announcements)
+                .where(
+                    announcements.c.job_name == job_name,
+                    announcements.c.claimed_by == holder,
+                    announcements.c.state == "open",
+                )
+                .values(**values)
+            )
+        if result.rowcount != 1:
+            raise ClaimLost(job_name)
+
+    def save_steps(self, job_name: str, holder: str, steps: list[dict[str, Any]]) -> None:
+        """Record the steps' progress; each call also renews the claim."""
+        self._held(job_name, holder, steps=json.dumps(steps))
+
+    def finish_announcement(self, job_name: str, holder: str) -> None:
+        """Every step is done or given up: never again for this job, in any channel."""
+        self._held(job_name, holder, state="done", claimed_at=None, claimed_by=None)
         self.update_watch(job_name, completion_announced=True)
 
-    def release_completion(self, job_name: str) -> None:
-        """Undo a claim whose post failed, so the next tick tries again."""
-        self.update_watch(job_name, completion_claimed_at=None, completion_claimed_by=None)
+    def release_announcement(self, job_name: str, holder: str) -> None:
+        """Give up the claim (a step failed for now), so the next tick takes it up again."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(announcements)
+                .where(announcements.c.job_name == job_name, announcements.c.claimed_by == holder)
+                .values(claimed_at=None, claimed_by=None, updated_at=utcnow())
+            )
+
+    # ------------------------------------------------------------------ health
+
+    def check_writable(self, timeout_seconds: float = 2.0) -> None:
+        """Raise unless the database takes a write within `timeout_seconds` (not read-only,
+        not full, not locked by another writer): what a health check must know."""
+        wait_ms = int(timeout_seconds * 1000)
+        with self.engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={wait_ms}")
+            try:
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {wait_ms}")
+                    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {wait_ms}")
+                conn.execute(
+                    sa.update(schema_version)
+                    .where(schema_version.c.id == 1)
+                    .values(version=schema_version.c.version)
+                )
+                conn.commit()
+            finally:
+                conn.rollback()
+                if sqlite:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
 
     # ------------------------------------------------------------------ lease
 
@@ -426,6 +582,18 @@ def _plan(row: Any) -> PlanRow:
         error=row.error,
         created_at=_aware(row.created_at) or utcnow(),
         updated_at=_aware(row.updated_at) or utcnow(),
+        manifest_sha256=row.manifest_sha256,
+    )
+
+
+def _announcement(row: Any) -> AnnouncementRow:
+    return AnnouncementRow(
+        job_name=row.job_name,
+        channel=row.channel,
+        thread_ts=row.thread_ts,
+        steps=json.loads(row.steps) if row.steps is not None else None,
+        state=row.state,
+        claimed_by=row.claimed_by,
     )
 
 

@@ -21,13 +21,25 @@ from typing import Any, Protocol
 
 from aws import groundtruth as gt
 from aws import s3
+from bot import logs
 from bot.cards import JobCard
 from bot.context import Context
 from bot.errors import GtBotError, NotFoundError
-from bot.state import Store, WatchRow
+from bot.state import AnnouncementRow, ClaimLost, Store, WatchRow
 
 log = logging.getLogger("gtbot.watcher")
 LEASE_NAME = "watcher"
+# A step that keeps failing for passing reasons (Slack down for a while) is given up after this
+# many ticks and reported, rather than retried forever.
+MAX_STEP_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Posted:
+    """What a thread already holds: the step keys of gtbot's posts and the titles of files."""
+
+    keys: frozenset[str] = frozenset()
+    file_titles: frozenset[str] = frozenset()
 
 
 class Notifier(Protocol):
@@ -37,15 +49,34 @@ class Notifier(Protocol):
 
     def update_card(self, channel: str, ts: str, card: JobCard) -> None: ...
 
-    def post_thread(self, channel: str, thread_ts: str | None, text: str) -> str: ...
+    def post_thread(
+        self, channel: str, thread_ts: str | None, text: str, key: str | None = None
+    ) -> str:
+        """Post `text`; a `key` is stored with the message so `posted` can find it later."""
+        ...
 
-    def upload_files(
-        self, channel: str, thread_ts: str | None, files: list[Path], title: str
-    ) -> None: ...
+    def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None: ...
+
+    def posted(self, channel: str, thread_ts: str | None) -> Posted:
+        """Read back what gtbot already posted there (after a crash, before posting again)."""
+        ...
 
 
-class DestinationGone(Exception):
+class PostFailed(Exception):
+    """The notifier could not post. `permanent`: trying again cannot help (a missing scope,
+    the bot not in the channel, a message Slack refuses); otherwise it may work next time."""
+
+    def __init__(self, error: str, permanent: bool) -> None:
+        super().__init__(error)
+        self.error = error
+        self.permanent = permanent
+
+
+class DestinationGone(PostFailed):
     """The notifier can no longer post where the watch points (channel deleted, bot removed)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error, permanent=True)
 
 
 @dataclass(frozen=True)
@@ -116,6 +147,10 @@ class Watcher:
         self._renewed = 0.0
 
     def tick(self) -> TickReport:
+        with logs.traced():
+            return self._tick()
+
+    def _tick(self) -> TickReport:
         report = TickReport()
         if not self.store.acquire_lease(LEASE_NAME, self.holder, self.lease_seconds):
             return report
@@ -142,6 +177,8 @@ class Watcher:
                     self._one(watch, jobs.get(watch.job_name), region, report)
                 except DestinationGone as exc:
                     self._park(watch, f"cannot post to channel {watch.channel}: {exc}", report)
+                except PostFailed as exc:
+                    log.warning("watch %s: Slack said %s (will retry)", watch.job_name, exc.error)
                 except GtBotError as exc:
                     log.warning("watch %s: %s (will retry)", watch.job_name, exc.user_message)
                 except Exception:
@@ -212,30 +249,168 @@ class Watcher:
             )
             report.updated.append(job.name)
             watch = self.store.get_watch(watch.job_name) or watch
-        if job.terminal and self.store.claim_completion(job.name, self.holder, self.lease_seconds):
-            try:
-                self._announce(watch, job, region)
-            except BaseException:
-                self.store.release_completion(job.name)
-                raise
-            self.store.finish_completion(job.name)
-            report.announced.append(job.name)
+        if job.terminal:
+            self._complete(watch, job, region, report)
 
-    def _announce(self, watch: WatchRow, job: gt.JobInfo, region: str) -> None:
+    # ------------------------------------------------------------------ the announcement
+
+    def _complete(self, watch: WatchRow, job: gt.JobInfo, region: str, report: TickReport) -> None:
+        """The end of a job, told once: a record of steps in the database, each done once.
+
+        A step is marked `attempted` before it is posted and `done` after; a step found
+        `attempted` (a crash or an unknown answer in between) is looked for in the thread
+        before it is posted again. The record outlives the watch, so watching a finished job
+        again does not repeat it.
+        """
+        existing = self.store.get_announcement(job.name)
+        if existing is not None and existing.state == "done":
+            self.store.update_watch(job.name, completion_announced=True)
+            return
+        ann = self.store.claim_announcement(
+            job.name,
+            self.holder,
+            self.lease_seconds,
+            channel=watch.channel,
+            thread_ts=watch.thread_ts,
+        )
+        if ann is None:
+            return
+        try:
+            steps = ann.steps
+            if steps is None:
+                steps = self._compose(watch, job, region)
+                self.store.save_steps(job.name, self.holder, steps)
+            self._run_steps(ann, steps)
+            self.store.finish_announcement(job.name, self.holder)
+            report.announced.append(job.name)
+        except ClaimLost:
+            log.warning("another watcher took over the announcement of %s", job.name)
+        except BaseException:
+            self.store.release_announcement(job.name, self.holder)
+            raise
+
+    def _compose(self, watch: WatchRow, job: gt.JobInfo, region: str) -> list[dict[str, Any]]:
+        """The steps: the text (with the results, or why there are none), then each picture."""
+        text = completion_text(self.ctx, job, region)  # first: it may fail and be retried
         completion: Completion | None = None
+        why_not = ""
         if self.results is not None and job.status in ("Completed", "Stopped"):
             try:
                 completion = self.results(self.ctx, watch, job)
             except GtBotError as exc:
-                log.warning("results for %s unavailable: %s", job.name, exc.user_message)
-        text = completion_text(self.ctx, job, region)
+                why_not = exc.user_message
+            except Exception:  # the post goes out anyway; the details are in the log
+                trace = logs.trace_id()
+                log.exception("results of %s failed, trace id %s", job.name, trace)
+                why_not = (
+                    f"of an unexpected error (trace id {trace}); an admin can find it in the log"
+                )
         if completion is not None:
             text += "\n" + completion.text
-        self.notifier.post_thread(watch.channel, watch.thread_ts, text)
-        if completion is not None and completion.files:
-            self.notifier.upload_files(
-                watch.channel, watch.thread_ts, list(completion.files), f"{job.name}: results"
+        elif why_not:
+            log.warning("results for %s unavailable: %s", job.name, why_not)
+            text += (
+                f"\nResults unavailable because {why_not.rstrip('.')}. "
+                f"`/gt results {job.name}` tries again."
             )
+        steps: list[dict[str, Any]] = [_step("text", f"{job.name}:completion", text=text)]
+        for path in completion.files if completion is not None else ():
+            title = f"{job.name}: {path.name}"
+            steps.append(_step("file", title, path=str(path), title=title))
+        return steps
+
+    def _run_steps(self, ann: AnnouncementRow, steps: list[dict[str, Any]]) -> None:
+        seen: Posted | None = None
+        for step in steps:  # a failed file may append a note, taken in this same loop
+            if step["state"] in ("done", "failed"):
+                continue
+            if step["state"] == "attempted":
+                seen = seen or self._read_back(ann)
+                if seen is not None and (
+                    step["key"] in seen.keys or step["key"] in seen.file_titles
+                ):
+                    step["state"] = "done"
+                    self.store.save_steps(ann.job_name, self.holder, steps)
+                    continue
+            if step["attempts"] >= MAX_STEP_ATTEMPTS:
+                self._give_up(
+                    ann,
+                    steps,
+                    step,
+                    f"gave up after {step['attempts']} attempts: {step.get('error')}",
+                )
+                continue
+            step["state"] = "attempted"
+            step["attempts"] += 1
+            self.store.save_steps(ann.job_name, self.holder, steps)
+            try:
+                self._post(ann, step)
+            except DestinationGone as exc:
+                for rest in steps:
+                    if rest["state"] != "done":
+                        rest.update(state="failed", error=exc.error)
+                self.store.save_steps(ann.job_name, self.holder, steps)
+                self.store.finish_announcement(ann.job_name, self.holder)
+                raise
+            except PostFailed as exc:
+                step["error"] = exc.error
+                if exc.permanent:
+                    self._give_up(ann, steps, step, exc.error)
+                    continue
+                self.store.save_steps(ann.job_name, self.holder, steps)
+                raise
+            step["state"] = "done"
+            step["error"] = None
+            self.store.save_steps(ann.job_name, self.holder, steps)
+
+    def _post(self, ann: AnnouncementRow, step: dict[str, Any]) -> None:
+        if step["kind"] == "file":
+            path = Path(step["path"])
+            if not path.is_file():
+                raise PostFailed(f"{path.name} is no longer on the bot's disk", permanent=True)
+            self.notifier.upload_file(ann.channel, ann.thread_ts, path, step["title"])
+        else:
+            self.notifier.post_thread(ann.channel, ann.thread_ts, step["text"], key=step["key"])
+
+    def _read_back(self, ann: AnnouncementRow) -> Posted | None:
+        """What the thread holds; None when it cannot be read (then posting may repeat)."""
+        try:
+            return self.notifier.posted(ann.channel, ann.thread_ts)
+        except PostFailed as exc:
+            if not exc.permanent:
+                raise
+            log.warning(
+                "cannot read the thread of %s to check for an earlier post (%s); posting "
+                "anyway, which may repeat it",
+                ann.job_name,
+                exc.error,
+            )
+            return None
+
+    def _give_up(
+        self, ann: AnnouncementRow, steps: list[dict[str, Any]], step: dict[str, Any], why: str
+    ) -> None:
+        """A step that cannot succeed is reported once (log, and a note in the thread for a
+        file) and never tried again."""
+        step.update(state="failed", error=why)
+        log.warning(
+            "announcement of %s: %s step failed for good: %s", ann.job_name, step["kind"], why
+        )
+        if step["kind"] == "file":
+            name = Path(step["path"]).name
+            steps.append(
+                _step(
+                    "note",
+                    f"{ann.job_name}:note:{name}",
+                    text=f"Could not attach {name} here: Slack said `{why}`. "
+                    f"`/gt results {ann.job_name}` posts the pictures again.",
+                )
+            )
+        self.store.save_steps(ann.job_name, self.holder, steps)
+
+
+def _step(kind: str, key: str, **fields: str) -> dict[str, Any]:
+    return {"kind": kind, "key": key, "state": "pending", "attempts": 0, "error": None, **fields}
 
 
 def start_watcher(

@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 from bot.commands import Command
 from bot.errors import PermissionDeniedError
 from bot.settings import Settings
+from bot.state import Store
 
 log = logging.getLogger("gtbot.auth")
 GROUP_CACHE_SECONDS = 300
@@ -63,10 +64,12 @@ class Authorizer:
                 "GTBOT_CHANNELS, or ask an admin to add this one."
             )
 
-    def check_command(self, cmd: Command, user: str, channel: str) -> None:
+    def check_command(
+        self, cmd: Command, user: str, channel: str, options: dict[str, str | bool] | None = None
+    ) -> None:
         """Reading is open in allowed channels; spending needs a submitter (or an admin)."""
         self.check_channel(channel)
-        if not cmd.spends or self.is_submitter(user):
+        if not cmd.spends_with(options or {}) or self.is_submitter(user):
             return
         if not self.settings.submitters and not self.settings.admins:
             raise PermissionDeniedError(
@@ -78,3 +81,27 @@ class Authorizer:
             f"`{cmd.name}` changes AWS or the lab's files; only submitters may run it. Ask an "
             "admin to add you (or your user group) to GTBOT_SUBMITTERS."
         )
+
+    def check_job_control(self, store: Store, job_name: str, user: str, verb: str) -> None:
+        """Stopping a job, unwatching someone else's watch, moving a card to another channel.
+
+        Watching is reading, so whoever watches a job gains nothing by it. A job launched from
+        Slack belongs to the person who asked for its plan; any other job to the submitters.
+        Admins may do all of it. Rights are those of the settings now, so someone removed from
+        GTBOT_SUBMITTERS loses them even for a job launched before the restart.
+        """
+        if self.is_admin(user):
+            return
+        plan = store.plan_for_job(job_name)
+        slack_launched = plan is not None and plan.state in ("launching", "launched")
+        launcher = plan.requested_by if plan is not None and slack_launched else None
+        if launcher is not None and user != launcher:
+            raise PermissionDeniedError(
+                f"Only the person who launched this job, or an admin, may {verb} it."
+            )
+        if not self.is_submitter(user):
+            raise PermissionDeniedError(
+                f"Only a submitter, or an admin, may {verb} {job_name}"
+                + (" (you launched it, but are no longer in GTBOT_SUBMITTERS)" if launcher else "")
+                + ". Ask an admin to add you (or your user group) to GTBOT_SUBMITTERS."
+            )

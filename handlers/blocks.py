@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.cards import JobCard
+from bot.launcher import PLAN_TTL
 from bot.render import escape_mrkdwn
 
 Blocks = list[dict[str, Any]]
@@ -12,6 +13,7 @@ Blocks = list[dict[str, Any]]
 LAUNCH_ACTION = "gt_launch"
 CANCEL_ACTION = "gt_cancel"
 STOP_ACTION = "gt_stop"
+PLAN_HOURS = int(PLAN_TTL.total_seconds() // 3600)
 
 
 def _section(text: str) -> dict[str, Any]:
@@ -81,7 +83,10 @@ def plan_blocks(summary: dict[str, Any], plan_id: str, requested_by: str, state:
             }
         )
         blocks.append(
-            _context(f"Requested by <@{e(requested_by)}>. Only they or an admin may launch.")
+            _context(
+                f"Requested by <@{e(requested_by)}>. Only they or an admin may launch, within "
+                f"{PLAN_HOURS} h; after that, submit again."
+            )
         )
     else:
         blocks.append(_context(f"Plan {e(state)}."))

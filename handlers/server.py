@@ -7,9 +7,11 @@ a setting (Bolt's own `App.start()` always binds 0.0.0.0) and `GET /healthz` can
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -18,13 +20,14 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import sqlalchemy as sa
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk.signature import SignatureVerifier
 
 from bot import launcher
 from bot.context import Context
 from bot.errors import ConfigError
+from bot.logs import traced
 from bot.settings import Settings
 from bot.state import Store
 from handlers.slack import SlackDeps, SlackNotifier, build_app
@@ -45,22 +48,102 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("%s " + format, self.client_address[0], *args)
 
 
-def make_wsgi(app: App, store: Store) -> Callable[..., Iterable[bytes]]:
+# Slack caps a message at 40,000 characters of text and 50 blocks (Block Kit reference,
+# https://docs.slack.dev/reference/block-kit/blocks), and the only buttons gtbot handles sit on
+# cards it posted itself (a few KB). A slash command or an event is smaller still. 1 MiB is
+# several times the largest payload Slack can send, and bounds what one unauthenticated
+# request can make the bot hold in memory.
+MAX_BODY_BYTES = 1024 * 1024
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
+def _answer(
+    start_response: Callable[..., Any], status: str, body: dict[str, object]
+) -> Iterable[bytes]:
+    data = json.dumps(body).encode()
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    )
+    return [data]
+
+
+def _read_body(environ: dict[str, Any]) -> bytes | tuple[str, str]:
+    """The request body, or (status, reason) when it cannot be a request from Slack.
+
+    The length is checked before a byte is read, so a huge body costs nothing but the refusal.
+    """
+    raw_length = str(environ.get("CONTENT_LENGTH") or "").strip()
+    if not raw_length:
+        return "411 Length Required", "a body with a Content-Length is required"
+    if not re.fullmatch(r"[0-9]{1,19}", raw_length):
+        return "400 Bad Request", "Content-Length is not a number"
+    length = int(raw_length)
+    if length > MAX_BODY_BYTES:
+        return "413 Content Too Large", f"bodies over {MAX_BODY_BYTES} bytes are refused"
+    stream = environ["wsgi.input"]
+    chunks, left = [], length
+    while left > 0:
+        chunk = stream.read(min(left, 65536))
+        if not chunk:
+            return "400 Bad Request", "the body ended before its Content-Length"
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _verified_body(environ: dict[str, Any], verifier: SignatureVerifier) -> bytes | tuple[str, str]:
+    """Slack's v0 signature (https://docs.slack.dev/authentication/verifying-requests-from-slack):
+    HMAC-SHA256 over `v0:<timestamp>:<body>`, the timestamp within 5 minutes."""
+    body = _read_body(environ)
+    if isinstance(body, tuple):
+        return body
+    timestamp = str(environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP") or "")
+    signature = str(environ.get("HTTP_X_SLACK_SIGNATURE") or "")
+    if not _TIMESTAMP.fullmatch(timestamp):
+        return "401 Unauthorized", "X-Slack-Request-Timestamp is missing or not a number"
+    if not verifier.is_valid(body, timestamp, signature):
+        return "401 Unauthorized", "the signature does not match or the timestamp is stale"
+    return body
+
+
+def make_wsgi(app: App, store: Store, signing_secret: str) -> Callable[..., Iterable[bytes]]:
+    """The HTTP edge: health, then size cap and signature check, and only then Bolt.
+
+    This layer, not Bolt, authenticates requests: Bolt's own check logs a rejected body whole
+    (RequestVerification._debug_log_error), and a body is never logged here. Keeping it in the
+    WSGI app means any WSGI server in front keeps the same guarantees.
+    """
     slack = SlackRequestHandler(app)
+    verifier = SignatureVerifier(signing_secret)
 
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") == "GET" and environ.get("PATH_INFO") == "/healthz":
-            body: dict[str, object]
-            try:
-                with store.engine.connect() as conn:
-                    conn.execute(sa.text("SELECT 1"))
-                status, body = "200 OK", {"ok": True, "error": None}
-            except Exception as exc:  # health checks report, they do not raise
-                status, body = "503 Service Unavailable", {"ok": False, "error": type(exc).__name__}
-            start_response(status, [("Content-Type", "application/json")])
-            body = {k: v for k, v in body.items() if v is not None}
-            return [json.dumps(body).encode()]
-        return slack(environ, start_response)
+        with traced():
+            method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+            if method == "GET" and path == "/healthz":
+                try:
+                    store.check_writable()
+                except Exception as exc:  # health checks report, they do not raise
+                    log.warning("health check: the database cannot be written (%s)", exc)
+                    return _answer(
+                        start_response,
+                        "503 Service Unavailable",
+                        {"ok": False, "error": type(exc).__name__},
+                    )
+                return _answer(start_response, "200 OK", {"ok": True})
+            if method == "POST" and path == slack.path:
+                body = _verified_body(environ, verifier)
+                if isinstance(body, tuple):
+                    status, reason = body
+                    log.warning(
+                        "refused a request to %s: %s",
+                        path,
+                        reason,
+                        extra={"remote": environ.get("REMOTE_ADDR"), "status": status[:3]},
+                    )
+                    return _answer(start_response, status, {"error": "invalid request"})
+                environ["wsgi.input"] = io.BytesIO(body)
+                environ["CONTENT_LENGTH"] = str(len(body))
+            return slack(environ, start_response)
 
     return wsgi
 
@@ -125,7 +208,7 @@ def start_bot(
         server = make_server(
             host or settings.bind_address,
             port,
-            make_wsgi(app, store),
+            make_wsgi(app, store, secret),
             server_class=_ThreadingWSGIServer,
             handler_class=_QuietHandler,
         )

@@ -9,33 +9,34 @@ by factories, because Bolt injects listener arguments by name.
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
+import re
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from slack_bolt import Ack, App, BoltResponse, Respond
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
 
 from aws.groundtruth import JobInfo
-from bot import launcher, pipeline
+from bot import launcher, logs, pipeline
 from bot.cards import JobCard
 from bot.commands import Reply, Router, parse
 from bot.context import Context
 from bot.errors import GtBotError
 from bot.render import escape_mrkdwn
-from bot.state import Store
-from bot.watcher import DestinationGone, card_counters
+from bot.state import PlanRow, Store
+from bot.watcher import DestinationGone, Posted, PostFailed, card_counters
 from handlers import blocks
 from handlers.auth import Authorizer
 
@@ -57,17 +58,58 @@ class SlackDeps:
 
 
 def audit_line(action: str, *, user: str, channel: str, **fields: Any) -> None:
-    """One structured line per action that spends money or changes AWS."""
-    audit.info(json.dumps({"action": action, "user": user, "channel": channel, **fields}))
+    """One structured record per action that spends money or changes AWS (a JSON log line:
+    no value in it can start a record of its own)."""
+    audit.info(
+        "audit %s",
+        action,
+        extra={"audit": {"action": action, "user": user, "channel": channel, **fields}},
+    )
 
 
 def apology(exc: BaseException) -> str:
-    trace_id = uuid.uuid4().hex[:12]
+    """What a user reads about an unexpected error: the trace id of this piece of work, whose
+    every log line carries it; never the error itself, and no claim about what happened."""
+    trace_id = logs.trace_id()
     log.error("unexpected error, trace id %s", trace_id, exc_info=exc)
     return (
-        f"Sorry, something went wrong inside gtbot (trace id `{trace_id}`). Nothing more was "
-        "done; an admin can find the details in the log under that id."
+        f"Sorry, something went wrong inside gtbot (trace id `{trace_id}`). An admin can find "
+        "what happened in the log under that id."
     )
+
+
+def _traced(handler: Callable[..., None]) -> Callable[..., None]:
+    """Each request, click or event runs under its own trace id (Bolt's lazy listeners run on
+    threads of their own, so the id is set here, not at the HTTP edge)."""
+
+    @functools.wraps(handler)
+    def run(*args: Any, **kwargs: Any) -> None:
+        with logs.traced():
+            handler(*args, **kwargs)
+
+    return run
+
+
+# An absolute path on the bot's host: a slash not preceded by a word, a dot, a colon or a slash
+# (so URLs, s3:// URIs, ARNs and `/gt` stay), then two or more segments.
+_HOST_PATH = re.compile(r"(?<![\w.:/~@-])~?/(?:[\w.@+-]+/)+[\w.@+-]*")
+
+
+def public_text(text: str) -> str:
+    """Text for a channel: the bot's own folders are its business, so an absolute path keeps
+    only its last two parts (`…/demo/project-config.yml` still says which file)."""
+
+    def shorten(match: re.Match[str]) -> str:
+        parts = [p for p in match.group(0).split("/") if p]
+        tail = "/".join(parts[-2:] if len(parts) > 2 else parts[-1:])
+        return "…/" + tail + ("/" if match.group(0).endswith("/") else "")
+
+    return _HOST_PATH.sub(shorten, text)
+
+
+def say(text: str) -> str:
+    """Any text gtbot puts in Slack: no host paths, and mrkdwn escaped."""
+    return escape_mrkdwn(public_text(text))
 
 
 def guarded_run(respond: Callable[..., Any], work: Callable[[], None]) -> None:
@@ -75,9 +117,10 @@ def guarded_run(respond: Callable[..., Any], work: Callable[[], None]) -> None:
     try:
         work()
     except GtBotError as exc:
-        respond(text=escape_mrkdwn(exc.user_message), response_type="ephemeral")
-    except SlackApiError as exc:
-        if exc.response.get("error") in _NOT_IN_CHANNEL:
+        respond(text=say(exc.user_message), response_type="ephemeral")
+    except (SlackApiError, PostFailed) as exc:
+        error = exc.error if isinstance(exc, PostFailed) else exc.response.get("error")
+        if error in _NOT_IN_CHANNEL:
             respond(
                 text="gtbot cannot post in this channel yet. Invite it with `/invite @gtbot` "
                 "and run the command again.",
@@ -93,18 +136,63 @@ _GONE = frozenset({"channel_not_found", "not_in_channel", "is_archived", "accoun
 # A private channel the bot was never invited to answers channel_not_found, a public one
 # not_in_channel: either way the fix is an invitation.
 _NOT_IN_CHANNEL = frozenset({"channel_not_found", "not_in_channel"})
+# Errors that the same call will meet again however often it is retried: the app's scopes or
+# token, or a message Slack refuses (the "Errors" tables of chat.postMessage, chat.update,
+# files.completeUploadExternal and conversations.replies on docs.slack.dev). Anything else
+# (ratelimited after the client's own retries, internal_error, fatal_error, timeouts) may pass.
+_PERMANENT = _GONE | {
+    "missing_scope",
+    "not_authed",
+    "invalid_auth",
+    "token_revoked",
+    "token_expired",
+    "no_permission",
+    "access_denied",
+    "not_allowed_token_type",
+    "team_access_not_granted",
+    "ekm_access_denied",
+    "restricted_action",
+    "restricted_action_read_only_channel",
+    "restricted_action_thread_only_channel",
+    "restricted_action_non_threadable_channel",
+    "restricted_action_thread_locked",
+    "invalid_blocks",
+    "invalid_blocks_format",
+    "msg_too_long",
+    "msg_blocks_too_long",
+    "no_text",
+    "invalid_metadata_format",
+    "invalid_metadata_schema",
+    "metadata_too_large",
+    "invalid_arguments",
+    "message_not_found",
+    "cant_update_message",
+    "edit_window_closed",
+    "thread_not_found",
+    "file_uploads_disabled",
+    "file_uploads_except_images_disabled",
+    "file_upload_size_restricted",
+}
+# The metadata event type on gtbot's step posts (https://docs.slack.dev/messaging/message-metadata:
+# `metadata` on chat.postMessage is {event_type, event_payload}; conversations.replies returns it
+# with include_all_metadata=true).
+STEP_EVENT = "gtbot_step"
+# A job's thread holds its status changes and the completion: a few dozen messages.
+_READ_PAGES = 10
 
 
 @contextmanager
-def _destination_check() -> Iterator[None]:
-    """Slack errors that mean "this channel is gone for us": the watch is parked, not retried."""
+def _slack_errors() -> Iterator[None]:
+    """Slack's answers as bot/ understands them: gone, permanent, or worth another try."""
     try:
         yield
     except SlackApiError as exc:
-        error = str(exc.response.get("error", ""))
+        error = str(exc.response.get("error", "")) or f"HTTP {exc.response.status_code}"
         if error in _GONE:
             raise DestinationGone(error) from None
-        raise
+        raise PostFailed(error, permanent=error in _PERMANENT) from None
+    except (OSError, SlackClientError) as exc:  # network: connection refused, timeouts
+        raise PostFailed(type(exc).__name__, permanent=False) from None
 
 
 class SlackNotifier:
@@ -114,7 +202,7 @@ class SlackNotifier:
         self.client = client
 
     def post_card(self, channel: str, card: JobCard, thread_ts: str | None = None) -> str:
-        with _destination_check():
+        with _slack_errors():
             response = self.client.chat_postMessage(
                 channel=channel,
                 blocks=blocks.job_blocks(card),
@@ -124,7 +212,7 @@ class SlackNotifier:
         return str(response["ts"])
 
     def update_card(self, channel: str, ts: str, card: JobCard) -> None:
-        with _destination_check():
+        with _slack_errors():
             self.client.chat_update(
                 channel=channel,
                 ts=ts,
@@ -132,23 +220,63 @@ class SlackNotifier:
                 text=blocks.job_fallback_text(card),
             )
 
-    def post_thread(self, channel: str, thread_ts: str | None, text: str) -> str:
-        with _destination_check():
+    def post_thread(
+        self, channel: str, thread_ts: str | None, text: str, key: str | None = None
+    ) -> str:
+        metadata = (
+            None if key is None else {"event_type": STEP_EVENT, "event_payload": {"key": key}}
+        )
+        with _slack_errors():
             response = self.client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, text=escape_mrkdwn(text)
+                channel=channel, thread_ts=thread_ts, text=say(text), metadata=metadata
             )
         return str(response["ts"])
 
     def upload_files(
         self, channel: str, thread_ts: str | None, files: list[Path], title: str
     ) -> None:
-        with _destination_check():
+        with _slack_errors():
             self.client.files_upload_v2(
                 channel=channel,
                 thread_ts=thread_ts,
-                initial_comment=escape_mrkdwn(title),
+                initial_comment=say(title),
                 file_uploads=[{"file": str(f), "title": f.name} for f in files],
             )
+
+    def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None:
+        with _slack_errors():
+            self.client.files_upload_v2(
+                channel=channel, thread_ts=thread_ts, file=str(path), title=title
+            )
+
+    def posted(self, channel: str, thread_ts: str | None) -> Posted:
+        """gtbot's step posts and the file titles in a thread (or, without one, the channel's
+        latest messages). Needs channels:history / groups:history."""
+        keys: set[str] = set()
+        titles: set[str] = set()
+        cursor = None
+        with _slack_errors():
+            for _ in range(_READ_PAGES):
+                args: dict[str, Any] = {
+                    "channel": channel,
+                    "include_all_metadata": True,
+                    "limit": 200,
+                    "cursor": cursor,
+                }
+                response = (
+                    self.client.conversations_replies(ts=thread_ts, **args)
+                    if thread_ts
+                    else self.client.conversations_history(**args)
+                )
+                for message in response.get("messages") or []:
+                    meta = message.get("metadata") or {}
+                    if meta.get("event_type") == STEP_EVENT:
+                        keys.add(str((meta.get("event_payload") or {}).get("key")))
+                    titles.update(str(f.get("title")) for f in message.get("files") or [])
+                cursor = (response.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+        return Posted(frozenset(keys), frozenset(titles))
 
 
 def _post_plan(deps: SlackDeps, plan: pipeline.Plan, user: str, channel: str) -> None:
@@ -163,9 +291,10 @@ def _post_plan(deps: SlackDeps, plan: pipeline.Plan, user: str, channel: str) ->
 
 
 def _reply_to_slack(respond: Respond, reply: Reply) -> None:
+    text = public_text(reply.text)
     respond(
-        text=escape_mrkdwn(reply.text[:300]),
-        blocks=blocks.text_blocks(reply.text),
+        text=escape_mrkdwn(text[:300]),
+        blocks=blocks.text_blocks(text),
         response_type="ephemeral",
     )
 
@@ -181,13 +310,16 @@ def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
         user = str(body.get("user_id") or "")
         channel = str(body.get("channel_id") or "")
 
+        def guard(job_name: str, verb: str) -> None:
+            deps.auth.check_job_control(deps.store, job_name, user, verb)
+
         def work() -> None:
             # The channel first: outside GTBOT_CHANNELS even a typo gets only "not here".
             deps.auth.check_channel(channel)
-            cmd, args, _ = parse(text)
-            deps.auth.check_command(cmd, user, channel)
-            if cmd.spends:
-                audit_line(cmd.name, user=user, channel=channel, args=args)
+            cmd, args, options = parse(text)
+            deps.auth.check_command(cmd, user, channel, options)
+            if cmd.spends_with(options):
+                audit_line(cmd.name, user=user, channel=channel, args=args, options=options)
             if cmd.name == "submit":
                 respond(
                     text=f"Preparing `{escape_mrkdwn(args[0])}`: buckets, interface, frames, "
@@ -197,7 +329,7 @@ def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
             progress = ProgressMessage(deps.client, channel, f"/gt {cmd.name}")
             router = Router(deps.ctx.with_progress(progress.update))
             try:
-                reply = router.run(text, interface="slack", user=user, channel=channel)
+                reply = router.run(text, interface="slack", user=user, channel=channel, guard=guard)
             finally:
                 progress.finish()
             if reply.plan is not None:
@@ -221,7 +353,7 @@ def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
 
         guarded_run(respond, work)
 
-    return handle_gt
+    return _traced(handle_gt)
 
 
 class ProgressMessage:
@@ -241,7 +373,7 @@ class ProgressMessage:
         self.last_line = ""
 
     def _send(self, line: str) -> None:
-        text = f"{escape_mrkdwn(self.title)}: {escape_mrkdwn(line)}"
+        text = f"{say(self.title)}: {say(line)}"
         try:
             if self.ts is None:
                 self.ts = str(self.client.chat_postMessage(channel=self.channel, text=text)["ts"])
@@ -269,23 +401,26 @@ def _post_results(deps: SlackDeps, reply: Reply, channel: str) -> None:
     watch = deps.store.get_watch(job_name) if job_name else None
     thread = watch.thread_ts if watch is not None and watch.channel == channel else None
     notifier = SlackNotifier(deps.client)
-    notifier.post_thread(channel, thread, reply.text)
+    notifier.post_thread(channel, thread, public_text(reply.text))
     notifier.upload_files(channel, thread, [Path(f) for f in reply.files], f"{job_name}: results")
 
 
 def _start_watch_card(deps: SlackDeps, job: JobInfo, channel: str) -> None:
-    """The card of a newly watched job, from the description `watch` just fetched."""
+    """The card of a newly watched job, from the description `watch` just fetched. A job whose
+    end was announced before gets its card and nothing more."""
     watch = deps.store.get_watch(job.name)
     if watch is None:
         return
     card = JobCard.from_job(job, project=watch.project, owner=watch.owner)
     ts = SlackNotifier(deps.client).post_card(channel, card)
+    announcement = deps.store.get_announcement(job.name)
     deps.store.update_watch(
         job.name,
         message_ts=ts,
         thread_ts=ts,
         last_status=job.status,
         last_counters=card_counters(job),
+        completion_announced=announcement is not None and announcement.state == "done",
     )
 
 
@@ -310,10 +445,16 @@ def make_plan_action(deps: SlackDeps, action: str) -> Callable[..., None]:
 
         def work() -> None:
             deps.auth.check_channel(channel)
+            # Rights as they are now, not as they were when the plan was made.
             is_admin = deps.auth.is_admin(user)
             if action == "launch":
                 decision = launcher.launch_plan(
-                    deps.ctx, deps.store, plan_id, user=user, is_admin=is_admin
+                    deps.ctx,
+                    deps.store,
+                    plan_id,
+                    user=user,
+                    is_admin=is_admin,
+                    is_submitter=deps.auth.is_submitter(user),
                 )
             else:
                 decision = launcher.cancel_plan(deps.store, plan_id, user=user, is_admin=is_admin)
@@ -323,16 +464,9 @@ def make_plan_action(deps: SlackDeps, action: str) -> Callable[..., None]:
                     action, user=user, channel=channel, job=plan.job_name, project=plan.project
                 )
             if decision.kind == "launched" and plan is not None and decision.job is not None:
-                card = JobCard.from_job(decision.job, project=plan.project, owner=plan.requested_by)
-                if plan.message_ts:
-                    SlackNotifier(deps.client).update_card(plan.channel, plan.message_ts, card)
-                deps.store.update_watch(
-                    plan.job_name,
-                    last_status=decision.job.status,
-                    last_counters=card_counters(decision.job),
-                )
-                return
-            if decision.kind == "cancelled" and plan is not None and plan.message_ts:
+                if _show_launched(deps, plan, decision.job) and decision.recorded:
+                    return  # the card turning into the job card is the answer
+            elif decision.kind == "cancelled" and plan is not None and plan.message_ts:
                 deps.client.chat_update(
                     channel=plan.channel,
                     ts=plan.message_ts,
@@ -342,23 +476,45 @@ def make_plan_action(deps: SlackDeps, action: str) -> Callable[..., None]:
                     text="Plan cancelled.",
                 )
                 return
-            if decision.kind == "failed" and plan is not None and plan.message_ts:
+            elif decision.kind in ("failed", "expired") and plan is not None and plan.message_ts:
                 deps.client.chat_update(
                     channel=plan.channel,
                     ts=plan.message_ts,
-                    blocks=blocks.plan_blocks(plan.summary, plan.id, plan.requested_by, "failed")
-                    + blocks.text_blocks(f"Launch failed: {decision.message}"),
-                    text="Launch failed.",
+                    blocks=blocks.plan_blocks(
+                        plan.summary, plan.id, plan.requested_by, decision.kind
+                    )
+                    + blocks.text_blocks(f"Not launched: {public_text(decision.message)}"),
+                    text="Not launched.",
                 )
             respond(
-                text=escape_mrkdwn(decision.message),
+                text=say(decision.message),
                 response_type="ephemeral",
                 replace_original=False,
             )
 
         guarded_run(respond, work)
 
-    return handle_plan_button
+    return _traced(handle_plan_button)
+
+
+def _show_launched(deps: SlackDeps, plan: PlanRow, job: JobInfo) -> bool:
+    """The plan card becomes the job card; False if it could not (the clicker is then told
+    in words). The job exists whatever fails here: errors are logged, never raised."""
+    card = JobCard.from_job(job, project=plan.project, owner=plan.requested_by)
+    shown = False
+    if plan.message_ts:
+        try:
+            SlackNotifier(deps.client).update_card(plan.channel, plan.message_ts, card)
+            shown = True
+        except PostFailed as exc:
+            log.warning("launched %s but could not update its card: %s", plan.job_name, exc.error)
+    try:
+        deps.store.update_watch(
+            plan.job_name, last_status=job.status, last_counters=card_counters(job)
+        )
+    except sa.exc.SQLAlchemyError:
+        log.exception("launched %s but could not note its card in the database", plan.job_name)
+    return shown
 
 
 def make_stop_action(deps: SlackDeps) -> Callable[..., None]:
@@ -368,29 +524,22 @@ def make_stop_action(deps: SlackDeps) -> Callable[..., None]:
 
         def work() -> None:
             deps.auth.check_channel(channel)
-            watch = deps.store.get_watch(job_name)
-            owner = watch.owner if watch else None
-            if not (deps.auth.is_admin(user) or (owner is not None and owner == user)):
-                respond(
-                    text="Only the person who launched this job, or an admin, may stop it.",
-                    response_type="ephemeral",
-                    replace_original=False,
-                )
-                return
+            deps.auth.check_job_control(deps.store, job_name, user, "stop")
             audit_line("stop", user=user, channel=channel, job=job_name)
             job = pipeline.stop_job(deps.ctx, job_name)
+            watch = deps.store.get_watch(job_name)
             if watch and watch.message_ts:
                 card = JobCard.from_job(job, project=watch.project, owner=watch.owner)
                 SlackNotifier(deps.client).update_card(watch.channel, watch.message_ts, card)
             respond(
-                text=escape_mrkdwn(f"Stopping {job_name}: labels already made are kept."),
+                text=say(f"Stopping {job_name}: labels already made are kept."),
                 response_type="ephemeral",
                 replace_original=False,
             )
 
         guarded_run(respond, work)
 
-    return handle_stop_button
+    return _traced(handle_stop_button)
 
 
 MENTION_REPLY = (
@@ -415,7 +564,7 @@ def make_mention_reply(deps: SlackDeps) -> Callable[..., None]:
         except SlackApiError as exc:
             log.warning("could not answer a mention in %s: %s", channel, exc.response.get("error"))
 
-    return reply_to_mention
+    return _traced(reply_to_mention)
 
 
 def ignore_retries(request: Any, next: Callable[[], BoltResponse]) -> BoltResponse:  # noqa: A002
@@ -444,6 +593,11 @@ def build_app(
         token=token,
         signing_secret=signing_secret,
         client=client,
+        # Signatures are checked, with the body size capped first, by the WSGI app in front
+        # (handlers/server.make_wsgi), which Bolt's docs allow for "a proxy that verifies
+        # request signature in front of the Bolt app". Bolt's own check would log a rejected
+        # body whole at INFO (RequestVerification._debug_log_error). Socket Mode needs none.
+        request_verification_enabled=False,
         # The listener's synchronous part (`acknowledge`) answers the HTTP request; the work
         # runs in Bolt's lazy-listener threads, so it never delays an ack.
         process_before_response=True,

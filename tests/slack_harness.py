@@ -338,6 +338,28 @@ def start_harness(
     return Harness(running=running, stub=stub, emu=emu, projects_dir=projects, s3_url=s3_url)
 
 
+def restart(harness: Harness, **env: str) -> None:
+    """Stop the bot and start it again on the same database, emulators and stub, with some
+    settings changed (e.g. GTBOT_SUBMITTERS): what an admin's restart does."""
+    old = harness.running.deps.ctx.settings
+    harness.running.shutdown()
+    settings = Settings.from_env(
+        {
+            "GTBOT_PROJECTS_DIR": str(old.projects_dir),
+            "GTBOT_DATABASE_URL": old.database_url,
+            "GTBOT_CONFIG": str(old.lab_config_path),
+            "GTBOT_ADMINS": ",".join(sorted(old.admins)),
+            "GTBOT_SUBMITTERS": ",".join(sorted(old.submitters)),
+            "GTBOT_CHANNELS": ",".join(sorted(old.channels)),
+            "SLACK_API_URL": str(old.slack_api_url),
+            "GTBOT_BIND": "127.0.0.1",
+        }
+        | env
+    )
+    harness.running = start_bot(settings, port=0, host="127.0.0.1", watcher=False)
+    harness.stub.clear()
+
+
 def _empty_lab_config(workdir: Path) -> Path:
     """An explicit, empty gtbot.yml, so a stray one in the working directory cannot leak in."""
     path = workdir / "gtbot.yml"

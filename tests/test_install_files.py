@@ -19,6 +19,8 @@ def test_slack_manifests_declare_the_command_scopes_and_mode() -> None:
         assert manifest["features"]["slash_commands"][0]["command"] == "/gt"
         scopes = set(manifest["oauth_config"]["scopes"]["bot"])
         assert {"commands", "chat:write", "files:write", "usergroups:read"} <= scopes
+        # conversations.replies with a bot token (docs.slack.dev/reference/methods/conversations.replies)
+        assert {"channels:history", "groups:history"} <= scopes
         assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert http["features"]["slash_commands"][0]["url"].endswith("/slack/events")
     assert http["settings"]["interactivity"]["request_url"].endswith("/slack/events")

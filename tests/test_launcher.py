@@ -52,9 +52,11 @@ def test_restart_settles_half_done_launches(
     assert watch is not None and watch.thread_ts == "111.222" and watch.owner == "U1"
 
     # The pending one can be launched again; the launched one cannot launch twice.
-    again = launcher.launch_plan(ctx, store, lost_id, user="U1", is_admin=False)
+    again = launcher.launch_plan(ctx, store, lost_id, user="U1", is_admin=False, is_submitter=True)
     assert again.kind == "launched"
-    twice = launcher.launch_plan(ctx, store, reached_id, user="U1", is_admin=False)
+    twice = launcher.launch_plan(
+        ctx, store, reached_id, user="U1", is_admin=False, is_submitter=True
+    )
     assert twice.kind == "already"
     assert emu.calls.count("CreateLabelingJob") == 2
 
@@ -66,7 +68,9 @@ def test_a_launch_whose_job_already_exists_adopts_it(
     ctx, store = demo(projects_dir, tmp_path)
     plan_id, plan = _plan(ctx, store)
     pipeline.launch(ctx, plan)  # e.g. the response was lost on the way back
-    decision = launcher.launch_plan(ctx, store, plan_id, user="U1", is_admin=False)
+    decision = launcher.launch_plan(
+        ctx, store, plan_id, user="U1", is_admin=False, is_submitter=True
+    )
     assert decision.kind == "launched" and decision.job is not None
     assert decision.job.name == plan.job_name
     assert emu.calls.count("CreateLabelingJob") == 2  # the second was refused: ResourceInUse

@@ -33,8 +33,8 @@ def test_serve_prints_exports_that_another_shell_can_use(tmp_path: Path) -> None
             if line.strip().startswith("export "):
                 key, _, value = line.strip()[len("export ") :].partition("=")
                 exports[key] = value
-        assert exports["AWS_ENDPOINT_URL_S3"].startswith("http://127.0.0.1:")
-        assert exports["AWS_ENDPOINT_URL_SAGEMAKER"].startswith("http://127.0.0.1:")
+        for service in ("S3", "SAGEMAKER", "STS", "IAM"):
+            assert exports[f"AWS_ENDPOINT_URL_{service}"].startswith("http://127.0.0.1:")
         shell = env | exports
 
         def gtbot(text: str) -> subprocess.CompletedProcess[str]:
@@ -58,8 +58,33 @@ def test_serve_prints_exports_that_another_shell_can_use(tmp_path: Path) -> None
         assert submitted.returncode == 0, submitted.stderr
         assert "Launched labeling job demo-mice-" in submitted.stdout
         assert "demo-mice-" in gtbot("jobs").stdout
+        doctor = gtbot("doctor")  # STS answers from the sandbox, not from real AWS
+        assert "ok    credentials: account 123456789012" in doctor.stdout, doctor.stdout
     finally:
         server.send_signal(signal.SIGINT)
         out, _ = server.communicate(timeout=20)
     assert server.returncode == 0
     assert "Stopping the emulators." in out
+
+
+def test_the_exports_point_every_service_doctor_uses_at_loopback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`doctor` asks STS and IAM too: in a sandbox shell they must answer from loopback."""
+    import boto3
+
+    from bot.sandbox import Emulators
+
+    exported = Emulators(
+        s3_url="http://127.0.0.1:4566",
+        sagemaker_url="http://127.0.0.1:4567",
+        iam_url="http://127.0.0.1:4568",
+        access_key=("sandbox", "sandbox"),
+        stop=print,
+        settings=None,
+    ).env()
+    for key, value in exported.items():
+        monkeypatch.setenv(key, value)
+    for service in ("s3", "sagemaker", "sts", "iam"):
+        client = boto3.session.Session().client(service, region_name="us-east-2")
+        assert client.meta.endpoint_url.startswith("http://127.0.0.1:45"), service

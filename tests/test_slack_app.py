@@ -211,6 +211,8 @@ def test_cancel_racing_launch_has_exactly_one_winner(bot: Harness) -> None:
         launched_card = len(answers) == len(sent) - 1
         wins = [a for a in answers if a.startswith("Plan cancelled")] + ["card"] * launched_card
         assert len(wins) == 1, answers
+        # A winning Launch re-reads the plan's manifest before CreateLabelingJob: wait for it.
+        bot.wait_for(lambda: _settled(bot, plan_id) != "launching", 15, "the launch to settle")  # noqa: B023
         state = _settled(bot, plan_id)
         launched = len(bot.aws_calls("CreateLabelingJob")) - before
         assert (state, launched) in (("launched", 1), ("cancelled", 0))

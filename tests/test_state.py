@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from bot.errors import ConfigError
 from bot.settings import Settings
-from bot.state import Store, utcnow, watches
+from bot.state import ClaimLost, Store, announcements, utcnow
 
 # SQLite always; PostgreSQL too when GTBOT_TEST_POSTGRES_URL names an empty database to use.
 BACKENDS = ["sqlite"] + (["postgres"] if os.environ.get("GTBOT_TEST_POSTGRES_URL") else [])
@@ -36,28 +36,37 @@ def _store(url: str) -> Store:
     return Store(url)
 
 
-def test_completion_claim_is_exclusive_and_a_dead_claim_goes_stale(db_url: str) -> None:
+def test_announcement_claim_is_exclusive_and_a_dead_claim_goes_stale(db_url: str) -> None:
     store = _store(db_url)
-    store.add_watch(job_name="job-1", region="us-east-2", channel="C1")
-    assert store.claim_completion("job-1", "a", stale_seconds=30)
-    assert not store.claim_completion("job-1", "b", stale_seconds=30)
-    # "a" died between claiming and posting: after the lease its claim is taken over.
+    where = {"channel": "C1", "thread_ts": "1.0"}
+    first = store.claim_announcement("job-1", "a", 30, **where)
+    assert first is not None and first.steps is None and first.channel == "C1"
+    assert store.claim_announcement("job-1", "b", 30, **where) is None
+    assert store.claim_announcement("job-1", "a", 30, **where) is not None  # a restart of "a"
+    store.save_steps("job-1", "a", [{"kind": "text", "state": "attempted"}])
+    # "a" died mid-step: after the lease its claim, and the steps it recorded, are taken over.
     with store.engine.begin() as conn:
-        conn.execute(
-            sa.update(watches).values(completion_claimed_at=utcnow() - timedelta(seconds=31))
-        )
-    assert store.claim_completion("job-1", "b", stale_seconds=30)
-    store.finish_completion("job-1")
-    assert not store.claim_completion("job-1", "c", stale_seconds=0)
-    assert store.active_watches() == []
-
-
-def test_a_failed_post_releases_the_claim(db_url: str) -> None:
-    store = _store(db_url)
+        conn.execute(sa.update(announcements).values(claimed_at=utcnow() - timedelta(seconds=31)))
+    taken = store.claim_announcement("job-1", "b", 30, channel="C2", thread_ts=None)
+    assert taken is not None and taken.steps == [{"kind": "text", "state": "attempted"}]
+    assert taken.channel == "C1"  # the destination stays the one the first claim fixed
+    with pytest.raises(ClaimLost):  # "a" came back: it may no longer write
+        store.save_steps("job-1", "a", [])
     store.add_watch(job_name="job-1", region="us-east-2", channel="C1")
-    assert store.claim_completion("job-1", "a", stale_seconds=30)
-    store.release_completion("job-1")
-    assert store.claim_completion("job-1", "a", stale_seconds=30)
+    store.finish_announcement("job-1", "b")
+    assert store.claim_announcement("job-1", "c", 0, **where) is None
+    assert store.active_watches() == []
+    # The record outlives the watch: watching the job again finds it done.
+    store.remove_watch("job-1")
+    announcement = store.get_announcement("job-1")
+    assert announcement is not None and announcement.state == "done"
+
+
+def test_a_released_claim_is_taken_up_at_once(db_url: str) -> None:
+    store = _store(db_url)
+    assert store.claim_announcement("job-1", "a", 30, channel="C1", thread_ts=None)
+    store.release_announcement("job-1", "a")
+    assert store.claim_announcement("job-1", "b", 30, channel="C1", thread_ts=None)
 
 
 def test_plan_launch_is_a_compare_and_set(db_url: str) -> None:
@@ -119,9 +128,38 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
         )
     store = Store(f"sqlite:///{path}")
     assert [w.job_name for w in store.active_watches()] == ["old-job"]
-    assert store.claim_completion("old-job", "a", stale_seconds=30)
+    assert store.claim_announcement("old-job", "a", 30, channel="C1", thread_ts="1.0")
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version FROM gtbot_schema_version")).scalar() == 2
+        assert conn.execute(sa.text("SELECT version FROM gtbot_schema_version")).scalar() == 3
+
+
+def test_a_version_2_database_keeps_what_it_announced(tmp_path: Path) -> None:
+    """Version 3 keeps announcements apart from watches; one announced under version 2 stays
+    announced, and a pending plan of version 2 (no manifest digest) is read as unpinned."""
+    url = f"sqlite:///{tmp_path / 'v2.db'}"
+    store = Store(url)
+    store.add_watch(job_name="told", region="us-east-2", channel="C1", thread_ts="1.0")
+    store.add_watch(job_name="running", region="us-east-2", channel="C1")
+    store.update_watch("told", completion_announced=True)
+    with store.engine.begin() as conn:  # back to what gtbot wrote at version 2
+        conn.execute(sa.text("DROP TABLE gtbot_announcements"))
+        conn.execute(sa.text("ALTER TABLE gtbot_plans DROP COLUMN manifest_sha256"))
+        conn.execute(sa.text("UPDATE gtbot_schema_version SET version = 2"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO gtbot_plans (id, project, region, job_name, requested_by, channel,"
+                " state, summary, request, created_at, updated_at) VALUES ('p', 'demo',"
+                " 'us-east-2', 'demo-1', 'U1', 'C1', 'pending', '{}', '{}',"
+                " '2026-11-01 00:00:00', '2026-11-01 00:00:00')"
+            )
+        )
+    store.engine.dispose()
+    upgraded = Store(url)
+    told = upgraded.get_announcement("told")
+    assert told is not None and told.state == "done" and told.thread_ts == "1.0"
+    assert upgraded.get_announcement("running") is None
+    plan = upgraded.get_plan("p")
+    assert plan is not None and plan.manifest_sha256 is None
 
 
 def test_a_database_from_a_newer_gtbot_is_refused(db_url: str) -> None:

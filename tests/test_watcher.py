@@ -33,7 +33,7 @@ from aws.emulator.groundtruth import (
 from bot.context import Context
 from bot.settings import Settings
 from bot.state import Store
-from bot.watcher import TickReport, Watcher
+from bot.watcher import Posted, TickReport, Watcher
 from handlers.slack import SlackNotifier, web_client
 
 LINK_HOURS = 6
@@ -179,7 +179,9 @@ def test_launched_plan_card_becomes_the_job_card(
     client = web_client("xoxb-test", stub.api_url)
     posted = client.chat_postMessage(channel=channel, text="plan", blocks=[])
     store.set_plan_message(plan_id, str(posted["ts"]))
-    decision = launcher.launch_plan(ctx, store, plan_id, user="U1", is_admin=False)
+    decision = launcher.launch_plan(
+        ctx, store, plan_id, user="U1", is_admin=False, is_submitter=True
+    )
     assert decision.kind == "launched", decision.message
 
     _tick_until_announced(_watcher(ctx), reply.plan.job_name)
@@ -354,10 +356,13 @@ class _NullNotifier:
     def update_card(self, channel: str, ts: str, card: object) -> None:
         return None
 
-    def post_thread(self, channel: str, thread_ts: str | None, text: str) -> str:
+    def post_thread(
+        self, channel: str, thread_ts: str | None, text: str, key: str | None = None
+    ) -> str:
         return "2.0"
 
-    def upload_files(
-        self, channel: str, thread_ts: str | None, files: list[Path], title: str
-    ) -> None:
+    def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None:
         return None
+
+    def posted(self, channel: str, thread_ts: str | None) -> Posted:
+        return Posted()

@@ -1,0 +1,77 @@
+"""gtbot's log: one JSON object per line, each carrying the trace id of the work it belongs to.
+
+Log lines hold text from outside (job names, Slack errors, exception messages). Written as JSON,
+a newline or U+2028 inside a value is escaped, so no value can start a line of its own and
+forge, say, an audit record. A trace id is set per request, click and watcher tick; the id an
+apology shows a user finds every line of that piece of work.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import IO
+
+from pythonjsonlogger.json import JsonFormatter
+
+_TRACE_ID: ContextVar[str | None] = ContextVar("gtbot_trace_id", default=None)
+NOISY = ("botocore", "boto3", "urllib3", "werkzeug", "apscheduler", "slack_bolt", "slack_sdk")
+
+
+def new_trace_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def trace_id() -> str:
+    """The current work's trace id; a fresh one for work that has none yet."""
+    current = _TRACE_ID.get()
+    if current is None:
+        current = new_trace_id()
+        _TRACE_ID.set(current)
+    return current
+
+
+@contextmanager
+def traced(trace: str | None = None) -> Iterator[str]:
+    """Run a piece of work (a request, a click, a tick) under its own trace id."""
+    token = _TRACE_ID.set(trace or new_trace_id())
+    try:
+        yield trace_id()
+    finally:
+        _TRACE_ID.reset(token)
+
+
+class _TraceFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "trace_id", None) is None:
+            record.trace_id = _TRACE_ID.get()
+        return True
+
+
+def json_handler(stream: IO[str] | None = None) -> logging.Handler:
+    """A handler writing JSON lines: time, level, logger, message, trace id, extras, traceback."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(
+            "{asctime}{levelname}{name}{message}{trace_id}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    )
+    handler.addFilter(_TraceFilter())
+    return handler
+
+
+def configure_logging(level: int = logging.INFO, stream: IO[str] | None = None) -> None:
+    """The process's logging: JSON lines on stderr; chatty libraries at WARNING."""
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(json_handler(stream))
+    root.setLevel(level)
+    for name in NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING)
