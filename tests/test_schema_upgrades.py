@@ -36,7 +36,7 @@ def _scalar(store: Store, sql: str) -> Any:
 
 
 def test_head_is_the_last_revision() -> None:
-    assert migrations.HEAD == migrations.script_directory().get_current_head()
+    assert migrations.script_directory().get_current_head() == migrations.HEAD
 
 
 def test_the_revisions_build_what_bot_state_declares(db_url: str) -> None:
