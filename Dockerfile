@@ -16,7 +16,7 @@ COPY bot ./bot
 COPY handlers ./handlers
 COPY aws ./aws
 COPY templates ./templates
-RUN pip install --no-cache-dir . && mkdir -p /app/projects /app/data && chown -R gtbot /app
+RUN pip install --no-cache-dir '.[postgresql]' && mkdir -p /app/projects /app/data && chown -R gtbot /app
 
 USER gtbot
 EXPOSE 3000

@@ -34,6 +34,9 @@ class Settings:
     submitters: frozenset[str] = frozenset()
     channels: frozenset[str] = frozenset()
     poll_seconds: int = 60
+    # The watcher lease; None: lease_default(poll_seconds). A replica that dies is replaced as
+    # the watcher within lease + poll seconds.
+    lease_seconds: int | None = None
     link_hours: int = 24
     slack_api_url: str | None = None
     bind_address: str = "0.0.0.0"
@@ -57,6 +60,7 @@ class Settings:
             defaults["role_arn"] = env["GTBOT_ROLE_ARN"]
         if env.get("GTBOT_WORKTEAM_ARN"):
             defaults["workteam_arn"] = env["GTBOT_WORKTEAM_ARN"]
+        poll_seconds = _positive_int(env, "GTBOT_POLL_SECONDS", 60)
         return cls(
             projects_dir=projects_dir,
             database_url=env.get("GTBOT_DATABASE_URL", "sqlite:///gtbot.db"),
@@ -65,7 +69,8 @@ class Settings:
             admins=_split_ids(env.get("GTBOT_ADMINS")),
             submitters=_split_ids(env.get("GTBOT_SUBMITTERS")),
             channels=_split_ids(env.get("GTBOT_CHANNELS")),
-            poll_seconds=_positive_int(env, "GTBOT_POLL_SECONDS", 60),
+            poll_seconds=poll_seconds,
+            lease_seconds=_lease_seconds(env, poll_seconds),
             link_hours=_positive_int(env, "GTBOT_LINK_HOURS", 24, most=168),
             slack_api_url=env.get("SLACK_API_URL") or None,
             bind_address=env.get("GTBOT_BIND", "0.0.0.0"),
@@ -87,6 +92,33 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, most: int | N
     if most is not None and value > most:
         # S3 refuses presigned links that live longer than 7 days.
         raise ConfigError(f"{name}={raw} is more than {most}. Write e.g. {name}={default}.")
+    return value
+
+
+def takeover_bound(settings: Settings) -> tuple[int, int]:
+    """(lease, bound): the watcher lease in seconds, and how long after its holder dies another
+    replica has taken it at the latest. The holder last renewed it no later than its death, so
+    it lapses within `lease` seconds of that; every other replica tries to take it at each of
+    its own ticks, one poll apart."""
+    lease = settings.lease_seconds or lease_default(settings.poll_seconds)
+    return lease, lease + settings.poll_seconds
+
+
+def lease_default(poll_seconds: int) -> int:
+    """Three polls, and at least 30 s: the holder renews the lease at every tick (and during a
+    long one), so a lease of three polls survives a late tick or two without changing hands."""
+    return max(30, 3 * poll_seconds)
+
+
+def _lease_seconds(env: Mapping[str, str], poll_seconds: int) -> int:
+    default = lease_default(poll_seconds)
+    value = _positive_int(env, "GTBOT_LEASE_SECONDS", default)
+    if value < 2 * poll_seconds:
+        raise ConfigError(
+            f"GTBOT_LEASE_SECONDS={value} is less than two polls (GTBOT_POLL_SECONDS="
+            f"{poll_seconds}): the watcher renews its lease once a poll, so it would lapse "
+            f"between renewals. Write e.g. GTBOT_LEASE_SECONDS={default}."
+        )
     return value
 
 

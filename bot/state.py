@@ -9,8 +9,6 @@ twice or post twice.
 from __future__ import annotations
 
 import json
-import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,32 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from bot import migrations
 from bot.errors import ConfigError
 
-SCHEMA_VERSION = 3
-
-# What each schema version adds to the one before, for databases made by an older gtbot. New
-# tables are made by create_all before these run; statements here change existing ones.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    2: (
-        "ALTER TABLE gtbot_watches ADD COLUMN completion_claimed_at TIMESTAMP",
-        "ALTER TABLE gtbot_watches ADD COLUMN completion_claimed_by VARCHAR(128)",
-    ),
-    # 3: a plan pins its manifest's digest; announcements outlive watches (an old completion
-    # must not be posted again when its job is watched again). The watches' claim columns of
-    # version 2 are no longer used.
-    3: (
-        "ALTER TABLE gtbot_plans ADD COLUMN manifest_sha256 VARCHAR(64)",
-        "INSERT INTO gtbot_announcements (job_name, channel, thread_ts, steps, state,"
-        " created_at, updated_at) SELECT job_name, channel, thread_ts, '[]', 'done',"
-        " updated_at, updated_at FROM gtbot_watches WHERE completion_announced",
-    ),
-}
-
-_ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)")
 # Writers wait for each other this long before SQLite says "database is locked".
 SQLITE_BUSY_MS = 30000
 
+# The tables as this gtbot uses them. The database gets them from the Alembic revisions in
+# bot/migrations/ (a test checks that both agree), never from metadata.create_all.
 metadata = sa.MetaData()
 
 schema_version = sa.Table(
@@ -206,32 +186,7 @@ class Store:
                 cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
                 cursor.close()
 
-        self._lock = threading.Lock()
-        self._create()
-
-    def _create(self) -> None:
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(schema_version.c.version)).first()
-            if row is None:
-                conn.execute(sa.insert(schema_version).values(id=1, version=SCHEMA_VERSION))
-            elif row.version > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"The database at {self.url} was written by a newer gtbot (schema "
-                    f"{row.version}, this one knows {SCHEMA_VERSION}). Upgrade gtbot."
-                )
-            elif row.version < SCHEMA_VERSION:
-                for version in range(row.version + 1, SCHEMA_VERSION + 1):
-                    for statement in MIGRATIONS.get(version, ()):
-                        # create_all has just made any missing table whole: a column it
-                        # already has is not added twice.
-                        added = _ADD_COLUMN.match(statement)
-                        if added and added[2] in {
-                            c["name"] for c in sa.inspect(conn).get_columns(added[1])
-                        }:
-                            continue
-                        conn.execute(sa.text(statement))
-                conn.execute(sa.update(schema_version).values(version=SCHEMA_VERSION))
+        migrations.upgrade(self.engine)
 
     # ------------------------------------------------------------------ plans
 

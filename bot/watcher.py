@@ -2,7 +2,10 @@
 
 One paginated list_labeling_jobs call per region serves every watched job's status and counters.
 The database holds what was last posted, so a restart (or a second replica) posts nothing twice;
-a lease row makes one replica at a time do the polling.
+a lease row makes one replica at a time do the polling. Every replica ticks; a tick that cannot
+take or renew the lease does nothing, so when the holder dies the lease lapses (it last renewed
+it at most `lease` seconds before) and the next tick of another replica takes it: a takeover
+within lease + poll seconds (`bot.settings.takeover_bound`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from bot import logs
 from bot.cards import JobCard
 from bot.context import Context
 from bot.errors import GtBotError, NotFoundError
+from bot.settings import takeover_bound
 from bot.state import AnnouncementRow, ClaimLost, Store, WatchRow
 
 log = logging.getLogger("gtbot.watcher")
@@ -141,10 +145,11 @@ class Watcher:
         self.ctx = ctx
         self.store = store
         self.notifier = notifier
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.lease_seconds = lease_seconds or max(30.0, 3.0 * ctx.settings.poll_seconds)
+        self.holder = holder or default_holder()
+        self.lease_seconds = lease_seconds or takeover_bound(ctx.settings)[0]
         self.results = results
         self._renewed = 0.0
+        self._held = False
 
     def tick(self) -> TickReport:
         with logs.traced():
@@ -152,7 +157,14 @@ class Watcher:
 
     def _tick(self) -> TickReport:
         report = TickReport()
-        if not self.store.acquire_lease(LEASE_NAME, self.holder, self.lease_seconds):
+        held = self.store.acquire_lease(LEASE_NAME, self.holder, self.lease_seconds)
+        if held != self._held:
+            self._held = held
+            if held:
+                log.info("this replica (%s) is now the job watcher", self.holder)
+            else:
+                log.info("another replica holds the watcher lease; this one stands by")
+        if not held:
             return report
         report.held_lease = True
         self._renewed = time.monotonic()
@@ -184,6 +196,10 @@ class Watcher:
                 except Exception:
                     log.exception("watch %s failed this tick (will retry)", watch.job_name)
         return report
+
+    def holds_lease(self) -> bool:
+        """Whether this replica is the watcher now, as the database says."""
+        return self.store.lease_holder(LEASE_NAME) == self.holder
 
     def _renew(self) -> bool:
         now = time.monotonic()
@@ -407,6 +423,11 @@ class Watcher:
                 )
             )
         self.store.save_steps(ann.job_name, self.holder, steps)
+
+
+def default_holder() -> str:
+    """A lease holder name no other process can have: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _step(kind: str, key: str, **fields: str) -> dict[str, Any]:

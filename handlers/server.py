@@ -30,6 +30,7 @@ from bot.errors import ConfigError
 from bot.logs import traced
 from bot.settings import Settings
 from bot.state import Store
+from bot.watcher import LEASE_NAME, default_holder
 from handlers.slack import SlackDeps, SlackNotifier, build_app
 
 log = logging.getLogger("gtbot.server")
@@ -106,8 +107,14 @@ def _verified_body(environ: dict[str, Any], verifier: SignatureVerifier) -> byte
     return body
 
 
-def make_wsgi(app: App, store: Store, signing_secret: str) -> Callable[..., Iterable[bytes]]:
+def make_wsgi(
+    app: App, store: Store, signing_secret: str, lease_holder: str | None = None
+) -> Callable[..., Iterable[bytes]]:
     """The HTTP edge: health, then size cap and signature check, and only then Bolt.
+
+    `GET /healthz` says whether the database takes a write (503 if not) and, as `holds_lease`,
+    whether this replica (the watcher lease's `lease_holder`) is the job watcher now: every
+    healthy replica answers 200, and an orchestrator can tell which one polls.
 
     This layer, not Bolt, authenticates requests: Bolt's own check logs a rejected body whole
     (RequestVerification._debug_log_error), and a body is never logged here. Keeping it in the
@@ -129,7 +136,8 @@ def make_wsgi(app: App, store: Store, signing_secret: str) -> Callable[..., Iter
                         "503 Service Unavailable",
                         {"ok": False, "error": type(exc).__name__},
                     )
-                return _answer(start_response, "200 OK", {"ok": True})
+                holds = lease_holder is not None and store.lease_holder(LEASE_NAME) == lease_holder
+                return _answer(start_response, "200 OK", {"ok": True, "holds_lease": holds})
             if method == "POST" and path == slack.path:
                 body = _verified_body(environ, verifier)
                 if isinstance(body, tuple):
@@ -202,20 +210,19 @@ def start_bot(
     )
     for plan in launcher.recover_launches(ctx, store):
         log.info("settled plan %s left launching by a previous run: now %s", plan.id, plan.state)
+    # The watcher lease's holder name. Only one live process can hold a host and port, so a
+    # bot restarted on its usual port takes its own lease back at once instead of waiting for
+    # it to lapse; otherwise a name no other process has.
+    holder = f"{socket.gethostname()}:{port}" if port else default_holder()
     server = None
-    holder = None
     if port is not None:
         server = make_server(
             host or settings.bind_address,
             port,
-            make_wsgi(app, store, secret),
+            make_wsgi(app, store, secret, holder if watcher else None),
             server_class=_ThreadingWSGIServer,
             handler_class=_QuietHandler,
         )
-        if port:
-            # Only one live process can hold this host and port, so a bot restarted on its
-            # usual port takes its own lease back at once instead of waiting for it to lapse.
-            holder = f"{socket.gethostname()}:{port}"
         threading.Thread(target=server.serve_forever, name="gtbot-http", daemon=True).start()
         log.info(
             "gtbot listening on http://%s:%s/slack/events",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from db_support import BACKENDS, database
 from watcher_support import JobRig, RecordingSlackStub
 
 from aws.emulator.groundtruth import (
@@ -120,3 +121,11 @@ def stub() -> Iterator[RecordingSlackStub]:
 def rig(emulator: GroundTruthEmulator, s3_endpoint: str, tmp_path: Path) -> JobRig:
     """Jobs on the emulators, from the `emulator` fixture of the module that asks."""
     return JobRig(emulator, s3_endpoint, tmp_path / "frames")
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, and a PostgreSQL database when GTBOT_TEST_POSTGRES_URL
+    names a server (`.ci/with-postgres` starts one)."""
+    with database(request.param, tmp_path) as url:
+        yield url

@@ -47,7 +47,7 @@ def test_healthz_answers_json(bot: Harness) -> None:
     with urllib.request.urlopen(bot.url + "/healthz", timeout=5) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "application/json"
-        assert json.loads(response.read()) == {"ok": True}
+        assert json.loads(response.read()) == {"ok": True, "holds_lease": False}  # no watcher
 
 
 # --------------------------------------------------------------------------- signatures

@@ -26,6 +26,7 @@ from bot.state import Store
 from bot.watcher import LEASE_NAME
 
 GTBOT = Path(sys.executable).with_name("gtbot")
+LEASE = 3  # seconds, at GTBOT_POLL_SECONDS=1: a lease left by a dead process lapses quickly
 pytestmark = pytest.mark.slow
 
 
@@ -54,6 +55,7 @@ class Bots:
         } | {
             "GTBOT_DATABASE_URL": self.db_url,
             "GTBOT_POLL_SECONDS": "1",
+            "GTBOT_LEASE_SECONDS": str(LEASE),
             "GTBOT_PROJECTS_DIR": str(tmp / "projects"),
             "SLACK_SIGNING_SECRET": "test-secret",
             "SLACK_API_URL": stub.api_url,
@@ -128,7 +130,7 @@ def test_sigkill_mid_job_then_restart_resumes_without_duplicates(
     assert len(stub.cards(channel)) == 1
 
     # Restarted on its port, the bot is the lease's holder again: it resumes at once rather
-    # than after the 30 s a lease left by a dead process takes to lapse.
+    # than after the lease left by a dead process lapses.
     bots.start("xoxb-second", port)
     wait_until(lambda: any(u.at > killed_at for u in stub.updates(channel)), 10, "the resumed card")
     wait_until(lambda: len(stub.completions(channel)) >= 1, 40, "the completion post")
@@ -151,7 +153,7 @@ def test_two_processes_one_posts_and_the_other_takes_over_after_the_lease(
     bots: Bots, rig: JobRig, stub: RecordingSlackStub, emulator: GroundTruthEmulator
 ) -> None:
     """Two bots on one SQLite file: only the lease holder posts. Killed, its lease lapses
-    (30 s at GTBOT_POLL_SECONDS=1) and the other completes the job's announcement once."""
+    (GTBOT_LEASE_SECONDS) and the other completes the job's announcement once."""
     job, channel = "mice-replicas", "CREPLICA"
     rig.create_job(job, frames=8, workers=1)
     bots.store.add_watch(job_name=job, region="us-east-2", channel=channel)
@@ -167,9 +169,10 @@ def test_two_processes_one_posts_and_the_other_takes_over_after_the_lease(
 
     bots.kill(holder)
     killed_at = time.monotonic()
-    wait_until(lambda: bots.holder_pid() not in (None, holder_pid), 45, "a new lease holder")
+    wait_until(lambda: bots.holder_pid() not in (None, holder_pid), 15, "a new lease holder")
     took_over = time.monotonic() - killed_at
-    assert took_over > 25, f"the lease moved after {took_over:.1f} s, before it lapsed"
+    # Renewed at most one poll before the kill, the lease cannot lapse sooner than this.
+    assert took_over > LEASE - 1, f"the lease moved after {took_over:.1f} s, before it lapsed"
     assert stub.by_token(other) == [], "nothing changed, so the new holder had nothing to post"
 
     emulator.settings.update({"rate": 50.0})
