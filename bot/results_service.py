@@ -17,18 +17,15 @@ from bot.context import Context
 from bot.errors import GtBotError, NotFoundError
 from bot.project import ProjectConfig
 from bot.results.cli import format_summary, run_consolidate
-from bot.results.pipeline import ConsolidationSummary
+from bot.results.pipeline import FILE_NAMES, PROBLEMS_FILE, ConsolidationSummary
 from bot.watcher import Completion
 
-EXPORTS = (
-    "coco-keypoints.json",
-    "keypoints.csv",
-    "processed_keypoints.json",
-    "agreement.json",
-    "preview.png",
-    "agreement.png",
-)
-PICTURES = ("preview.png", "agreement.png")
+EXPORTS = (*FILE_NAMES.values(), PROBLEMS_FILE)
+PICTURES = (FILE_NAMES["preview"], FILE_NAMES["agreement_chart"], FILE_NAMES["workers_chart"])
+
+
+class ResultsUnavailableError(GtBotError):
+    """A finished job's results could not be built; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +43,13 @@ class JobResults:
         lines += [f"  {name}: {url}" for name, url in self.links]
         lines.append(f"Local copy: {self.out_dir}")
         return "\n".join(lines)
+
+
+def _sentence(message: str) -> str:
+    """A message that starts a sentence, to follow "because"."""
+    if message[:1].isupper() and not message[1:2].isupper():
+        return message[0].lower() + message[1:]
+    return message
 
 
 def project_of_job(ctx: Context, job_name: str) -> ProjectConfig:
@@ -77,20 +81,33 @@ def consolidate_job(ctx: Context, job: gt.JobInfo, project: ProjectConfig) -> Co
 
 
 def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobResults:
-    """Build (or reuse) a job's results and sign links to the copies in S3."""
-    project = project_of_job(ctx, job_name)
-    job = gt.describe_labeling_job(ctx.sagemaker(project.region), job_name)
+    """Build (or reuse) a job's results and sign links to the copies in S3. Every expected
+    failure (no project, AWS refusing, nothing usable in the output) is a
+    `ResultsUnavailableError` that says why."""
+    try:
+        project = project_of_job(ctx, job_name)
+        job = gt.describe_labeling_job(ctx.sagemaker(project.region), job_name)
+    except GtBotError as exc:
+        raise ResultsUnavailableError(
+            f"Results of {job_name} are unavailable because {_sentence(exc.user_message)}"
+        ) from exc
     if job.status not in ("Completed", "Stopped"):
-        raise GtBotError(
-            f"{job_name} is {job.status}; results come when it has Completed or been Stopped. "
-            f"`status {job_name}` shows its progress."
+        raise ResultsUnavailableError(
+            f"Results of {job_name} are unavailable because it is {job.status}; results come "
+            f"when it has Completed or been Stopped. `status {job_name}` shows its progress."
         )
     out_dir = project.results_dir / job_name
     saved = None if rebuild else _saved_summary(out_dir)
     reused = saved is not None
     if saved is None:
         ctx.progress(f"Consolidating {job_name} ...")
-        summary = consolidate_job(ctx, job, project)
+        try:
+            summary = consolidate_job(ctx, job, project)
+        except GtBotError as exc:
+            raise ResultsUnavailableError(
+                f"Results of {job_name} are unavailable because consolidating its output "
+                f"failed:\n{exc.user_message}"
+            ) from exc
         saved = format_summary(summary)
         (out_dir / "summary.txt").write_text(saved, encoding="utf-8")
     client = ctx.s3(project)

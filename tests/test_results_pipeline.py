@@ -171,7 +171,7 @@ def test_hostile_lines_are_reported_and_change_nothing_else(
     assert any("worker 1: answer is not valid JSON" in r for r in by_line[5])
     assert any("non-finite" in r and "nose" in r for r in by_line[5])
     assert any("non-finite" in r and "right ear" in r for r in by_line[5])
-    assert any("unknown label 'purple mouse nose'" in r for r in by_line[5])
+    assert any("labels this project does not have ('purple mouse nose')" in r for r in by_line[5])
     assert any("outside the image" in r for r in by_line[5])
     assert "not a JSON object" in by_line[6][0]
     assert "failed" in by_line[7][0]

@@ -53,12 +53,22 @@ def test_results_go_to_the_jobs_thread_with_pictures(bot: Harness) -> None:
         "coco-keypoints.json" in posts[0].params["text"]
         and "valid for 24 h" in posts[0].params["text"]
     )
+    # The per-worker report: ranked, and who to review (or that nobody stands out).
+    text = posts[0].params["text"]
+    assert "Workers, furthest from the consensus first" in text and "  1. " in text
+    assert "Workers to review" in text or "No worker stands out for review." in text
+    assert "CollectedData_gtbot.csv" in text and "problems.csv" in text
     complete = bot.wait_for(lambda: bot.stub.of("files.completeUploadExternal"), 15, "the upload")
     assert (
         complete[0].params["channel_id"] == CHANNEL and complete[0].params["thread_ts"] == card_ts
     )
-    assert len(complete[0].params["files"]) == 2
-    assert len(bot.stub.uploads) == 2
+    # The contact sheet, the per-keypoint chart and the per-worker chart.
+    assert [f["title"] for f in complete[0].params["files"]] == [
+        "preview.png",
+        "agreement.png",
+        "workers.png",
+    ]
+    assert len(bot.stub.uploads) == 3
     assert all(body.startswith(b"\x89PNG") for body in bot.stub.uploads.values())
 
 
