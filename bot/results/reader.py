@@ -354,7 +354,7 @@ def local_worker_response_fetch(manifest_path: Path, fallback: Fetch | None = No
             return fallback(uri)
         except Exception as exc:
             raise FileNotFoundError(
-                f"no local copy (looked at {where}) and S3 said: {_short(exc)}"
+                f"no local copy (looked at {where}) and S3 said: {_short(exc, 300)}"
             ) from exc
 
     return fetch
@@ -720,7 +720,8 @@ class _Reader:
         try:
             body = self.fetch(ref)
         except Exception as exc:  # the caller's fetch may fail in any way; the line is lost only
-            report.skip(number, f"cannot read worker responses {ref}: {_short(exc)}")
+            # Long enough to say every place gtbot looked (`local_worker_response_fetch`).
+            report.skip(number, f"cannot read worker responses {ref[:300]}: {_short(exc, 1000)}")
             return None
         try:
             document = json.loads(body)
@@ -1058,6 +1059,6 @@ def _failure(record: dict[str, Any], metadata: dict[str, Any]) -> str | None:
     return None
 
 
-def _short(exc: BaseException) -> str:
+def _short(exc: BaseException, limit: int = 120) -> str:
     text = str(exc) or type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
