@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 from slack_harness import ADMIN, CHANNEL, SUBMITTER, Harness, start_harness, texts
 
@@ -70,6 +71,16 @@ def test_results_go_to_the_jobs_thread_with_pictures(bot: Harness) -> None:
     ]
     assert len(bot.stub.uploads) == 3
     assert all(body.startswith(b"\x89PNG") for body in bot.stub.uploads.values())
+
+    # An output manifest with nothing usable (here: input-manifest lines) is said plainly.
+    s3 = boto3.client("s3", endpoint_url=bot.s3_url, region_name="us-east-2")
+    bucket = next(b for b in bot.buckets() if b.endswith("-output"))
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    manifest = next(k for k in keys if k.endswith(f"{job}/manifests/output/output.manifest"))
+    s3.put_object(Bucket=bucket, Key=manifest, Body=b'{"source-ref": "s3://b/f.jpg"}\n')
+    seen = texts(bot.wait_responses(bot.command(f"results {job} --rebuild", user=ADMIN), timeout=30))
+    assert f"Results of {job} are unavailable because consolidating its output failed" in seen
+    assert "input manifest" in seen
 
 
 def test_progress_is_one_message_kept_updated(bot: Harness) -> None:
