@@ -78,7 +78,9 @@ def test_results_go_to_the_jobs_thread_with_pictures(bot: Harness) -> None:
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     manifest = next(k for k in keys if k.endswith(f"{job}/manifests/output/output.manifest"))
     s3.put_object(Bucket=bucket, Key=manifest, Body=b'{"source-ref": "s3://b/f.jpg"}\n')
-    seen = texts(bot.wait_responses(bot.command(f"results {job} --rebuild", user=ADMIN), timeout=30))
+    seen = texts(
+        bot.wait_responses(bot.command(f"results {job} --rebuild", user=ADMIN), timeout=30)
+    )
     assert f"Results of {job} are unavailable because consolidating its output failed" in seen
     assert "input manifest" in seen
 

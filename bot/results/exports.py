@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import chain, cycle, repeat
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -85,15 +85,6 @@ def instance_names(spec: LabelSpec) -> list[tuple[int, int, str]]:
         for j in range(spec.num_obj):
             out.append((a, j, animal if spec.num_obj == 1 else f"{animal}#{j + 1}"))
     return out
-
-
-def file_name(source_ref: str) -> str:
-    """The image's base name: MARS keeps frames flat in `annotation-data/raw-images/`."""
-    path = source_ref.split("?", 1)[0]
-    last = path.rpartition("/")[2]
-    if last and last != ".":
-        return last  # what PurePosixPath(...).name gives, at a tenth of the cost
-    return PurePosixPath(path).name or source_ref
 
 
 def _json_text(array: npt.NDArray[Any]) -> bytes:
@@ -221,7 +212,7 @@ class CocoRecords:
             b',{"id":',
             _items(_json_text(np.array(batch.lines, dtype=np.int64))),
             b',"file_name":"',
-            _string_bodies(list(map(file_name, batch.source_refs))),
+            _string_bodies(batch.file_names()),
             b'","coco_url":"',
             _string_bodies(batch.source_refs),
             b'","width":',
@@ -302,7 +293,7 @@ class CocoRecords:
 def _csv_field(text: str) -> bytes:
     """One CSV field as `csv.writer` (excel dialect, minimal quoting) writes it, after making a
     cell a spreadsheet would take for a formula plain text (a leading `'`)."""
-    if text[:1] in _FORMULA_STARTS and text:
+    if text[:1] in _FORMULA_STARTS:
         text = "'" + text
     if _CSV_SPECIAL.search(text) is None:
         return text.encode("utf-8")
@@ -313,6 +304,18 @@ def _csv_field(text: str) -> bytes:
 
 _CSV_SPECIAL = re.compile('[,"\r\n]')
 _FORMULA_STARTS = frozenset("=+-@\t\r")
+
+
+_ANY_SPECIAL = re.compile('[,"\r\n]|(?:^|\x00)[=+\\-@\t]')
+
+
+def _csv_fields(texts: list[str]) -> list[bytes]:
+    """`_csv_field` of each text, checked for the whole batch at once (one regex over the
+    joined texts) when none needs quoting or a formula guard, which is the usual batch."""
+    joined = "\x00".join(texts)
+    if _ANY_SPECIAL.search(joined) is None and joined.count("\x00") == len(texts) - 1:
+        return joined.encode("utf-8").split(b"\x00") if texts else []
+    return [_csv_field(text) for text in texts]
 
 
 def csv_line(cells: Iterable[str]) -> bytes:
@@ -347,7 +350,7 @@ class CsvRows:
         # ",<n_workers>," and "<spread>\r\n" as single pieces: fewer pieces to join per row.
         counts = _json_text(consensus.n_workers.reshape(-1))
         spread = _rounded_text(np.round(consensus.spread, 2).reshape(-1), 2).replace(b"null", b"")
-        refs = map(_csv_field, batch.source_refs)
+        refs = _csv_fields(batch.source_refs)
         return _assemble(
             chain.from_iterable(map(repeat, refs, repeat(n_slots))),
             cycle(self.slot_prefixes),
@@ -389,7 +392,7 @@ class DlcRows:
         if self.order is not None:
             points = points[:, self.order]
         rows = _rows(_rounded_text(points.reshape(len(points), -1), 2).replace(b"null", b""))
-        names = [_csv_field(file_name(ref)) for ref in batch.source_refs]
+        names = _csv_fields(batch.file_names())
         return _assemble(self.prefix, names, b",", rows, b"\n")
 
 

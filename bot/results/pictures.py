@@ -17,8 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from bot.results.agreement import WorkerAgreement
 from bot.results.consensus import BatchConsensus, FloatArray
-from bot.results.exports import file_name
-from bot.results.reader import Frame, FrameBatch
+from bot.results.reader import Frame, FrameBatch, file_name
 from bot.results.spec import LabelSpec
 
 LoadImage = Callable[[str], "Image.Image | None"]

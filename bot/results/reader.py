@@ -229,9 +229,17 @@ class FrameBatch:
     workers: list[list[str]]
     seconds: list[list[float | None]]
     coords: FloatArray
+    _file_names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def file_names(self) -> list[str]:
+        """Each frame's image name (`file_name`), computed once for every export that writes
+        it."""
+        if self._file_names is None:
+            self._file_names = list(map(file_name, self.source_refs))
+        return self._file_names
 
     def image_sizes(self) -> FloatArray:
         """(B, 2) width and height of each frame's image, NaN where no worker reported it."""
@@ -254,6 +262,15 @@ class FrameBatch:
             self.seconds[b],
             self.coords[b, :n].ravel().tolist(),
         )
+
+
+def file_name(source_ref: str) -> str:
+    """The image's base name: MARS keeps frames flat in `annotation-data/raw-images/`."""
+    path = source_ref.split("?", 1)[0]
+    last = path.rpartition("/")[2]
+    if last and last != ".":
+        return last  # what PurePosixPath(...).name gives, at a tenth of the cost
+    return PurePosixPath(path).name or source_ref
 
 
 def read_manifest(
