@@ -26,6 +26,7 @@ from bot.project import parse_project
 from bot.results import LabelSpec, consolidate, local_worker_response_fetch
 from bot.results.cli import format_summary, run_consolidate
 from bot.results.pipeline import NothingConsolidatedError
+from bot.results.reader import ReadReport, read_batches
 
 SAMPLES = Path(__file__).parent / "samples"
 RECIPE = SAMPLES / "output-recipe.manifest"
@@ -427,6 +428,25 @@ def test_a_line_with_thousands_of_workers_costs_no_more_than_a_normal_one(tmp_pa
     assert any("100 worker answers on one line" in r for r in reasons)
     assert any("bytes long" in r for r in reasons)
     assert summary.frames_consolidated == len(normal)
+
+
+def test_wide_lines_are_computed_apart_and_change_no_result(tmp_path: Path) -> None:
+    spec = LabelSpec.from_mapping(yaml.safe_load(_two_mice()))
+    lines = RECIPE.read_text().splitlines()
+    record = json.loads(lines[2])
+    crowd = record["annotatedResult"]["annotationsFromAllWorkers"]
+    wide = [dict(w, workerId=f"extra-{i}") for i, w in enumerate(crowd * 6)][:30]
+    record["annotatedResult"]["annotationsFromAllWorkers"] = wide
+    manifest = [*lines, json.dumps(record), *lines, json.dumps(record), *lines] * 10
+    batches = list(read_batches(manifest, spec, fetch=no_fetch, report=ReadReport()))
+    # One chunk of 512 lines, cut so the 30-worker lines never widen the 5-worker ones.
+    assert [b.coords.shape[1] for b in batches[:3]] == [5, 30, 5]
+    together = consolidate(manifest, spec, tmp_path / "a", fetch=no_fetch, load_image=no_image)
+    alone = consolidate(
+        manifest, spec, tmp_path / "b", fetch=no_fetch, load_image=no_image, batch_frames=1
+    )
+    for a, b in zip(together.files.all(), alone.files.all(), strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
 
 
 def test_an_answer_with_endless_keypoints_is_skipped(tmp_path: Path) -> None:

@@ -60,9 +60,16 @@ def _jitter(record: dict, rng: random.Random, frame: int) -> dict:  # type: igno
 
 def _hostile(record: dict, rng: random.Random, frame: int) -> bytes:  # type: ignore[type-arg]
     """One of the ways a line goes wrong; several give one problem per worker."""
-    kind = rng.randrange(10)
+    kind = rng.randrange(11)
     if kind == 0:
         return b"{not json"
+    if kind == 10:
+        # Far more workers than the rest: computed in a batch of its own (same files).
+        record = _jitter(record, rng, frame)
+        crowd = record["annotatedResult"]["annotationsFromAllWorkers"]
+        wide = [dict(w, workerId=f"wide-{i}") for i, w in enumerate(crowd * 5)]
+        record["annotatedResult"]["annotationsFromAllWorkers"] = wide[:24]
+        return json.dumps(record).encode()
     if kind == 1:
         return b"[1, 2]"
     if kind == 2:

@@ -67,11 +67,12 @@ class LocalManifest:
 
 @dataclass(slots=True)
 class _Chunk:
-    """One chunk's result (None if no line was usable) and its share of the read report (all
-    its problems), to be merged into the caller's report in chunk order."""
+    """One chunk's results (none if no line was usable, several if wide lines were computed
+    apart) and its share of the read report (all its problems), to be merged into the
+    caller's report in chunk order."""
 
     index: int
-    result: BatchResult | None
+    results: list[BatchResult]
     report: ReadReport
 
 
@@ -189,7 +190,7 @@ def _read(
     work: BatchWork,
 ) -> _Chunk:
     report = ReadReport(limit=None)
-    batch = read_chunk(
+    batches = read_chunk(
         lines,
         index * batch_lines + 1,
         spec,
@@ -197,7 +198,7 @@ def _read(
         report=report,
         label_attribute=label_attribute,
     )
-    return _Chunk(index, None if batch is None else work(batch), report)
+    return _Chunk(index, [work(batch) for batch in batches], report)
 
 
 def _no_fetch(uri: str) -> bytes:
@@ -255,10 +256,10 @@ def _child(
             except _FetchNeeded:
                 _post(conn, folder, "fetch", index, [line.tobytes() for line in lines])
                 continue
-            if chunk.result is not None:
-                chunk.result = BatchResult(
-                    texts.put(chunk.result.texts), chunk.result.agreement, chunk.result.preview
-                )
+            chunk.results = [
+                BatchResult(texts.put(result.texts), result.agreement, result.preview)
+                for result in chunk.results
+            ]
             _post(conn, folder, "chunk", index, chunk)
     except BaseException:
         with contextlib.suppress(OSError, ValueError):
@@ -391,15 +392,14 @@ def parallel_results(
                         )
                     else:
                         chunk = received
-                        if chunk.result is not None:
+                        if chunk.results:
                             if source is None:
                                 source = writer.add_source(_text_path(folder))
-                            chunk.result = _from_source(chunk.result, source)
+                            chunk.results = [_from_source(r, source) for r in chunk.results]
             if chunk is not None:
                 # Problems reach the report (and its sink) in line order, as in one process.
                 report.merge(chunk.report)
-                if chunk.result is not None:
-                    yield chunk.result
+                yield from chunk.results
                 position += 1
                 continue
             ends = [end for end in (own_end, inbox.end) if end is not None]

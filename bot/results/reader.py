@@ -305,12 +305,10 @@ def read_batches(
     remaining = iter(lines)
     first_line = 1
     while chunk := list(islice(remaining, batch_lines)):
-        batch = read_chunk(
+        yield from read_chunk(
             chunk, first_line, spec, fetch=fetch, report=report, label_attribute=label_attribute
         )
         first_line += len(chunk)
-        if batch is not None:
-            yield batch
 
 
 def read_chunk(
@@ -321,10 +319,12 @@ def read_chunk(
     fetch: Fetch,
     report: ReadReport,
     label_attribute: str | None = None,
-) -> FrameBatch | None:
-    """The usable frames of consecutive manifest lines numbered from `first_line`. No state
-    crosses a chunk, so a manifest cut at batch boundaries can be read in any order, by
-    several processes, and merged back in line order."""
+) -> list[FrameBatch]:
+    """The usable frames of consecutive manifest lines numbered from `first_line`: one batch,
+    none if no line was usable, or several in line order when a few lines have far more
+    workers than the rest (`_segments`). No state crosses a chunk, so a manifest cut at batch
+    boundaries can be read in any order, by several processes, and merged back in line
+    order."""
     reader = _Reader(spec, fetch, report, label_attribute)
     pending = _Pending(spec.num_obj == 1)
     for number, raw in enumerate(lines, start=first_line):
@@ -498,7 +498,7 @@ class _Pending:
         self.job_names.append(job_name_of(metadata))
         return True
 
-    def flush(self, reader: _Reader) -> FrameBatch | None:
+    def flush(self, reader: _Reader) -> list[FrameBatch]:
         """Check every fast-read point at once, send failing lines to the careful path, and
         assemble the batch in line order."""
         spec = reader.spec
@@ -546,7 +546,23 @@ class _Pending:
                 workers.append(frame.workers)
                 seconds.append(frame.seconds)
         report.frames += len(lines)
-        width = max(map(len, workers), default=0)
+        self._clear()
+        counts = list(map(len, workers))
+        segments = _segments(counts)
+        if len(segments) > 1:
+            return [
+                FrameBatch(
+                    lines[start:end],
+                    refs[start:end],
+                    widths[start:end],
+                    heights[start:end],
+                    workers[start:end],
+                    seconds[start:end],
+                    _coords(counts, start, end, n_slots, careful, frame_of_line, points),
+                )
+                for start, end in segments
+            ]
+        width = max(counts, default=0)
         coords = np.full((len(lines), width, n_slots, 2), np.nan, dtype=np.float64)
         for b, flat in careful:
             coords[b, : len(workers[b])] = np.array(flat, dtype=np.float64).reshape(-1, n_slots, 2)
@@ -561,10 +577,9 @@ class _Pending:
             flat_coords = coords.reshape(-1)
             flat_coords[at] = x
             flat_coords[at + 1] = y
-        self._clear()
         if not lines:
-            return None
-        return FrameBatch(lines, refs, widths, heights, workers, seconds, coords)
+            return []
+        return [FrameBatch(lines, refs, widths, heights, workers, seconds, coords)]
 
     def _check(self, reader: _Reader) -> tuple[list[bool], _Points | None]:
         """Which fast-read lines have every point usable: a known label (exact spelling), a
@@ -603,6 +618,53 @@ class _Pending:
         bad_line = np.bincount(line_of_worker[bad_worker], minlength=n_lines) > 0
         points = (line_of_point, position[worker], slot, x, y)
         return (~bad_line).tolist(), points
+
+
+def _segments(counts: list[int]) -> list[tuple[int, int]]:
+    """Frame ranges of a batch to compute apart so that its arrays grow with the usual lines,
+    not the widest: a batch's arrays are as wide as its widest frame, so lines with more than
+    twice the usual workers (and more than 9, Ground Truth's most) go in runs of their own."""
+    if not counts:
+        return []
+    limit = max(2 * sorted(counts)[len(counts) // 2], 9)
+    if max(counts) <= limit:
+        return [(0, len(counts))]
+    out: list[tuple[int, int]] = []
+    start = 0
+    for b in range(1, len(counts) + 1):
+        if b == len(counts) or (counts[b] > limit) != (counts[start] > limit):
+            out.append((start, b))
+            start = b
+    return out
+
+
+def _coords(
+    counts: list[int],
+    start: int,
+    end: int,
+    n_slots: int,
+    careful: list[tuple[int, list[float]]],
+    frame_of_line: IntArray,
+    points: _Points | None,
+) -> FloatArray:
+    """The (frames, workers, slots, 2) array of frames start..end of a batch, as wide as its
+    own widest frame: careful-path frames copied, fast-path points scattered."""
+    width = max(counts[start:end])
+    coords = np.full((end - start, width, n_slots, 2), np.nan, dtype=np.float64)
+    for b, flat in careful:
+        if start <= b < end:
+            coords[b - start, : counts[b]] = np.array(flat, dtype=np.float64).reshape(
+                -1, n_slots, 2
+            )
+    if points is not None:
+        line_of_point, worker_of_point, slot, x, y = points
+        frame = frame_of_line[line_of_point]
+        keep = (frame >= start) & (frame < end)
+        at = (((frame[keep] - start) * width + worker_of_point[keep]) * n_slots + slot[keep]) * 2
+        flat_coords = coords.reshape(-1)
+        flat_coords[at] = x[keep]
+        flat_coords[at + 1] = y[keep]
+    return coords
 
 
 class _Reader:
