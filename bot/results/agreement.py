@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import chain
 from typing import Any
 
@@ -446,22 +446,9 @@ class AgreementAccumulator:
 
 def worker_report(document: dict[str, Any]) -> tuple[WorkerAgreement, ...]:
     """The ranked per-worker figures of an `agreement.json` document."""
+    names = [f.name for f in fields(WorkerAgreement)]
     return tuple(
-        WorkerAgreement(
-            rank=w["rank"],
-            worker=w["worker"],
-            frames=w["frames"],
-            points=w["points"],
-            median_error_px=w["median_error_px"],
-            swapped_frames=w["swapped_frames"],
-            flip_share=w["flip_share"],
-            outliers=w["outliers"],
-            outlier_share=w["outlier_share"],
-            median_seconds=w["median_seconds"],
-            total_seconds=w["total_seconds"],
-            timed_tasks=w["timed_tasks"],
-            review=tuple(w["review"]),
-        )
+        WorkerAgreement(**{**{name: w[name] for name in names}, "review": tuple(w["review"])})
         for w in document["workers"]
     )
 
