@@ -148,18 +148,23 @@ def worker_lines(workers: Sequence[WorkerAgreement]) -> list[str]:
         error = "n/a" if w.median_error_px is None else f"{w.median_error_px:.1f} px"
         time = "" if w.median_seconds is None else f", median {w.median_seconds:g} s a frame"
         out.append(
-            f"  {w.rank}. {w.worker}: {error}, swaps in {w.swapped_frames} of {w.frames} "
+            f"  {w.rank}. {_shown(w.worker)}: {error}, swaps in {w.swapped_frames} of {w.frames} "
             f"frames, {w.outliers} outliers{time}"
         )
     review = [w for w in workers if w.review]
     if review:
         out.append(f"Workers to review ({len(review)}):")
-        out += [f"  {w.worker}: {'; '.join(w.review)}" for w in review[:SHOWN_WORKERS]]
+        out += [f"  {_shown(w.worker)}: {'; '.join(w.review)}" for w in review[:SHOWN_WORKERS]]
         if len(review) > SHOWN_WORKERS:
             out.append(f"  ... and {len(review) - SHOWN_WORKERS} more in agreement.json")
     else:
         out.append("No worker stands out for review.")
     return out
+
+
+def _shown(worker: str) -> str:
+    """A worker id as messages show it: ids come from worker answers, so any length."""
+    return worker if len(worker) <= 80 else worker[:77] + "..."
 
 
 def _job_name(first: str | bytes | None, parts: tuple[str, ...]) -> str | None:

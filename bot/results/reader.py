@@ -773,7 +773,7 @@ class _Reader:
                     report.add(number, f"worker {position}: answer is not an object")
                     continue
                 worker = item.get("workerId")
-                worker = worker[:200] if isinstance(worker, str) else f"worker-{position}"
+                worker = worker if isinstance(worker, str) else f"worker-{position}"
                 content = self._annotation_data(number, position, worker, item)
                 if content is None:
                     continue
