@@ -341,7 +341,8 @@ class CsvRows:
             for s in range(spec.n_slots)
         ]
 
-    def encode(self, batch: FrameBatch, consensus: BatchConsensus) -> bytes:
+    def encode(self, batch: FrameBatch, consensus: BatchConsensus) -> tuple[bytes, list[bytes]]:
+        """The rows, and each point's "x,y" text (slot order) for `DlcRows` to reuse."""
         n_frames, n_slots = consensus.n_workers.shape
         points = np.round(consensus.points, 2).reshape(-1, 2)
         # Python's csv writes floats with repr, which orjson matches for these values
@@ -351,13 +352,14 @@ class CsvRows:
         counts = _json_text(consensus.n_workers.reshape(-1))
         spread = _rounded_text(np.round(consensus.spread, 2).reshape(-1), 2).replace(b"null", b"")
         refs = _csv_fields(batch.source_refs)
-        return _assemble(
+        rows = _assemble(
             chain.from_iterable(map(repeat, refs, repeat(n_slots))),
             cycle(self.slot_prefixes),
             xy,
             (b"," + counts[1:-1].replace(b",", b",\0,") + b",").split(b"\0"),
             (spread[1:-1].replace(b",", b"\r\n\0") + b"\r\n").split(b"\0"),
         )
+        return rows, xy
 
 
 class DlcRows:
@@ -387,11 +389,14 @@ class DlcRows:
         rows.append(["coords", "", ""] + ["x", "y"] * len(columns))
         return b"".join(b",".join(map(_csv_field, row)) + b"\n" for row in rows)
 
-    def encode(self, batch: FrameBatch, consensus: BatchConsensus) -> bytes:
-        points = np.round(consensus.points, 2)
-        if self.order is not None:
-            points = points[:, self.order]
-        rows = _rows(_rounded_text(points.reshape(len(points), -1), 2).replace(b"null", b""))
+    def encode(self, batch: FrameBatch, consensus: BatchConsensus, xy: list[bytes]) -> bytes:
+        """`xy` is each point's "x,y" text in slot order, as `CsvRows` wrote it."""
+        if self.order is None:
+            n = self.spec.n_slots
+            rows = [b",".join(xy[i : i + n]) for i in range(0, len(xy), n)]
+        else:
+            points = np.round(consensus.points, 2)[:, self.order]
+            rows = _rows(_rounded_text(points.reshape(len(points), -1), 2).replace(b"null", b""))
         names = _csv_fields(batch.file_names())
         return _assemble(self.prefix, names, b",", rows, b"\n")
 
@@ -575,12 +580,13 @@ class BatchEncoder:
 
     def encode(self, batch: FrameBatch, consensus: BatchConsensus) -> BatchTexts:
         images, annotations = self.coco.encode(batch, consensus)
+        table, xy = self.csv.encode(batch, consensus)
         return BatchTexts(
             images,
             annotations,
-            self.csv.encode(batch, consensus),
+            table,
             self.mars.encode(batch, consensus),
-            self.dlc.encode(batch, consensus),
+            self.dlc.encode(batch, consensus, xy),
         )
 
 

@@ -495,7 +495,8 @@ class _Pending:
         self.heights.append(float(height))
         self.workers.append(workers)  # type: ignore[arg-type]
         self.seconds.append(seconds)  # type: ignore[arg-type]
-        self.job_names.append(job_name_of(metadata))
+        name = metadata.get("job-name")
+        self.job_names.append(name if name is not None else metadata.get("job_name"))
         return True
 
     def flush(self, reader: _Reader) -> list[FrameBatch]:
