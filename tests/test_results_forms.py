@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import shutil
-import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -408,22 +407,21 @@ def test_a_line_with_thousands_of_workers_costs_no_more_than_a_normal_one(tmp_pa
     wider = dict(record, annotatedResult={"annotationsFromAllWorkers": crowd * 1600})
     normal = lines * 40
 
-    def peak(manifest: list[str], out: str) -> tuple[int, float, Any]:
+    def peak(manifest: list[str], out: str) -> tuple[int, Any]:
         tracemalloc.start()
-        start = time.perf_counter()
         summary = consolidate(manifest, spec, tmp_path / out, fetch=no_fetch, load_image=no_image)
-        took = time.perf_counter() - start
         high = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        return high, took, summary
+        return high, summary
 
-    base, base_time, _ = peak(normal, "normal")
+    base, _ = peak(normal, "normal")
     lines_in = [json.dumps(wide), json.dumps(wider)]
-    high, took, summary = peak(lines_in + normal, "hostile")
+    high, summary = peak(lines_in + normal, "hostile")
     manifest_bytes = sum(map(len, lines_in))
     assert manifest_bytes > 4_000_000  # the 8,000-worker line
-    assert high < base + 2 * manifest_bytes + 4_000_000  # holding the lines, no more
-    assert took < base_time * 2 + 1.0
+    # Holding the hostile lines themselves, and nothing in proportion to their workers (the
+    # 8,000 answers are never decoded; bench/consolidate.py --hostile times such lines).
+    assert high < base + 2 * manifest_bytes + 4_000_000
     reasons = [p.reason for p in summary.problems]
     assert any("100 worker answers on one line" in r for r in reasons)
     assert any("bytes long" in r for r in reasons)
