@@ -54,8 +54,8 @@ def _names(value: object, key: str, example: str, problems: Problems) -> list[st
 def read_label_config(d: Mapping[str, Any]) -> tuple[LabelSpec | None, Problems]:
     """The label spec of a config mapping and every problem with its label keys.
 
-    `animal_names` may be empty or absent: one unnamed animal, as MARS documents for
-    single-animal projects (its template config says `animal_names: []` with `num_obj: 1`).
+    `animal_names` may be empty (`[]`, or left blank): one unnamed animal, as MARS documents
+    for single-animal projects (its template config says `animal_names: []` with `num_obj: 1`).
     """
     problems: Problems = []
     species = d.get("species")
@@ -66,7 +66,16 @@ def read_label_config(d: Mapping[str, Any]) -> tuple[LabelSpec | None, Problems]
             ("species", f"must be non-empty text, found {species!r}. Example: `species: mouse`.")
         )
     animals = d.get("animal_names")
-    if isinstance(animals, str):  # one name written without brackets is not what MARS means
+    if "animal_names" not in d:  # MARS requires the key too (`config['animal_names']`)
+        problems.append(
+            (
+                "animal_names",
+                "missing. Add e.g. `animal_names: [black, white]`, or `animal_names: []` for "
+                "one unnamed animal.",
+            )
+        )
+        animal_list = None
+    elif isinstance(animals, str):  # one name written without brackets is not what MARS means
         problems.append(
             (
                 "animal_names",
@@ -138,15 +147,15 @@ def read_label_config(d: Mapping[str, Any]) -> tuple[LabelSpec | None, Problems]
             )
             continue
         label_map.append((key.strip(), value.strip()))
-    if problems or species is None or animal_list is None or keypoints is None or num_obj is None:
+    if not isinstance(species, str) or not species.strip() or not keypoints:
         return None, problems
-    assert isinstance(species, str)
-    rules = label_problems(
-        species.strip(), tuple(animal_list), int(num_obj), tuple(keypoints), tuple(pairs),
-        tuple(label_map),
+    # The rules run even when another key had the wrong type, so every problem shows at once.
+    problems += label_problems(
+        species.strip(), tuple(animal_list or ()), int(num_obj or 1), tuple(keypoints),
+        tuple(pairs), tuple(label_map),
     )  # fmt: skip
-    if rules:
-        return None, rules
+    if problems or animal_list is None or num_obj is None:
+        return None, problems
     spec = LabelSpec(
         species=species.strip(),
         animals=tuple(animal_list),
