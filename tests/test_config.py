@@ -116,7 +116,7 @@ BAD_CONFIGS = [
     ("species not text", _set("species", ["mouse"]), "key `species`: must be non-empty text"),
     ("animal_names not list", _set("animal_names", "black"), "key `animal_names`: must be a list"),
     ("duplicate animals", _set("animal_names", ["a", "a"]), "names must be different"),
-    ("animal_names missing", _set("animal_names", _DELETE), "`animal_names: []` for one unnamed"),
+    ("animal_names missing", _set("animal_names", _DELETE), "key `animal_names`: missing"),
     (
         "label_map target unknown",
         _set("label_map", {"nose": "grey mouse nose"}),
