@@ -108,6 +108,11 @@ def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobRes
                 f"Results of {job_name} are unavailable because consolidating its output "
                 f"failed:\n{exc.user_message}"
             ) from exc
+        except OSError as exc:  # the results folder: disk full, permissions
+            raise ResultsUnavailableError(
+                f"Results of {job_name} are unavailable because they could not be written in "
+                f"{out_dir}: {exc.strerror or exc}."
+            ) from exc
         saved = format_summary(summary)
         (out_dir / "summary.txt").write_text(saved, encoding="utf-8")
     client = ctx.s3(project)
