@@ -25,7 +25,11 @@ PICTURES = (FILE_NAMES["preview"], FILE_NAMES["agreement_chart"], FILE_NAMES["wo
 
 
 class ResultsUnavailableError(GtBotError):
-    """A finished job's results could not be built; the message says why."""
+    """A job's results could not be built; `reason` says why, to follow "because"."""
+
+    def __init__(self, job_name: str, reason: str) -> None:
+        super().__init__(f"Results of {job_name} are unavailable because {reason}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -88,13 +92,12 @@ def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobRes
         project = project_of_job(ctx, job_name)
         job = gt.describe_labeling_job(ctx.sagemaker(project.region), job_name)
     except GtBotError as exc:
-        raise ResultsUnavailableError(
-            f"Results of {job_name} are unavailable because {_sentence(exc.user_message)}"
-        ) from exc
+        raise ResultsUnavailableError(job_name, _sentence(exc.user_message)) from exc
     if job.status not in ("Completed", "Stopped"):
         raise ResultsUnavailableError(
-            f"Results of {job_name} are unavailable because it is {job.status}; results come "
-            f"when it has Completed or been Stopped. `status {job_name}` shows its progress."
+            job_name,
+            f"it is {job.status}; results come when it has Completed or been Stopped. "
+            f"`status {job_name}` shows its progress.",
         )
     out_dir = project.results_dir / job_name
     saved = None if rebuild else _saved_summary(out_dir)
@@ -105,13 +108,11 @@ def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobRes
             summary = consolidate_job(ctx, job, project)
         except GtBotError as exc:
             raise ResultsUnavailableError(
-                f"Results of {job_name} are unavailable because consolidating its output "
-                f"failed:\n{exc.user_message}"
+                job_name, f"consolidating its output failed:\n{exc.user_message}"
             ) from exc
         except OSError as exc:  # the results folder: disk full, permissions
             raise ResultsUnavailableError(
-                f"Results of {job_name} are unavailable because they could not be written in "
-                f"{out_dir}: {exc.strerror or exc}."
+                job_name, f"they could not be written in {out_dir}: {exc.strerror or exc}."
             ) from exc
         saved = format_summary(summary)
         (out_dir / "summary.txt").write_text(saved, encoding="utf-8")
@@ -142,5 +143,9 @@ def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobRes
 
 def completion_results(ctx: Context, watch: object, job: gt.JobInfo) -> Completion:
     """The watcher's completion post carries the results when the job's project is known here."""
-    results = job_results(ctx, job.name)
+    try:
+        results = job_results(ctx, job.name)
+    except ResultsUnavailableError as exc:
+        # The completion post says "Results unavailable because <reason>" itself.
+        raise GtBotError(exc.reason) from exc
     return Completion(text=results.text(), files=results.pictures)

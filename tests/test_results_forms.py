@@ -592,3 +592,26 @@ def test_workers_are_ranked_and_the_careless_one_is_named(tmp_path: Path) -> Non
     assert "Workers to review (1):\n  public.us-east-1.careless: median distance" in text
     assert "  1. public.us-east-1.careless: " in text
     assert Image.open(summary.files.workers_chart).size[0] > 300
+
+
+# -- results of a finished job ---------------------------------------------------------------
+
+
+def test_a_job_whose_results_cannot_be_built_says_why(tmp_path: Path) -> None:
+    from aws import groundtruth as gt
+    from bot.context import Context
+    from bot.errors import GtBotError
+    from bot.results_service import ResultsUnavailableError, completion_results, job_results
+    from bot.settings import Settings
+
+    ctx = Context(settings=Settings.from_env({"GTBOT_PROJECTS_DIR": str(tmp_path)}))
+    with pytest.raises(ResultsUnavailableError) as caught:
+        job_results(ctx, "elsewhere-20261120")
+    assert caught.value.user_message.startswith(
+        "Results of elsewhere-20261120 are unavailable because no project in "
+    )
+    # The watcher's completion post puts "Results unavailable because" in front of the reason.
+    job = gt.JobInfo("elsewhere-20261120", "arn:aws:sagemaker:x", "Completed", None)
+    with pytest.raises(GtBotError) as reason:
+        completion_results(ctx, None, job)
+    assert reason.value.user_message.startswith("no project in ")
