@@ -6,7 +6,8 @@ manifest form to a temp file, then measures in the same run:
     same binary file handle. `bot.results` reads lines with orjson and content strings with
     msgspec; msgspec's plain decode of the content strings measured the same (17.3 against
     17.5 us a frame), so the floor keeps orjson for both;
-  - the full consolidation (read, consensus with flip correction, agreement, six files), with
+  - the full consolidation (read, consensus with flip correction, agreement, every result
+    file: four exports, agreement.json, three pictures, problems.csv), with
     the manifest passed as a binary file handle, so it uses two processes on a 2-core machine
     (`--workers 1` forces the single-process path for comparison).
 Peak memory is ru_maxrss after each phase (tracemalloc would slow the run), of this process and
@@ -40,7 +41,9 @@ WORKERS = 5
 WIDTH, HEIGHT = 1024, 570
 
 
-def generate(path: Path, frames: int, seed: int = 1) -> None:
+def generate(path: Path, frames: int, seed: int = 1, hostile: bool = False) -> None:
+    """The manifest; with `hostile`, of every 50 frames one has 30 workers (the usual 5 six
+    times, under new ids) and one claims a 1e20-pixel-wide image in every answer."""
     rng = random.Random(seed)
     pool = [f"private.us-east-2.{rng.getrandbits(64):016x}" for _ in range(40)]
     offsets = [(0, 0), (-10, 12), (10, 12), (0, 25), (-15, 60), (15, 60), (0, 85)]
@@ -70,6 +73,15 @@ def generate(path: Path, frames: int, seed: int = 1) -> None:
                 workers.append(
                     {"workerId": worker, "annotationData": {"content": json.dumps(content)}}
                 )
+            if hostile and f % 50 == 0:
+                workers = [
+                    dict(w, workerId=f"{w['workerId']}-{i}") for i in range(6) for w in workers
+                ]
+            elif hostile and f % 50 == 1:
+                for w in workers:
+                    w["annotationData"]["content"] = w["annotationData"]["content"].replace(
+                        f'"width": {WIDTH}', '"width": 1e20'
+                    )
             record = {
                 "source-ref": f"s3://lab-frames/bench/images/frame_{f:06d}.jpg",
                 "annotatedResult": {"annotationsFromAllWorkers": workers},
@@ -100,11 +112,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=None, help="default: automatic")
+    parser.add_argument(
+        "--hostile", action="store_true", help="every 50 frames a 30-worker line and a 1e20 one"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "output.manifest"
         t0 = time.perf_counter()
-        generate(manifest, args.frames)
+        generate(manifest, args.frames, hostile=args.hostile)
         print(
             f"generated {args.frames} frames ({manifest.stat().st_size / 1e6:.0f} MB) "
             f"in {time.perf_counter() - t0:.1f} s; rss {rss_mb():.0f} MB"

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import yaml
 
 from bot import yamlio
 from bot.errors import ConfigError, NotFoundError
+from bot.results.spec import LabelSpec, read_label_config
 
 CONFIG_NAMES = (
     "project-config.yml",
@@ -43,7 +44,7 @@ PUBLIC_CROWD_PRICES = tuple(
 TOP_KEYS = {
     "project_name", "species", "animal_names", "num_obj", "keypoints", "check_pairs",
     "data_bucket", "output_bucket", "template_bucket", "region", "header",
-    "short_instructions", "full_instructions", "instruction_image", "job",
+    "short_instructions", "full_instructions", "instruction_image", "job", "label_map",
 }  # fmt: skip
 JOB_KEYS = {
     "workteam_arn", "role_arn", "workers_per_image", "task_time_limit_seconds",
@@ -134,10 +135,23 @@ class ProjectConfig:
     full_instructions: str
     instruction_image: Path | None
     job: JobConfig = field(default_factory=JobConfig)
+    label_map: tuple[tuple[str, str], ...] = ()
+
+    @cached_property
+    def label_spec(self) -> LabelSpec:
+        """What workers are asked to place, as the results code reads it (one definition)."""
+        return LabelSpec(
+            species=self.species,
+            animals=self.animal_names,
+            keypoints=self.keypoints,
+            check_pairs=self.check_pairs,
+            num_obj=self.num_obj,
+            label_map=self.label_map,
+        )
 
     @property
     def labels(self) -> tuple[str, ...]:
-        return tuple(f"{a} {self.species} {k}" for a in self.animal_names for k in self.keypoints)
+        return self.label_spec.labels
 
     @property
     def images_dir(self) -> Path:
@@ -360,64 +374,11 @@ def _validate(
             return default
         return value
 
-    species = text("species", required=True).strip()
-    animals = data.get("animal_names")
-    animal_names = _as_str_list(animals)
-    if animals is None:
-        p.add("animal_names", "missing. Add e.g. `animal_names: [black, white]`.")
-    elif not animal_names:
-        p.add(
-            "animal_names",
-            f"must be a list of names, found {animals!r}. Example: `animal_names: [black, white]`.",
-        )
-    elif len(set(animal_names)) != len(animal_names):
-        p.add("animal_names", "names must be different from each other.")
-
-    num_obj = data.get("num_obj", 1)
-    if not _is_int(num_obj) or num_obj < 1:
-        p.add(
-            "num_obj",
-            f"must be a whole number of at least 1 (animals of each name per frame), found {num_obj!r}.",
-        )
-        num_obj = 1
-
-    raw_keypoints = data.get("keypoints")
-    keypoints = _as_str_list(raw_keypoints) or []
-    if raw_keypoints is None:
-        p.add("keypoints", "missing. Add e.g. `keypoints: [nose, right ear, left ear]`.")
-    elif not keypoints:
-        p.add("keypoints", f"must be a list of body-part names, found {raw_keypoints!r}.")
-    else:
-        seen: set[str] = set()
-        for kp in keypoints:
-            if kp in seen:
-                p.add("keypoints", f"{kp!r} is listed twice; each keypoint must appear once.")
-            seen.add(kp)
-
-    pairs: list[tuple[str, str]] = []
-    raw_pairs = data.get("check_pairs") or []
-    if not isinstance(raw_pairs, list):
-        p.add("check_pairs", f"must be a list of [left, right] pairs, found {raw_pairs!r}.")
-        raw_pairs = []
-    for i, pair in enumerate(raw_pairs):
-        names = _as_str_list(pair)
-        if not names or len(names) != 2:
-            p.add(
-                f"check_pairs.{i}", f"must be a pair like `[right ear, left ear]`, found {pair!r}."
-            )
-            continue
-        for kp in names:
-            if keypoints and kp not in keypoints:
-                hint = _suggest(kp, set(keypoints))
-                fix = (
-                    f" Did you mean {hint!r}?"
-                    if hint
-                    else f" Known keypoints: {', '.join(keypoints)}."
-                )
-                p.add(f"check_pairs.{i}", f"{kp!r} is not in `keypoints`.{fix}")
-        if names[0] == names[1]:
-            p.add(f"check_pairs.{i}", f"pairs a keypoint with itself ({names[0]!r}).")
-        pairs.append((names[0], names[1]))
+    # Species, animals, keypoints, pairs and label_map follow the one definition the results
+    # code uses too (bot.results.spec), so the bot never accepts a config results would refuse.
+    labels, label_problems = read_label_config(data)
+    for key, message in label_problems:
+        p.add(key, message)
 
     data_bucket = text("data_bucket", required=True)
     template_bucket = text("template_bucket", required=True)
@@ -498,11 +459,11 @@ def _validate(
         name=name,
         path=config_file.parent,
         config_file=config_file,
-        species=species,
-        animal_names=tuple(animal_names or ()),
-        num_obj=int(num_obj),
-        keypoints=tuple(keypoints),
-        check_pairs=tuple(pairs),
+        species=labels.species if labels else "",
+        animal_names=labels.animals if labels else (),
+        num_obj=labels.num_obj if labels else 1,
+        keypoints=labels.keypoints if labels else (),
+        check_pairs=labels.check_pairs if labels else (),
         data_bucket=data_bucket,
         template_bucket=template_bucket,
         output_bucket=output_bucket,
@@ -512,6 +473,7 @@ def _validate(
         full_instructions=full,
         instruction_image=instruction_image,
         job=job,
+        label_map=labels.label_map if labels else (),
     )
 
 

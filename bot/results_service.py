@@ -18,18 +18,19 @@ from bot.errors import GtBotError, NotFoundError
 from bot.links import signing_lifetime
 from bot.project import ProjectConfig
 from bot.results.cli import format_summary, run_consolidate
-from bot.results.pipeline import ConsolidationSummary
+from bot.results.pipeline import FILE_NAMES, PROBLEMS_FILE, ConsolidationSummary
 from bot.watcher import Completion
 
-EXPORTS = (
-    "coco-keypoints.json",
-    "keypoints.csv",
-    "processed_keypoints.json",
-    "agreement.json",
-    "preview.png",
-    "agreement.png",
-)
-PICTURES = ("preview.png", "agreement.png")
+EXPORTS = (*FILE_NAMES.values(), PROBLEMS_FILE)
+PICTURES = (FILE_NAMES["preview"], FILE_NAMES["agreement_chart"], FILE_NAMES["workers_chart"])
+
+
+class ResultsUnavailableError(GtBotError):
+    """A job's results could not be built; `reason` says why, to follow "because"."""
+
+    def __init__(self, job_name: str, reason: str) -> None:
+        super().__init__(f"Results of {job_name} are unavailable because {reason}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,13 @@ class JobResults:
         lines += [f"  {name}: {url}" for name, url in self.links]
         lines.append(f"Local copy: {self.out_dir}")
         return "\n".join(lines)
+
+
+def _sentence(message: str) -> str:
+    """A message that starts a sentence, to follow "because"."""
+    if message[:1].isupper() and not message[1:2].isupper():
+        return message[0].lower() + message[1:]
+    return message
 
 
 def project_of_job(ctx: Context, job_name: str) -> ProjectConfig:
@@ -78,20 +86,35 @@ def consolidate_job(ctx: Context, job: gt.JobInfo, project: ProjectConfig) -> Co
 
 
 def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobResults:
-    """Build (or reuse) a job's results and sign links to the copies in S3."""
-    project = project_of_job(ctx, job_name)
-    job = gt.describe_labeling_job(ctx.sagemaker(project.region), job_name)
+    """Build (or reuse) a job's results and sign links to the copies in S3. Every expected
+    failure (no project, AWS refusing, nothing usable in the output) is a
+    `ResultsUnavailableError` that says why."""
+    try:
+        project = project_of_job(ctx, job_name)
+        job = gt.describe_labeling_job(ctx.sagemaker(project.region), job_name)
+    except GtBotError as exc:
+        raise ResultsUnavailableError(job_name, _sentence(exc.user_message)) from exc
     if job.status not in ("Completed", "Stopped"):
-        raise GtBotError(
-            f"{job_name} is {job.status}; results come when it has Completed or been Stopped. "
-            f"`status {job_name}` shows its progress."
+        raise ResultsUnavailableError(
+            job_name,
+            f"it is {job.status}; results come when it has Completed or been Stopped. "
+            f"`status {job_name}` shows its progress.",
         )
     out_dir = project.results_dir / job_name
     saved = None if rebuild else _saved_summary(out_dir)
     reused = saved is not None
     if saved is None:
         ctx.progress(f"Consolidating {job_name} ...")
-        summary = consolidate_job(ctx, job, project)
+        try:
+            summary = consolidate_job(ctx, job, project)
+        except GtBotError as exc:
+            raise ResultsUnavailableError(
+                job_name, f"consolidating its output failed:\n{exc.user_message}"
+            ) from exc
+        except OSError as exc:  # the results folder: disk full, permissions
+            raise ResultsUnavailableError(
+                job_name, f"they could not be written in {out_dir}: {exc.strerror or exc}."
+            ) from exc
         saved = format_summary(summary)
         (out_dir / "summary.txt").write_text(saved, encoding="utf-8")
     client = ctx.s3(project)
@@ -121,5 +144,9 @@ def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobRes
 
 def completion_results(ctx: Context, watch: object, job: gt.JobInfo) -> Completion:
     """The watcher's completion post carries the results when the job's project is known here."""
-    results = job_results(ctx, job.name)
+    try:
+        results = job_results(ctx, job.name)
+    except ResultsUnavailableError as exc:
+        # The completion post says "Results unavailable because <reason>" itself.
+        raise GtBotError(exc.reason) from exc
     return Completion(text=results.text(), files=results.pictures)

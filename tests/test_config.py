@@ -116,6 +116,12 @@ BAD_CONFIGS = [
     ("species not text", _set("species", ["mouse"]), "key `species`: must be non-empty text"),
     ("animal_names not list", _set("animal_names", "black"), "key `animal_names`: must be a list"),
     ("duplicate animals", _set("animal_names", ["a", "a"]), "names must be different"),
+    ("animal_names missing", _set("animal_names", _DELETE), "key `animal_names`: missing"),
+    (
+        "label_map target unknown",
+        _set("label_map", {"nose": "grey mouse nose"}),
+        "key `label_map.nose`: maps to 'grey mouse nose', which is not a label",
+    ),
     ("num_obj zero", _set("num_obj", 0), "key `num_obj`: must be a whole number of at least 1"),
     ("num_obj text", _set("num_obj", "two"), "key `num_obj`"),
     ("duplicate keypoint", _set("keypoints", ["nose", "tail", "nose"]), "'nose' is listed twice"),

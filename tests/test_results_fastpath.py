@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from bot.results import LabelSpec
-from bot.results.exports import file_name, py_round
-from bot.results.reader import ReadReport, _Reader, read_batches
+from bot.results.exports import py_round
+from bot.results.reader import ReadReport, _Reader, file_name, read_batches
 
 SAMPLES = Path(__file__).parent / "samples"
 RECIPE = SAMPLES / "output-recipe.manifest"

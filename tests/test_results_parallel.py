@@ -3,6 +3,7 @@ same summary, same problems (line numbers and reasons, in order, capped the same
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import multiprocessing
@@ -59,9 +60,16 @@ def _jitter(record: dict, rng: random.Random, frame: int) -> dict:  # type: igno
 
 def _hostile(record: dict, rng: random.Random, frame: int) -> bytes:  # type: ignore[type-arg]
     """One of the ways a line goes wrong; several give one problem per worker."""
-    kind = rng.randrange(10)
+    kind = rng.randrange(11)
     if kind == 0:
         return b"{not json"
+    if kind == 10:
+        # Far more workers than the rest: computed in a batch of its own (same files).
+        record = _jitter(record, rng, frame)
+        crowd = record["annotatedResult"]["annotationsFromAllWorkers"]
+        wide = [dict(w, workerId=f"wide-{i}") for i, w in enumerate(crowd * 5)]
+        record["annotatedResult"]["annotationsFromAllWorkers"] = wide[:24]
+        return json.dumps(record).encode()
     if kind == 1:
         return b"[1, 2]"
     if kind == 2:
@@ -153,14 +161,22 @@ def test_two_processes_match_one_exactly(
     two = _run(manifest, spec, tmp_path / "two", workers=2)
     # Chunks from the child, and chunks it handed back because they need `fetch`.
     assert {"chunk", "lines"} <= set(from_child)
-    for a, b in zip(one.files.all(), two.files.all(), strict=True):
+    for a, b in zip(
+        (*one.files.all(), one.problems_file), (*two.files.all(), two.problems_file), strict=True
+    ):
         assert a.read_bytes() == b.read_bytes(), a.name
     assert one.problem_count > len(one.problems) == 1000  # the cap is exercised
+    # Every problem is in problems.csv, in line order, whatever the cap on the summary's list.
+    with open(one.problems_file, newline="") as handle:
+        listed = list(csv.DictReader(handle))
+    assert len(listed) == one.problem_count
+    assert [int(row["line"]) for row in listed] == sorted(int(row["line"]) for row in listed)
+    assert any(row["worker"] for row in listed)
     assert max(p.line for p in one.problems) > 20 * 64  # problems from many chunks
     assert one.job_name == "par-job"
     assert one.frames_skipped > 100 and one.frames_consolidated > 3500
     assert one.workers > 5  # worker-response lines bring their own people
-    assert dataclasses.replace(two, files=one.files) == one
+    assert dataclasses.replace(two, files=one.files, problems_file=one.problems_file) == one
     assert not Path("/tmp/pwned").exists()
 
 
@@ -196,7 +212,7 @@ def test_a_forked_child_matches_one_process_too(spec: LabelSpec, tmp_path: Path)
         check=True,
         timeout=120,
     )
-    for a in one.files.all():
+    for a in (*one.files.all(), one.problems_file):
         assert a.read_bytes() == (tmp_path / "two" / a.name).read_bytes(), a.name
 
 

@@ -22,6 +22,7 @@ from bot.results.exports import (
     _SHORT_RANGES,
     CSV_COLUMNS,
     _csv_field,
+    _csv_fields,
     _json_text,
     _rounded_text,
     skeleton,
@@ -171,7 +172,7 @@ def test_hostile_lines_are_reported_and_change_nothing_else(
     assert any("worker 1: answer is not valid JSON" in r for r in by_line[5])
     assert any("non-finite" in r and "nose" in r for r in by_line[5])
     assert any("non-finite" in r and "right ear" in r for r in by_line[5])
-    assert any("unknown label 'purple mouse nose'" in r for r in by_line[5])
+    assert any("labels this project does not have ('purple mouse nose')" in r for r in by_line[5])
     assert any("outside the image" in r for r in by_line[5])
     assert "not a JSON object" in by_line[6][0]
     assert "failed" in by_line[7][0]
@@ -286,6 +287,16 @@ def test_csv_fields_are_written_as_csv_writer_would(text: str) -> None:
     out = io.StringIO()
     csv.writer(out).writerow([text, "x"])
     assert _csv_field(text) + b",x\r\n" == out.getvalue().encode()
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [["a.jpg", "b.jpg"], ["=x", "b"], ["a,b", "c"], ["a", "-1"], ["a", "@"], ["\tx"], ["a\x00b"]],
+)
+def test_a_batch_of_csv_fields_is_each_field(texts: list[str]) -> None:
+    # One check for a whole batch must give what a check per field gives, formula guard included.
+    assert _csv_fields(texts) == [_csv_field(text) for text in texts]
+    assert all(not f.startswith((b"=", b"+", b"-", b"@", b"\t")) for f in _csv_fields(texts))
 
 
 @pytest.mark.parametrize("digits", sorted(_SHORT_RANGES))

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 from slack_harness import ADMIN, CHANNEL, SUBMITTER, Harness, start_harness, texts
 
@@ -53,13 +54,35 @@ def test_results_go_to_the_jobs_thread_with_pictures(bot: Harness) -> None:
         "coco-keypoints.json" in posts[0].params["text"]
         and "valid for 24 h" in posts[0].params["text"]
     )
+    # The per-worker report: ranked, and who to review (or that nobody stands out).
+    text = posts[0].params["text"]
+    assert "Workers, furthest from the consensus first" in text and "  1. " in text
+    assert "Workers to review" in text or "No worker stands out for review." in text
+    assert "CollectedData_gtbot.csv" in text and "problems.csv" in text
     complete = bot.wait_for(lambda: bot.stub.of("files.completeUploadExternal"), 15, "the upload")
     assert (
         complete[0].params["channel_id"] == CHANNEL and complete[0].params["thread_ts"] == card_ts
     )
-    assert len(complete[0].params["files"]) == 2
-    assert len(bot.stub.uploads) == 2
+    # The contact sheet, the per-keypoint chart and the per-worker chart.
+    assert [f["title"] for f in complete[0].params["files"]] == [
+        "preview.png",
+        "agreement.png",
+        "workers.png",
+    ]
+    assert len(bot.stub.uploads) == 3
     assert all(body.startswith(b"\x89PNG") for body in bot.stub.uploads.values())
+
+    # An output manifest with nothing usable (here: input-manifest lines) is said plainly.
+    s3 = boto3.client("s3", endpoint_url=bot.s3_url, region_name="us-east-2")
+    bucket = next(b for b in bot.buckets() if b.endswith("-output"))
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    manifest = next(k for k in keys if k.endswith(f"{job}/manifests/output/output.manifest"))
+    s3.put_object(Bucket=bucket, Key=manifest, Body=b'{"source-ref": "s3://b/f.jpg"}\n')
+    seen = texts(
+        bot.wait_responses(bot.command(f"results {job} --rebuild", user=ADMIN), timeout=30)
+    )
+    assert f"Results of {job} are unavailable because consolidating its output failed" in seen
+    assert "input manifest" in seen
 
 
 def test_progress_is_one_message_kept_updated(bot: Harness) -> None:

@@ -1,7 +1,12 @@
 """Results post-processing: MARS consensus, training exports, agreement figures, pictures."""
 
 from bot.results.agreement import KeypointAgreement
-from bot.results.pipeline import ConsolidationSummary, ResultFiles, consolidate
+from bot.results.pipeline import (
+    ConsolidationSummary,
+    NothingConsolidatedError,
+    ResultFiles,
+    consolidate,
+)
 from bot.results.reader import Problem, local_worker_response_fetch
 from bot.results.spec import LabelSpec
 
@@ -9,6 +14,7 @@ __all__ = [
     "ConsolidationSummary",
     "KeypointAgreement",
     "LabelSpec",
+    "NothingConsolidatedError",
     "Problem",
     "ResultFiles",
     "consolidate",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import chain
 from typing import Any
 
@@ -72,6 +72,56 @@ class KeypointAgreement:
     median_body_fraction: float | None
     placed_share: float
     points: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerAgreement:
+    """One worker over a whole job. `rank` 1 is the worker furthest from the consensus;
+    `review` gives the reasons to look at this worker's answers, if any."""
+
+    rank: int
+    worker: str
+    frames: int
+    points: int
+    median_error_px: float | None
+    swapped_frames: int
+    flip_share: float
+    outliers: int
+    outlier_share: float
+    median_seconds: float | None
+    total_seconds: float | None
+    timed_tasks: int
+    review: tuple[str, ...]
+
+
+# A worker is named for review when a figure is this many times the crowd's typical one (the
+# median over workers) and above a floor: real public crowds are noisy (about 20 % of left/right
+# pairs swapped, 13-17 % of clicks far off), so only the unusual stand out.
+REVIEW_FACTOR = 2.0
+REVIEW_MIN_SWAP_SHARE = 0.3
+REVIEW_MIN_OUTLIER_SHARE = 0.2
+
+
+def review_reasons(
+    worker: dict[str, Any],
+    typical_error: float | None,
+    typical_swaps: float,
+    typical_outliers: float,
+) -> tuple[str, ...]:
+    reasons = []
+    error = worker["median_error_px"]
+    if error is not None and typical_error and error > REVIEW_FACTOR * typical_error:
+        reasons.append(
+            f"median distance {error:.1f} px, {error / typical_error:.1f}x the crowd's "
+            f"{typical_error:.1f} px"
+        )
+    swaps = worker["flip_share"]
+    if swaps > max(REVIEW_MIN_SWAP_SHARE, REVIEW_FACTOR * typical_swaps) and worker["frames"] > 1:
+        reasons.append(f"left/right swapped in {swaps:.0%} of frames")
+    outliers = worker["outlier_share"]
+    if outliers > max(REVIEW_MIN_OUTLIER_SHARE, REVIEW_FACTOR * typical_outliers):
+        reasons.append(f"{outliers:.0%} of points are outliers")
+    return tuple(reasons)
 
 
 @dataclass(slots=True)
@@ -326,9 +376,29 @@ class AgreementAccumulator:
                     if timed
                     else None,
                     "timed_tasks": timed,
+                    "swapped_frames": int(self.worker_flips[index]),
                 }
             )
-        workers.sort(key=lambda w: (-(w["outlier_share"] or 0.0), w["worker"]))
+        # Ranked furthest from the consensus first (no points last), then named for review
+        # against the crowd's typical figures.
+        workers.sort(
+            key=lambda w: (
+                w["median_error_px"] is None,
+                -(w["median_error_px"] or 0.0),
+                w["worker"],
+            )
+        )
+        errors = [w["median_error_px"] for w in workers if w["median_error_px"] is not None]
+        typical_error = float(np.median(errors)) if errors else None
+        typical_swaps = float(np.median([w["flip_share"] for w in workers])) if workers else 0.0
+        typical_outliers = (
+            float(np.median([w["outlier_share"] for w in workers])) if workers else 0.0
+        )
+        for rank, worker in enumerate(workers, start=1):
+            worker["rank"] = rank
+            worker["review"] = list(
+                review_reasons(worker, typical_error, typical_swaps, typical_outliers)
+            )
         return {
             "job_name": job_name,
             "frames": self.frames,
@@ -350,6 +420,7 @@ class AgreementAccumulator:
             ],
             "labels": labels,
             "workers": workers,
+            "workers_to_review": [w["worker"] for w in workers if w["review"]],
             "method": {
                 "distance": "Euclidean distance of each worker's point (after left/right flip "
                 "correction) to the per-frame median of all workers, in pixels",
@@ -361,10 +432,25 @@ class AgreementAccumulator:
                 "animal's body length",
                 "flip_share": "share of the worker's frames where at least one left/right "
                 "pair was swapped to match the consensus",
+                "rank": "1 is the worker whose median distance to the consensus is largest",
+                "review": f"a worker is named for review when its median distance is over "
+                f"{REVIEW_FACTOR:g}x the median over workers, its swap share over "
+                f"{REVIEW_FACTOR:g}x the workers' median and {REVIEW_MIN_SWAP_SHARE:.0%}, or its "
+                f"outlier share over {REVIEW_FACTOR:g}x the workers' median and "
+                f"{REVIEW_MIN_OUTLIER_SHARE:.0%}",
                 "precision": f"medians and outlier counts come from log-spaced histograms "
                 f"({N_BINS} bins over 7 decades, about 6.5% wide, interpolated)",
             },
         }
+
+
+def worker_report(document: dict[str, Any]) -> tuple[WorkerAgreement, ...]:
+    """The ranked per-worker figures of an `agreement.json` document."""
+    names = [f.name for f in fields(WorkerAgreement)]
+    return tuple(
+        WorkerAgreement(**{**{name: w[name] for name in names}, "review": tuple(w["review"])})
+        for w in document["workers"]
+    )
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:

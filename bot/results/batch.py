@@ -28,9 +28,9 @@ class BatchResult:
 class BatchWork:
     """Consensus, export text, agreement figures and preview candidates of one batch."""
 
-    def __init__(self, spec: LabelSpec) -> None:
+    def __init__(self, spec: LabelSpec, dlc_folder: str) -> None:
         self.spec = spec
-        self.encoder = BatchEncoder(spec)
+        self.encoder = BatchEncoder(spec, dlc_folder)
         self.picker = PreviewPicker()
 
     def __call__(self, batch: FrameBatch) -> BatchResult:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -18,13 +18,19 @@ from PIL import Image
 from aws import s3
 from bot.errors import NotFoundError
 from bot.project import ProjectConfig, find_config_file, parse_project
-from bot.results.pipeline import ConsolidationSummary, consolidate
-from bot.results.reader import local_worker_response_fetch
+from bot.results.agreement import WorkerAgreement
+from bot.results.pipeline import (
+    ConsolidationSummary,
+    consolidate,
+    labels_text,
+    problems_text,
+)
+from bot.results.reader import job_name_of, local_worker_response_fetch
 from bot.results.spec import LabelSpec
 
 S3ClientFactory = Callable[[], Any]
-# How many problems `format_summary` lists before summarising the rest.
-SHOWN_PROBLEMS = 10
+# Workers listed by `format_summary` (all are in agreement.json and workers.png).
+SHOWN_WORKERS = 10
 
 
 def load_spec(project_dir: Path) -> LabelSpec:
@@ -36,13 +42,7 @@ def load_spec(project_dir: Path) -> LabelSpec:
 
 
 def label_spec(project: ProjectConfig) -> LabelSpec:
-    return LabelSpec(
-        species=project.species,
-        animals=project.animal_names,
-        keypoints=project.keypoints,
-        check_pairs=project.check_pairs,
-        num_obj=project.num_obj,
-    )
+    return project.label_spec
 
 
 class _S3:
@@ -81,8 +81,8 @@ def _job_from_first_line(line: str | bytes) -> str | None:
         return None
     for key, value in record.items():
         if isinstance(key, str) and key.endswith("-metadata") and isinstance(value, dict):
-            name = value.get("job-name")
-            if isinstance(name, str) and name:
+            name = job_name_of(value)
+            if name:
                 return name
     return None
 
@@ -136,6 +136,37 @@ def run_consolidate(
         )
 
 
+def worker_lines(workers: Sequence[WorkerAgreement]) -> list[str]:
+    """The per-worker report: the furthest from the consensus first, and who to review."""
+    if not workers:
+        return []
+    out = [
+        f"Workers, furthest from the consensus first (all {len(workers)} in agreement.json "
+        "and workers.png):"
+    ]
+    for w in workers[:SHOWN_WORKERS]:
+        error = "n/a" if w.median_error_px is None else f"{w.median_error_px:.1f} px"
+        time = "" if w.median_seconds is None else f", median {w.median_seconds:g} s a frame"
+        out.append(
+            f"  {w.rank}. {_shown(w.worker)}: {error}, swaps in {w.swapped_frames} of {w.frames} "
+            f"frames, {w.outliers} outliers{time}"
+        )
+    review = [w for w in workers if w.review]
+    if review:
+        out.append(f"Workers to review ({len(review)}):")
+        out += [f"  {_shown(w.worker)}: {'; '.join(w.review)}" for w in review[:SHOWN_WORKERS]]
+        if len(review) > SHOWN_WORKERS:
+            out.append(f"  ... and {len(review) - SHOWN_WORKERS} more in agreement.json")
+    else:
+        out.append("No worker stands out for review.")
+    return out
+
+
+def _shown(worker: str) -> str:
+    """A worker id as messages show it: ids come from worker answers, so any length."""
+    return worker if len(worker) <= 80 else worker[:77] + "..."
+
+
 def _job_name(first: str | bytes | None, parts: tuple[str, ...]) -> str | None:
     found = _job_from_first_line(first) if first is not None else None
     return found or _job_from_path(parts)
@@ -172,11 +203,11 @@ def _image_loader(project_dir: Path, store: _S3) -> Callable[[str], Image.Image 
 
 
 def format_summary(summary: ConsolidationSummary) -> str:
-    """Plain text for a terminal; the last line is the frame count."""
+    """Plain text for a terminal and Slack; the last line is the frame count."""
     out = []
     if summary.job_name:
         out.append(f"Job {summary.job_name}")
-    for path in summary.files.all():
+    for path in (*summary.files.all(), summary.problems_file):
         out.append(f"  wrote {path}")
     if summary.keypoints:
         out.append("Agreement (median distance of workers to consensus):")
@@ -192,12 +223,9 @@ def format_summary(summary: ConsolidationSummary) -> str:
         f"{summary.workers} workers; left/right flips corrected in "
         f"{summary.flip_corrected_frames} frames."
     )
-    if summary.problem_count:
-        out.append(f"{summary.problem_count} problems:")
-        for problem in summary.problems[:SHOWN_PROBLEMS]:
-            out.append(f"  line {problem.line}: {problem.reason}")
-        if summary.problem_count > SHOWN_PROBLEMS:
-            out.append(f"  ... and {summary.problem_count - SHOWN_PROBLEMS} more")
+    out += worker_lines(summary.worker_report)
+    out += labels_text(summary.expected_labels, summary.unknown_labels)
+    out += problems_text(summary.problems, summary.problem_count, summary.problems_file)
     out.append(
         f"{summary.frames_consolidated} frames consolidated, {summary.frames_skipped} skipped."
     )

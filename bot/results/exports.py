@@ -4,6 +4,15 @@
 - `keypoints.csv`: one row per frame, animal and keypoint, for spreadsheets and pandas.
 - `processed_keypoints.json`: the per-image records MARS's `manifest_to_dict` writes, so MARS's
   own training scripts (tfrecord, priors, evaluation) take gtbot's output unchanged.
+- `CollectedData_gtbot.csv`: DeepLabCut's labeled-data table (scorer "gtbot"), in the layout
+  DeepLabCut itself writes with pandas: header rows scorer / [individuals /] bodyparts / coords
+  (the `individuals` row when there are several animals, DeepLabCut's multi-animal layout), and
+  rows indexed `labeled-data, <folder>, <image>`. DeepLabCut reads it back with
+  `pd.read_csv(..., header=[0, 1, 2] or [0, 1, 2, 3], index_col=[0, 1, 2])`
+  (`deeplabcut.utils.conversioncode.convertcsv2h5`).
+
+Text cells are written so a spreadsheet cannot run them: one that starts with `=`, `+`, `-`, `@`,
+a tab or a carriage return gets a leading `'` (OWASP's advice against CSV injection).
 
 Skeleton choice (COCO `skeleton`, 1-based): keypoints in config order form a chain; a member of
 a left/right check pair is not chained to its partner but hangs from the nearest unpaired
@@ -22,7 +31,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import chain, cycle, repeat
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -34,6 +43,8 @@ from bot.results.reader import FrameBatch
 from bot.results.spec import LabelSpec
 
 CSV_COLUMNS = ("frame", "animal", "keypoint", "x", "y", "n_workers", "spread")
+# DeepLabCut's scorer (the first header row) and so the file's name, `CollectedData_<scorer>`.
+DLC_SCORER = "gtbot"
 # MARS pads a bounding box by this share of the image on every side (its `correct_box`).
 BOX_MARGIN = 0.04
 
@@ -74,15 +85,6 @@ def instance_names(spec: LabelSpec) -> list[tuple[int, int, str]]:
         for j in range(spec.num_obj):
             out.append((a, j, animal if spec.num_obj == 1 else f"{animal}#{j + 1}"))
     return out
-
-
-def file_name(source_ref: str) -> str:
-    """The image's base name: MARS keeps frames flat in `annotation-data/raw-images/`."""
-    path = source_ref.split("?", 1)[0]
-    last = path.rpartition("/")[2]
-    if last and last != ".":
-        return last  # what PurePosixPath(...).name gives, at a tenth of the cost
-    return PurePosixPath(path).name or source_ref
 
 
 def _json_text(array: npt.NDArray[Any]) -> bytes:
@@ -210,7 +212,7 @@ class CocoRecords:
             b',{"id":',
             _items(_json_text(np.array(batch.lines, dtype=np.int64))),
             b',"file_name":"',
-            _string_bodies(list(map(file_name, batch.source_refs))),
+            _string_bodies(batch.file_names()),
             b'","coco_url":"',
             _string_bodies(batch.source_refs),
             b'","width":',
@@ -289,7 +291,10 @@ class CocoRecords:
 
 
 def _csv_field(text: str) -> bytes:
-    """One CSV field exactly as `csv.writer` (excel dialect, minimal quoting) writes it."""
+    """One CSV field as `csv.writer` (excel dialect, minimal quoting) writes it, after making a
+    cell a spreadsheet would take for a formula plain text (a leading `'`)."""
+    if text[:1] in _FORMULA_STARTS:
+        text = "'" + text
     if _CSV_SPECIAL.search(text) is None:
         return text.encode("utf-8")
     out = io.StringIO()
@@ -298,6 +303,24 @@ def _csv_field(text: str) -> bytes:
 
 
 _CSV_SPECIAL = re.compile('[,"\r\n]')
+_FORMULA_STARTS = frozenset("=+-@\t\r")
+
+
+_ANY_SPECIAL = re.compile('[,"\r\n]|(?:^|\x00)[=+\\-@\t]')
+
+
+def _csv_fields(texts: list[str]) -> list[bytes]:
+    """`_csv_field` of each text, checked for the whole batch at once (one regex over the
+    joined texts) when none needs quoting or a formula guard, which is the usual batch."""
+    joined = "\x00".join(texts)
+    if _ANY_SPECIAL.search(joined) is None and joined.count("\x00") == len(texts) - 1:
+        return joined.encode("utf-8").split(b"\x00") if texts else []
+    return [_csv_field(text) for text in texts]
+
+
+def csv_line(cells: Iterable[str]) -> bytes:
+    """One formula-safe CSV row (excel dialect), for the small tables (problems)."""
+    return b",".join(map(_csv_field, cells)) + b"\r\n"
 
 
 class CsvRows:
@@ -318,7 +341,8 @@ class CsvRows:
             for s in range(spec.n_slots)
         ]
 
-    def encode(self, batch: FrameBatch, consensus: BatchConsensus) -> bytes:
+    def encode(self, batch: FrameBatch, consensus: BatchConsensus) -> tuple[bytes, list[bytes]]:
+        """The rows, and each point's "x,y" text (slot order) for `DlcRows` to reuse."""
         n_frames, n_slots = consensus.n_workers.shape
         points = np.round(consensus.points, 2).reshape(-1, 2)
         # Python's csv writes floats with repr, which orjson matches for these values
@@ -327,14 +351,54 @@ class CsvRows:
         # ",<n_workers>," and "<spread>\r\n" as single pieces: fewer pieces to join per row.
         counts = _json_text(consensus.n_workers.reshape(-1))
         spread = _rounded_text(np.round(consensus.spread, 2).reshape(-1), 2).replace(b"null", b"")
-        refs = map(_csv_field, batch.source_refs)
-        return _assemble(
+        refs = _csv_fields(batch.source_refs)
+        rows = _assemble(
             chain.from_iterable(map(repeat, refs, repeat(n_slots))),
             cycle(self.slot_prefixes),
             xy,
             (b"," + counts[1:-1].replace(b",", b",\0,") + b",").split(b"\0"),
             (spread[1:-1].replace(b",", b"\r\n\0") + b"\r\n").split(b"\0"),
         )
+        return rows, xy
+
+
+class DlcRows:
+    """The rows of DeepLabCut's `CollectedData_<scorer>.csv` for a batch: one per frame,
+    indexed `labeled-data,<folder>,<image>`, then x and y of every individual's keypoints
+    (individuals, then keypoints, then x, y, as DeepLabCut orders its columns); a point nobody
+    placed is an empty cell, which pandas reads as NaN. Numbers are the consensus rounded to
+    2 decimals, as in `keypoints.csv`."""
+
+    def __init__(self, spec: LabelSpec, folder: str) -> None:
+        self.spec = spec
+        n_kp, n_obj = len(spec.keypoints), spec.num_obj
+        order = [
+            (a * n_kp + k) * n_obj + j for a, j, _ in instance_names(spec) for k in range(n_kp)
+        ]
+        self.order = None if order == list(range(spec.n_slots)) else np.array(order)
+        self.prefix = b"labeled-data," + _csv_field(folder) + b","
+
+    def header(self) -> bytes:
+        spec = self.spec
+        instances = instance_names(spec)
+        columns = [(name, k) for _, _, name in instances for k in spec.keypoints]
+        rows = [["scorer", "", ""] + [DLC_SCORER] * (2 * len(columns))]
+        if len(instances) > 1:
+            rows.append(["individuals", "", ""] + [n for n, _ in columns for _ in "xy"])
+        rows.append(["bodyparts", "", ""] + [k for _, k in columns for _ in "xy"])
+        rows.append(["coords", "", ""] + ["x", "y"] * len(columns))
+        return b"".join(b",".join(map(_csv_field, row)) + b"\n" for row in rows)
+
+    def encode(self, batch: FrameBatch, consensus: BatchConsensus, xy: list[bytes]) -> bytes:
+        """`xy` is each point's "x,y" text in slot order, as `CsvRows` wrote it."""
+        if self.order is None:
+            n = self.spec.n_slots
+            rows = [b",".join(xy[i : i + n]) for i in range(0, len(xy), n)]
+        else:
+            points = np.round(consensus.points, 2)[:, self.order]
+            rows = _rows(_rounded_text(points.reshape(len(points), -1), 2).replace(b"null", b""))
+        names = _csv_fields(batch.file_names())
+        return _assemble(self.prefix, names, b",", rows, b"\n")
 
 
 class MarsRecords:
@@ -498,27 +562,31 @@ class BatchTexts:
     annotations: Text
     csv: Text
     mars: Text
+    dlc: Text
 
-    def streams(self) -> tuple[Text, Text, Text, Text]:
-        """The four texts in stream order: images, annotations, CSV, MARS."""
-        return (self.images, self.annotations, self.csv, self.mars)
+    def streams(self) -> tuple[Text, Text, Text, Text, Text]:
+        """The five texts in stream order: images, annotations, CSV, MARS, DeepLabCut."""
+        return (self.images, self.annotations, self.csv, self.mars, self.dlc)
 
 
 class BatchEncoder:
     """Everything a batch contributes to the exports; it depends on the batch alone."""
 
-    def __init__(self, spec: LabelSpec) -> None:
+    def __init__(self, spec: LabelSpec, dlc_folder: str) -> None:
         self.coco = CocoRecords(spec)
         self.csv = CsvRows(spec)
         self.mars = MarsRecords(spec)
+        self.dlc = DlcRows(spec, dlc_folder)
 
     def encode(self, batch: FrameBatch, consensus: BatchConsensus) -> BatchTexts:
         images, annotations = self.coco.encode(batch, consensus)
+        table, xy = self.csv.encode(batch, consensus)
         return BatchTexts(
             images,
             annotations,
-            self.csv.encode(batch, consensus),
+            table,
             self.mars.encode(batch, consensus),
+            self.dlc.encode(batch, consensus, xy),
         )
 
 
@@ -532,12 +600,18 @@ class ResultWriter:
     kernel (`copy_file_range`), never through Python.
     """
 
-    def __init__(self, paths: tuple[Path, Path, Path], spec: LabelSpec, job_name: str | None):
-        coco, csv_path, mars = paths
+    def __init__(
+        self,
+        paths: tuple[Path, Path, Path, Path],
+        spec: LabelSpec,
+        job_name: str | None,
+        dlc_folder: str,
+    ):
+        coco, csv_path, mars, dlc = paths
         self.coco = CocoRecords(spec)
-        self.final = [coco, csv_path, mars]
+        self.final = [coco, csv_path, mars, dlc]
         self.parts = [_part(coco), coco.with_name(coco.name + ".annotations.part")]
-        self.parts += [_part(csv_path), _part(mars)]
+        self.parts += [_part(csv_path), _part(mars), _part(dlc)]
         self.files: list[IO[bytes]] = []
         try:
             for path in self.parts:
@@ -545,12 +619,13 @@ class ResultWriter:
         except BaseException:
             self.abort()
             raise
-        self.started = [False, False, True, False]  # CSV rows carry no separator
+        self.started = [False, False, True, False, True]  # CSV rows carry no separator
         self.sources: list[int] = []
-        images, _, table, mars_file = self.files
+        images, _, table, mars_file, dlc_file = self.files
         write_all(images, self.coco.header(job_name))
         write_all(table, b",".join(_csv_field(c) for c in CSV_COLUMNS) + b"\r\n")
         write_all(mars_file, b"[")
+        write_all(dlc_file, DlcRows(spec, dlc_folder).header())
 
     def add_source(self, path: str) -> int:
         """Register another process's text file; `Segment.file` is the returned number."""
@@ -575,7 +650,7 @@ class ResultWriter:
             self.started[stream] = True
 
     def close(self) -> None:
-        images, annotations, table, mars_file = self.files
+        images, annotations, table, mars_file, _ = self.files
         annotations.close()
         write_all(images, b'],"annotations":[')
         side = os.open(self.parts[1], os.O_RDONLY)
@@ -589,9 +664,7 @@ class ResultWriter:
             handle.close()
         self._close_sources()
         os.remove(self.parts[1])
-        for part, path in zip(
-            (self.parts[0], self.parts[2], self.parts[3]), self.final, strict=True
-        ):
+        for part, path in zip((self.parts[0], *self.parts[2:]), self.final, strict=True):
             os.replace(part, path)
 
     def abort(self) -> None:

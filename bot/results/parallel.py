@@ -42,7 +42,7 @@ from typing import Any
 
 from bot.results.batch import BatchResult, BatchWork
 from bot.results.exports import BatchTexts, ResultWriter, Segment, write_all
-from bot.results.reader import Fetch, Problem, ReadReport, read_chunk
+from bot.results.reader import Fetch, ReadReport, read_chunk
 from bot.results.spec import LabelSpec
 
 # Below this many lines the sequential path is used: a second process costs start-up (a few
@@ -67,17 +67,13 @@ class LocalManifest:
 
 @dataclass(slots=True)
 class _Chunk:
-    """One chunk's result (None if no line was usable) and its share of the read report, to
-    be merged into the caller's report in chunk order."""
+    """One chunk's results (none if no line was usable, several if wide lines were computed
+    apart) and its share of the read report (all its problems), to be merged into the
+    caller's report in chunk order."""
 
     index: int
-    result: BatchResult | None
-    problems: list[Problem]
-    problem_count: int
-    frames: int
-    frames_skipped: int
-    job_name: str | None
-    last_line: int
+    results: list[BatchResult]
+    report: ReadReport
 
 
 class _FetchNeeded(BaseException):
@@ -191,11 +187,10 @@ def _read(
     spec: LabelSpec,
     fetch: Fetch,
     label_attribute: str | None,
-    limit: int,
     work: BatchWork,
 ) -> _Chunk:
-    report = ReadReport(limit=limit)
-    batch = read_chunk(
+    report = ReadReport(limit=None)
+    batches = read_chunk(
         lines,
         index * batch_lines + 1,
         spec,
@@ -203,30 +198,7 @@ def _read(
         report=report,
         label_attribute=label_attribute,
     )
-    return _Chunk(
-        index,
-        None if batch is None else work(batch),
-        report.problems,
-        report.problem_count,
-        report.frames,
-        report.frames_skipped,
-        report.job_name,
-        report.lines,
-    )
-
-
-def _merge(report: ReadReport, chunk: _Chunk) -> None:
-    """Fold a chunk's report into the caller's as if its lines had been read there: problems
-    in line order up to the cap, counts in full, the first job name kept."""
-    room = report.limit - len(report.problems)
-    if room > 0:
-        report.problems.extend(chunk.problems[:room])
-    report.problem_count += chunk.problem_count
-    report.frames += chunk.frames
-    report.frames_skipped += chunk.frames_skipped
-    report.lines = max(report.lines, chunk.last_line)
-    if report.job_name is None:
-        report.job_name = chunk.job_name
+    return _Chunk(index, [work(batch) for batch in batches], report)
 
 
 def _no_fetch(uri: str) -> bytes:
@@ -261,14 +233,14 @@ def _child(
     spec: LabelSpec,
     label_attribute: str | None,
     batch_lines: int,
-    limit: int,
+    dlc_folder: str,
 ) -> None:
     """The second process: claim, read and send chunks until the manifest ends. Any failure is
     sent as text so the parent can raise it; the parent never evaluates what it receives
     beyond unpickling the plain values this function built."""
     parent = multiprocessing.parent_process()
     try:
-        work = BatchWork(spec)
+        work = BatchWork(spec, dlc_folder)
         texts = _TextFile(_text_path(folder))
         fd = os.open(manifest.path, os.O_RDONLY)
         while True:
@@ -280,16 +252,14 @@ def _child(
                 conn.send(("end", index, None))
                 return
             try:
-                chunk = _read(
-                    index, lines, batch_lines, spec, _no_fetch, label_attribute, limit, work
-                )
+                chunk = _read(index, lines, batch_lines, spec, _no_fetch, label_attribute, work)
             except _FetchNeeded:
                 _post(conn, folder, "fetch", index, [line.tobytes() for line in lines])
                 continue
-            if chunk.result is not None:
-                chunk.result = BatchResult(
-                    texts.put(chunk.result.texts), chunk.result.agreement, chunk.result.preview
-                )
+            chunk.results = [
+                BatchResult(texts.put(result.texts), result.agreement, result.preview)
+                for result in chunk.results
+            ]
             _post(conn, folder, "chunk", index, chunk)
     except BaseException:
         with contextlib.suppress(OSError, ValueError):
@@ -366,6 +336,7 @@ def parallel_results(
     label_attribute: str | None,
     batch_lines: int,
     writer: ResultWriter,
+    dlc_folder: str,
 ) -> Iterator[BatchResult]:
     """Every usable batch's result, in manifest order, computed by this process and one
     child; the child's export text is a `Segment` of a file registered with `writer`.
@@ -386,7 +357,7 @@ def parallel_results(
             spec,
             label_attribute,
             batch_lines,
-            report.limit,
+            dlc_folder,
         ),
         name="gtbot-consolidate-reader",
         daemon=True,
@@ -397,7 +368,7 @@ def parallel_results(
     fd = os.open(manifest.path, os.O_RDONLY)
     finished = False
     try:
-        work = BatchWork(spec)
+        work = BatchWork(spec, dlc_folder)
         inbox = _Inbox(receiving, folder)
         source: int | None = None
         own: dict[int, _Chunk] = {}
@@ -417,19 +388,18 @@ def parallel_results(
                             spec,
                             fetch,
                             label_attribute,
-                            report.limit,
                             work,
                         )
                     else:
                         chunk = received
-                        if chunk.result is not None:
+                        if chunk.results:
                             if source is None:
                                 source = writer.add_source(_text_path(folder))
-                            chunk.result = _from_source(chunk.result, source)
+                            chunk.results = [_from_source(r, source) for r in chunk.results]
             if chunk is not None:
-                _merge(report, chunk)
-                if chunk.result is not None:
-                    yield chunk.result
+                # Problems reach the report (and its sink) in line order, as in one process.
+                report.merge(chunk.report)
+                yield from chunk.results
                 position += 1
                 continue
             ends = [end for end in (own_end, inbox.end) if end is not None]
@@ -440,7 +410,7 @@ def parallel_results(
                 index, lines = claims.claim(fd, batch_lines)
                 if lines:
                     own[index] = _read(
-                        index, lines, batch_lines, spec, fetch, label_attribute, report.limit, work
+                        index, lines, batch_lines, spec, fetch, label_attribute, work
                     )
                 else:
                     own_end = index

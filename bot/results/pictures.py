@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
+from bot.results.agreement import WorkerAgreement
 from bot.results.consensus import BatchConsensus, FloatArray
-from bot.results.exports import file_name
-from bot.results.reader import Frame, FrameBatch
+from bot.results.reader import Frame, FrameBatch, file_name
 from bot.results.spec import LabelSpec
 
 LoadImage = Callable[[str], "Image.Image | None"]
@@ -254,22 +254,78 @@ def agreement_png(
     path: Path, keypoints: Sequence[str], medians_px: Sequence[float | None], title: str
 ) -> None:
     """Horizontal bars so long keypoint names stay readable; value printed at each bar."""
+    bar_chart_png(
+        path,
+        keypoints,
+        medians_px,
+        title,
+        "median distance of workers to consensus (px)",
+        [PALETTE[i % len(PALETTE)] for i in range(len(keypoints))],
+        [None if v is None else f"{v:.1f}" for v in medians_px],
+    )
+
+
+REVIEW_RED = (214, 39, 40)
+_CALM_BLUE = (31, 119, 180)
+
+
+def workers_png(
+    path: Path, workers: Sequence[WorkerAgreement], title: str, limit: int = 30
+) -> None:
+    """Each worker's median distance to the consensus, furthest first; workers to review in
+    red, with their swaps and outliers beside the bar. At most `limit` workers are drawn (a
+    public-crowd job has hundreds); the title says how many are left out."""
+    shown = list(workers[:limit])
+    if len(workers) > limit:
+        title += f"; the {limit} furthest of {len(workers)} shown"
+    bar_chart_png(
+        path,
+        [_short_name(w.worker) for w in shown],
+        [w.median_error_px for w in shown],
+        title,
+        "median distance to consensus (px); red: to review",
+        [REVIEW_RED if w.review else _CALM_BLUE for w in shown],
+        [
+            None
+            if w.median_error_px is None
+            else f"{w.median_error_px:.1f}  swaps {w.flip_share:.0%}, outliers {w.outlier_share:.0%}"
+            for w in shown
+        ],
+        value_room=230,
+    )
+
+
+def _short_name(worker: str) -> str:
+    return worker if len(worker) <= 40 else worker[:18] + "..." + worker[-18:]
+
+
+def bar_chart_png(
+    path: Path,
+    names: Sequence[str],
+    values_px: Sequence[float | None],
+    title: str,
+    caption: str,
+    colours: Sequence[tuple[int, int, int]],
+    notes: Sequence[str | None],
+    value_room: int = 90,
+) -> None:
+    """Horizontal bars so long names stay readable; `notes` printed at each bar."""
     label_font, tick_font, title_font = _font(15), _font(13), _font(17)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    name_w = int(max((probe.textlength(k, font=label_font) for k in keypoints), default=40)) + 16
+    name_w = int(max((probe.textlength(k, font=label_font) for k in names), default=40)) + 16
     bar_h, row_h = 20, 30
     plot_w = 520
     left, top = name_w + 10, 50
-    height = top + row_h * max(len(keypoints), 1) + 70
-    width = left + plot_w + 90
+    height = top + row_h * max(len(names), 1) + 70
+    width = left + plot_w + value_room
     image = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     draw.text((10, 12), title, fill=_INK, font=title_font)
-    values = [v for v in medians_px if v is not None and math.isfinite(v)]
+    values = [v for v in values_px if v is not None and math.isfinite(v)]
     top_value = max(values, default=1.0) or 1.0
     step = _nice_step(top_value * 1.05)
     axis_max = step * math.ceil(top_value * 1.05 / step)
-    bottom = top + row_h * max(len(keypoints), 1)
+    bottom = top + row_h * max(len(names), 1)
     tick = 0.0
     while tick <= axis_max + step / 1000:
         x = left + plot_w * tick / axis_max
@@ -283,7 +339,7 @@ def agreement_png(
             font=tick_font,
         )
         tick += step
-    for i, (name, value) in enumerate(zip(keypoints, medians_px, strict=True)):
+    for i, (name, value) in enumerate(zip(names, values_px, strict=True)):
         y = top + i * row_h + (row_h - bar_h) / 2
         draw.text(
             (left - 10 - probe.textlength(name, font=label_font), y + 1),
@@ -291,15 +347,15 @@ def agreement_png(
             fill=_INK,
             font=label_font,
         )
-        if value is None or not math.isfinite(value):
+        note = notes[i]
+        if value is None or not math.isfinite(value) or note is None:
             draw.text((left + 6, y + 2), "no points", fill=(120, 120, 120), font=tick_font)
             continue
         x1 = left + plot_w * value / axis_max
-        draw.rectangle((left, y, max(x1, left + 1), y + bar_h), fill=PALETTE[i % len(PALETTE)])
-        draw.text((x1 + 6, y + 2), f"{value:.1f}", fill=_INK, font=tick_font)
+        draw.rectangle((left, y, max(x1, left + 1), y + bar_h), fill=colours[i])
+        draw.text((x1 + 6, y + 2), note, fill=_INK, font=tick_font)
     draw.line((left, top - 4, left, bottom), fill=_INK)
     draw.line((left, bottom, left + plot_w, bottom), fill=_INK)
-    caption = "median distance of workers to consensus (px)"
     draw.text(
         (left + plot_w / 2 - probe.textlength(caption, font=label_font) / 2, bottom + 30),
         caption,

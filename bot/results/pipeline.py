@@ -10,17 +10,30 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Generator, Iterable
+import re
+from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
 
-from bot.results.agreement import AgreementAccumulator, KeypointAgreement
+from bot.errors import GtBotError
+from bot.results.agreement import (
+    AgreementAccumulator,
+    KeypointAgreement,
+    WorkerAgreement,
+    worker_report,
+)
 from bot.results.batch import BatchResult, BatchWork
-from bot.results.exports import ResultWriter
+from bot.results.exports import DLC_SCORER, ResultWriter, csv_line
 from bot.results.parallel import PARALLEL_MIN_LINES, local_manifest, parallel_results
-from bot.results.pictures import LoadImage, PreviewPicker, agreement_png, preview_png
+from bot.results.pictures import (
+    LoadImage,
+    PreviewPicker,
+    agreement_png,
+    preview_png,
+    workers_png,
+)
 from bot.results.reader import Fetch, Problem, ReadReport, read_batches
 from bot.results.spec import LabelSpec
 
@@ -33,10 +46,20 @@ FILE_NAMES = {
     "coco": "coco-keypoints.json",
     "csv": "keypoints.csv",
     "mars": "processed_keypoints.json",
+    "dlc": f"CollectedData_{DLC_SCORER}.csv",
     "agreement": "agreement.json",
     "preview": "preview.png",
     "agreement_chart": "agreement.png",
+    "workers_chart": "workers.png",
 }
+PROBLEMS_FILE = "problems.csv"
+PROBLEM_COLUMNS = ("line", "worker", "reason")
+# How many problems messages list before pointing at problems.csv.
+SHOWN_PROBLEMS = 10
+
+
+class NothingConsolidatedError(GtBotError):
+    """No frame of the manifest could be consolidated: nothing was exported."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,28 +67,24 @@ class ResultFiles:
     coco: Path
     csv: Path
     mars: Path
+    dlc: Path
     agreement: Path
     preview: Path
     agreement_chart: Path
+    workers_chart: Path
 
     @classmethod
     def in_dir(cls, out_dir: Path) -> ResultFiles:
         return cls(**{key: out_dir / name for key, name in FILE_NAMES.items()})
 
     def all(self) -> tuple[Path, ...]:
-        return (
-            self.coco,
-            self.csv,
-            self.mars,
-            self.agreement,
-            self.preview,
-            self.agreement_chart,
-        )
+        return tuple(getattr(self, key) for key in FILE_NAMES)
 
 
 @dataclass(frozen=True, slots=True)
 class ConsolidationSummary:
-    """What a consolidation produced; `problems` is capped, `problem_count` is not."""
+    """What a consolidation produced; `problems` is capped, `problem_count` is not, and every
+    problem is in `problems_file`."""
 
     job_name: str | None
     frames_consolidated: int
@@ -76,6 +95,11 @@ class ConsolidationSummary:
     flip_corrected_frames: int
     files: ResultFiles
     keypoints: tuple[KeypointAgreement, ...]
+    problems_file: Path
+    lines: int = 0
+    unknown_labels: tuple[tuple[str, int], ...] = ()
+    expected_labels: tuple[str, ...] = ()
+    worker_report: tuple[WorkerAgreement, ...] = ()
 
 
 def consolidate(
@@ -90,11 +114,13 @@ def consolidate(
     batch_frames: int = BATCH_FRAMES,
     workers: int | None = None,
 ) -> ConsolidationSummary:
-    """Stream the manifest once and write the six result files into `out_dir`.
+    """Stream the manifest once and write the result files and `problems.csv` into `out_dir`.
 
     Memory is bounded by a few batches, the agreement histograms (workers x labels) and the
     few preview frames, whatever the number of frames. Files are written under a `.part` name
     and renamed when complete, so a failure never leaves a truncated file that looks finished.
+    When no frame could be consolidated, no export is left in `out_dir` (earlier ones
+    included) and `NothingConsolidatedError` says why; `problems.csv` stays.
 
     `workers` is how many processes read the manifest: None lets a binary file handle on a
     local file (`open(path, "rb")`) of at least `PARALLEL_MIN_LINES` lines use two when the
@@ -103,8 +129,17 @@ def consolidate(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ResultFiles.in_dir(out_dir)
-    report = ReadReport()
-    writer = ResultWriter((files.coco, files.csv, files.mars), spec, job_name)
+    problems_file = out_dir / PROBLEMS_FILE
+    problems = _ProblemsCsv(problems_file)
+    report = ReadReport(sink=problems.write)
+    dlc_folder = _folder_name(job_name)
+    try:
+        writer = ResultWriter(
+            (files.coco, files.csv, files.mars, files.dlc), spec, job_name, dlc_folder
+        )
+    except BaseException:
+        problems.abort()
+        raise
     results = _results(
         manifest_lines,
         spec,
@@ -114,6 +149,7 @@ def consolidate(
         batch_frames=batch_frames,
         workers=workers,
         writer=writer,
+        dlc_folder=dlc_folder,
     )
     agreement = AgreementAccumulator(spec)
     picker = PreviewPicker()
@@ -125,16 +161,24 @@ def consolidate(
     except BaseException:
         results.close()  # stops the second process too
         writer.abort()
+        problems.abort()
         raise
+    problems.close()
+    name = job_name or report.job_name
+    if agreement.frames == 0:
+        writer.abort()
+        for path in files.all():
+            path.unlink(missing_ok=True)
+        raise NothingConsolidatedError(nothing_message(report, spec, problems_file))
     # Finishing the exports is mostly a copy in the kernel (no GIL): draw meanwhile.
     with ThreadPoolExecutor(1, thread_name_prefix="gtbot-exports") as finishing:
         closed = finishing.submit(writer.close)
-        name = job_name or report.job_name
         keypoints = agreement.keypoints()
         document = agreement.to_json(name)
         document["frames_skipped"] = report.frames_skipped
         document["problem_count"] = report.problem_count
         _write_json(files.agreement, document)
+        ranked = worker_report(document)
         preview_png(files.preview, spec, picker.chosen(), load_image)
         agreement_png(
             files.agreement_chart,
@@ -142,6 +186,11 @@ def consolidate(
             [k.median_px for k in keypoints],
             f"Worker agreement per keypoint ({agreement.frames} frames"
             + (f", {name})" if name else ")"),
+        )
+        workers_png(
+            files.workers_chart,
+            ranked,
+            f"Workers, furthest from the consensus first ({len(ranked)} workers)",
         )
         closed.result()
     return ConsolidationSummary(
@@ -154,7 +203,103 @@ def consolidate(
         flip_corrected_frames=agreement.flip_frames,
         files=files,
         keypoints=keypoints,
+        problems_file=problems_file,
+        lines=report.lines,
+        unknown_labels=_by_count(report.unknown_labels),
+        expected_labels=spec.labels,
+        worker_report=ranked,
     )
+
+
+def _folder_name(job_name: str | None) -> str:
+    """DeepLabCut's `labeled-data/<folder>` for this job's frames: the job name, made safe."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", job_name or "").strip(".-")
+    return cleaned or "gtbot"
+
+
+def _by_count(counts: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def labels_text(
+    expected: Sequence[str], unknown: Sequence[tuple[str, int]], shown: int = 20
+) -> list[str]:
+    """What the project expects and what workers sent instead, with counts, for messages."""
+    if not unknown:
+        return []
+    lines = [
+        f"Labels expected ({len(expected)}): "
+        + ", ".join(expected[:shown])
+        + (", ..." if len(expected) > shown else "")
+    ]
+    seen = ", ".join(f"{label!r} x{count:,}" for label, count in unknown[:shown])
+    more = f", and {len(unknown) - shown} more" if len(unknown) > shown else ""
+    lines.append(f"Labels seen that the project does not have: {seen}{more}")
+    lines.append(
+        "A bare keypoint name is read without configuration only when the project has one "
+        "animal; otherwise map each label in project-config.yml, e.g. "
+        f"`label_map: {{{unknown[0][0]!r}: {expected[0]!r}}}`."
+    )
+    return lines
+
+
+def problems_text(problems: Sequence[Problem], count: int, problems_file: Path) -> list[str]:
+    """The first problems and where the rest are."""
+    if not count:
+        return []
+    out = [f"{count:,} problem{'s' if count > 1 else ''}:"]
+    out += [f"  {problem.text()}" for problem in problems[:SHOWN_PROBLEMS]]
+    if count > SHOWN_PROBLEMS:
+        out.append(f"  ... {count - SHOWN_PROBLEMS:,} more in {problems_file}")
+    else:
+        out.append(f"  (also in {problems_file})")
+    return out
+
+
+def nothing_message(report: ReadReport, spec: LabelSpec, problems_file: Path) -> str:
+    """Why a manifest gave no frame at all, for a person: what was expected, what was found,
+    the first offending lines."""
+    lines = report.lines
+    out = [
+        f"Nothing was consolidated: none of the {lines:,} lines of the manifest gave a usable "
+        "frame, so no exports were written."
+        if lines
+        else "Nothing was consolidated: the manifest is empty, so no exports were written."
+    ]
+    if report.input_lines and report.input_lines >= report.frames_skipped:
+        out.append(
+            "This looks like an input manifest (lines with only a `source-ref`): give the "
+            "job's output manifest instead, `<output bucket>/<prefix>/<job>/manifests/output/"
+            "output.manifest`."
+        )
+    out.append(
+        "Expected: output-manifest lines with each worker's keypoints (consolidated "
+        "annotations or a `worker-response-ref`) labelled with this project's labels."
+    )
+    out += labels_text(spec.labels, _by_count(report.unknown_labels))
+    out += problems_text(report.problems, report.problem_count, problems_file)
+    return "\n".join(out)
+
+
+class _ProblemsCsv:
+    """`problems.csv` (line, worker, reason), written as problems arrive, in line order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.part = path.with_name(path.name + ".part")
+        self.file = open(self.part, "wb")  # noqa: SIM115 - closed by close() or abort()
+        self.file.write(csv_line(PROBLEM_COLUMNS))
+
+    def write(self, problem: Problem) -> None:
+        self.file.write(csv_line((str(problem.line), problem.worker or "", problem.reason)))
+
+    def close(self) -> None:
+        self.file.close()
+        os.replace(self.part, self.path)
+
+    def abort(self) -> None:
+        self.file.close()
+        self.part.unlink(missing_ok=True)
 
 
 def _results(
@@ -167,6 +312,7 @@ def _results(
     batch_frames: int,
     workers: int | None,
     writer: ResultWriter,
+    dlc_folder: str,
 ) -> Generator[BatchResult, None, None]:
     """Every usable batch's result in manifest order, from one process or two."""
     manifest = None
@@ -184,12 +330,13 @@ def _results(
             label_attribute=label_attribute,
             batch_lines=batch_frames,
             writer=writer,
+            dlc_folder=dlc_folder,
         )
         # Leave the caller's handle where the sequential path would: at the end.
         if isinstance(manifest_lines, BufferedReader):
             manifest_lines.seek(0, os.SEEK_END)
         return
-    work = BatchWork(spec)
+    work = BatchWork(spec, dlc_folder)
     for batch in read_batches(
         manifest_lines,
         spec,

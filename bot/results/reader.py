@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,9 +36,27 @@ from bot.results.spec import LabelSpec, normalise_label
 Fetch = Callable[[str], bytes]
 
 DEFAULT_LABEL_ATTRIBUTE = "annotatedResult"
-# Coordinates are checked against the image with this bound when no worker reported the image
-# size; large enough for any real frame, small enough to reject Infinity.
-_UNKNOWN_SIZE = 1e30
+# Bounds on what a worker answer may claim. Anything outside is skipped with a reason, so no
+# number a worker writes can overflow an export or make a batch huge.
+# Sides of an image, px: far beyond any camera frame; coordinates are checked against the
+# reported size, or against this when no worker reported one.
+MAX_IMAGE_SIDE = 100_000.0
+# Worker answers on one manifest line. Ground Truth sends an object to at most 9 workers
+# (NumberOfHumanWorkersPerDataObject is 1..9 in the SageMaker API model); a merge of jobs may
+# hold more, so the bound is generous, but a batch's arrays are as wide as its widest line.
+MAX_WORKERS_PER_LINE = 32
+# One manifest line, bytes: a real one (9 workers x 200 labels) is far below this.
+MAX_LINE_BYTES = 2 << 20
+# One worker-response file read from disk, bytes.
+MAX_RESPONSE_BYTES = 8 << 20
+# Problems listed per manifest line; further ones are counted, not listed.
+MAX_PROBLEMS_PER_LINE = 100
+# Distinct unknown labels counted for the summary; the rest are counted together.
+MAX_LABELS_COUNTED = 100
+# A task's time, seconds, beyond which `timeSpentInSeconds` is not believed (tasks are
+# limited to 8 hours, TaskTimeLimitInSeconds <= 28800).
+MAX_SECONDS = 86_400.0
+_UNKNOWN_SIZE = MAX_IMAGE_SIDE
 _NAN = math.nan
 _INF = math.inf
 _DEFAULT_METADATA = f"{DEFAULT_LABEL_ATTRIBUTE}-metadata"
@@ -52,6 +71,8 @@ IntArray = npt.NDArray[np.int64]
 # Per fast-read point: its line among the fast-read ones, worker position, slot, x, y.
 _Points = tuple[IntArray, IntArray, IntArray, FloatArray, FloatArray]
 _slot_of = attrgetter("slot")
+# An answer whose content could not be fetched (already reported).
+_LOST = object()
 _is_failure_key = methodcaller("endswith", "failure-reason")
 _x_of = attrgetter("x")
 _y_of = attrgetter("y")
@@ -63,7 +84,7 @@ class _ImageSize(msgspec.Struct, gc=False):
 
 
 @functools.lru_cache(maxsize=16)
-def _content_decoder(labels: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
+def _content_decoder(labels: tuple[tuple[str, int], ...]) -> msgspec.json.Decoder[Any]:
     """The recipe's worker answer as the fast path decodes it, for one project's labels.
 
     msgspec builds typed records straight from the text (faster than dicts; a number field is
@@ -72,6 +93,8 @@ def _content_decoder(labels: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
     `label` field, so msgspec matches the label in C and the record carries its slot: no label
     string is made or hashed per point, and a label not spelled exactly as configured is
     rejected. Records are not garbage-collected: they hold no cycles, and a job makes millions.
+    `labels` pairs every exact label text read (short forms and `label_map` entries included)
+    with its slot.
     """
     points = tuple(
         msgspec.defstruct(
@@ -80,9 +103,9 @@ def _content_decoder(labels: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
             tag=label,
             tag_field="label",
             gc=False,
-            namespace={"slot": slot},
+            namespace={"slot": labels[slot][1]},
         )
-        for slot, label in enumerate(labels)
+        for slot, (label, _) in enumerate(labels)
     )
     answer = msgspec.defstruct(
         "_Answer",
@@ -95,33 +118,82 @@ def _content_decoder(labels: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """Something in the manifest that was left out; `line` is 1-based, as editors count."""
+    """Something in the manifest that was left out; `line` is 1-based, as editors count, and
+    `worker` the worker's id when the problem is one worker's answer."""
 
     line: int
     reason: str
+    worker: str | None = None
+
+    def text(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+ProblemSink = Callable[[Problem], None]
 
 
 @dataclass
 class ReadReport:
-    """Counts and problems of one read; problems are kept up to `limit` so a hostile manifest
-    cannot grow memory, while `problem_count` still counts them all."""
+    """Counts and problems of one read. Problems are kept up to `limit` (None: all, for one
+    chunk, whose lines bound them) so a hostile manifest cannot grow memory, while
+    `problem_count` counts them all and `sink`, if set, receives every one in line order
+    (`problems.csv`). A line lists at most `MAX_PROBLEMS_PER_LINE`."""
 
-    limit: int = 1000
+    limit: int | None = 1000
     problems: list[Problem] = field(default_factory=list)
     problem_count: int = 0
     lines: int = 0
     frames: int = 0
     frames_skipped: int = 0
     job_name: str | None = None
+    # Lines that hold a `source-ref` and nothing a labeling job adds: an input manifest's.
+    input_lines: int = 0
+    # Worker labels the project does not know, with how often they were placed.
+    unknown_labels: dict[str, int] = field(default_factory=dict)
+    sink: ProblemSink | None = None
+    _line: int = 0
+    _line_problems: int = 0
 
-    def add(self, line: int, reason: str) -> None:
+    def add(self, line: int, reason: str, worker: str | None = None) -> None:
         self.problem_count += 1
-        if len(self.problems) < self.limit:
-            self.problems.append(Problem(line, reason))
+        if line != self._line:
+            self._line, self._line_problems = line, 0
+        self._line_problems += 1
+        if self._line_problems > MAX_PROBLEMS_PER_LINE:
+            if self._line_problems == MAX_PROBLEMS_PER_LINE + 1:
+                self._keep(Problem(line, "more problems on this line are counted, not listed"))
+            return
+        self._keep(Problem(line, reason, worker))
+
+    def _keep(self, problem: Problem) -> None:
+        if self.limit is None or len(self.problems) < self.limit:
+            self.problems.append(problem)
+        if self.sink is not None:
+            self.sink(problem)
 
     def skip(self, line: int, reason: str) -> None:
         self.frames_skipped += 1
         self.add(line, reason)
+
+    def count_unknown(self, label: str, times: int = 1) -> None:
+        key = label[:80]
+        if key not in self.unknown_labels and len(self.unknown_labels) >= MAX_LABELS_COUNTED:
+            key = "(other labels)"
+        self.unknown_labels[key] = self.unknown_labels.get(key, 0) + times
+
+    def merge(self, other: ReadReport) -> None:
+        """Fold in the report of the lines that follow this one's (a later chunk)."""
+        for problem in other.problems:
+            self._keep(problem)
+        self.problem_count += other.problem_count
+        self.frames += other.frames
+        self.frames_skipped += other.frames_skipped
+        self.lines = max(self.lines, other.lines)
+        self.input_lines += other.input_lines
+        if self.job_name is None:
+            self.job_name = other.job_name
+        for label, times in other.unknown_labels.items():
+            self.count_unknown(label, times)
 
 
 @dataclass(slots=True)
@@ -157,9 +229,17 @@ class FrameBatch:
     workers: list[list[str]]
     seconds: list[list[float | None]]
     coords: FloatArray
+    _file_names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def file_names(self) -> list[str]:
+        """Each frame's image name (`file_name`), computed once for every export that writes
+        it."""
+        if self._file_names is None:
+            self._file_names = list(map(file_name, self.source_refs))
+        return self._file_names
 
     def image_sizes(self) -> FloatArray:
         """(B, 2) width and height of each frame's image, NaN where no worker reported it."""
@@ -182,6 +262,15 @@ class FrameBatch:
             self.seconds[b],
             self.coords[b, :n].ravel().tolist(),
         )
+
+
+def file_name(source_ref: str) -> str:
+    """The image's base name: MARS keeps frames flat in `annotation-data/raw-images/`."""
+    path = source_ref.split("?", 1)[0]
+    last = path.rpartition("/")[2]
+    if last and last != ".":
+        return last  # what PurePosixPath(...).name gives, at a tenth of the cost
+    return PurePosixPath(path).name or source_ref
 
 
 def read_manifest(
@@ -216,12 +305,10 @@ def read_batches(
     remaining = iter(lines)
     first_line = 1
     while chunk := list(islice(remaining, batch_lines)):
-        batch = read_chunk(
+        yield from read_chunk(
             chunk, first_line, spec, fetch=fetch, report=report, label_attribute=label_attribute
         )
         first_line += len(chunk)
-        if batch is not None:
-            yield batch
 
 
 def read_chunk(
@@ -232,10 +319,12 @@ def read_chunk(
     fetch: Fetch,
     report: ReadReport,
     label_attribute: str | None = None,
-) -> FrameBatch | None:
-    """The usable frames of consecutive manifest lines numbered from `first_line`. No state
-    crosses a chunk, so a manifest cut at batch boundaries can be read in any order, by
-    several processes, and merged back in line order."""
+) -> list[FrameBatch]:
+    """The usable frames of consecutive manifest lines numbered from `first_line`: one batch,
+    none if no line was usable, or several in line order when a few lines have far more
+    workers than the rest (`_segments`). No state crosses a chunk, so a manifest cut at batch
+    boundaries can be read in any order, by several processes, and merged back in line
+    order."""
     reader = _Reader(spec, fetch, report, label_attribute)
     pending = _Pending(spec.num_obj == 1)
     for number, raw in enumerate(lines, start=first_line):
@@ -247,26 +336,64 @@ def read_chunk(
 def local_worker_response_fetch(manifest_path: Path, fallback: Fetch | None = None) -> Fetch:
     """Serve `worker-response-ref` URIs from a downloaded copy of the job's output.
 
-    A job folder copied next to its manifest keeps the layout below `worker-response/`, so the
-    S3 key's suffix from there on names the local file; anything else (or a missing file) goes
-    to `fallback`, e.g. S3.
+    The S3 key's suffix from `worker-response/` on names the local file, looked for in two
+    places: beside the manifest (`<dir>/output.manifest` with `<dir>/worker-response/...`), and,
+    when the manifest sits where `aws s3 sync` of the job's output puts it
+    (`<job>/manifests/output/output.manifest`), in `<job>/annotations/worker-response/...`
+    (AWS developer guide, "Labeling job output data": the `annotations` and `manifests`
+    folders of a job). Anything not found locally goes to `fallback` (S3), and a failure says
+    where gtbot looked. A file is read only if it really lies inside its `worker-response`
+    folder: a symbolic link leading out of it is refused, so a crafted manifest or folder
+    cannot make gtbot read other files.
     """
-    base = manifest_path.resolve().parent
+    manifest = Path(os.path.abspath(manifest_path))
+    roots = [manifest.parent]
+    if manifest.parts[-3:-1] == ("manifests", "output"):
+        roots.append(manifest.parent.parent.parent / "annotations")
 
     def fetch(uri: str) -> bytes:
         marker = "/worker-response/"
         at = uri.find(marker)
+        looked: list[str] = []
         if at >= 0:
             parts = PurePosixPath(uri[at + 1 :]).parts
-            if ".." not in parts:
-                candidate = base.joinpath(*parts)
-                if candidate.is_file():
-                    return candidate.read_bytes()
+            if ".." not in parts and "" not in parts:
+                for root in roots:
+                    candidate = root.joinpath(*parts)
+                    looked.append(str(candidate))
+                    data = _read_inside(root / "worker-response", candidate)
+                    if data is not None:
+                        return data
+        where = " or ".join(looked) if looked else "nowhere (the URI has no worker-response/)"
         if fallback is None:
-            raise FileNotFoundError(f"no local copy of {uri} under {base}")
-        return fallback(uri)
+            raise FileNotFoundError(f"no local copy (looked at {where})")
+        try:
+            return fallback(uri)
+        except Exception as exc:
+            raise FileNotFoundError(
+                f"no local copy (looked at {where}) and S3 said: {_short(exc, 300)}"
+            ) from exc
 
     return fetch
+
+
+def _read_inside(folder: Path, candidate: Path) -> bytes | None:
+    """The file's bytes if it exists and lies inside `folder` once links are followed; None if
+    absent; an error if it leads outside or is too large to be a worker-response file."""
+    try:
+        real = candidate.resolve(strict=True)
+        inside = folder.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not real.is_relative_to(inside):
+        raise PermissionError(f"{candidate} is a link to {real}, outside {inside}; not read")
+    if not real.is_file():
+        return None
+    with open(real, "rb") as handle:
+        data = handle.read(MAX_RESPONSE_BYTES + 1)
+    if len(data) > MAX_RESPONSE_BYTES:
+        raise OSError(f"{candidate} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read")
+    return data
 
 
 class _Pending:
@@ -304,6 +431,8 @@ class _Pending:
         reporting the same image size); False, with nothing kept, on anything unusual, which
         the careful path will then explain. Whole-line comprehensions and C-level `map`s
         instead of a loop per worker and point: this runs for every line of a job."""
+        if len(raw) > MAX_LINE_BYTES:
+            return False
         try:
             record = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -327,7 +456,7 @@ class _Pending:
         if type(result) is not dict:
             return False
         items = result.get("annotationsFromAllWorkers")
-        if type(items) is not list or not items:
+        if type(items) is not list or not items or len(items) > MAX_WORKERS_PER_LINE:
             return False
         decode = reader.decode_content
         try:
@@ -341,10 +470,10 @@ class _Pending:
         if len(sizes) != 1:
             return False
         counts = list(map(len, keypoints))
-        if 0 in counts:
+        if 0 in counts or max(counts) > reader.max_points:
             return False
         ((width, height),) = sizes
-        if not (0 < width < _INF and 0 < height < _INF):
+        if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
             return False
         workers = [item.get("workerId") for item in items]
         if set(map(type, workers)) != {str}:
@@ -366,10 +495,11 @@ class _Pending:
         self.heights.append(float(height))
         self.workers.append(workers)  # type: ignore[arg-type]
         self.seconds.append(seconds)  # type: ignore[arg-type]
-        self.job_names.append(metadata.get("job-name"))
+        name = metadata.get("job-name")
+        self.job_names.append(name if name is not None else metadata.get("job_name"))
         return True
 
-    def flush(self, reader: _Reader) -> FrameBatch | None:
+    def flush(self, reader: _Reader) -> list[FrameBatch]:
         """Check every fast-read point at once, send failing lines to the careful path, and
         assemble the batch in line order."""
         spec = reader.spec
@@ -417,7 +547,23 @@ class _Pending:
                 workers.append(frame.workers)
                 seconds.append(frame.seconds)
         report.frames += len(lines)
-        width = max(map(len, workers), default=0)
+        self._clear()
+        counts = list(map(len, workers))
+        segments = _segments(counts)
+        if len(segments) > 1:
+            return [
+                FrameBatch(
+                    lines[start:end],
+                    refs[start:end],
+                    widths[start:end],
+                    heights[start:end],
+                    workers[start:end],
+                    seconds[start:end],
+                    _coords(counts, start, end, n_slots, careful, frame_of_line, points),
+                )
+                for start, end in segments
+            ]
+        width = max(counts, default=0)
         coords = np.full((len(lines), width, n_slots, 2), np.nan, dtype=np.float64)
         for b, flat in careful:
             coords[b, : len(workers[b])] = np.array(flat, dtype=np.float64).reshape(-1, n_slots, 2)
@@ -432,10 +578,9 @@ class _Pending:
             flat_coords = coords.reshape(-1)
             flat_coords[at] = x
             flat_coords[at + 1] = y
-        self._clear()
         if not lines:
-            return None
-        return FrameBatch(lines, refs, widths, heights, workers, seconds, coords)
+            return []
+        return [FrameBatch(lines, refs, widths, heights, workers, seconds, coords)]
 
     def _check(self, reader: _Reader) -> tuple[list[bool], _Points | None]:
         """Which fast-read lines have every point usable: a known label (exact spelling), a
@@ -476,6 +621,53 @@ class _Pending:
         return (~bad_line).tolist(), points
 
 
+def _segments(counts: list[int]) -> list[tuple[int, int]]:
+    """Frame ranges of a batch to compute apart so that its arrays grow with the usual lines,
+    not the widest: a batch's arrays are as wide as its widest frame, so lines with more than
+    twice the usual workers (and more than 9, Ground Truth's most) go in runs of their own."""
+    if not counts:
+        return []
+    limit = max(2 * sorted(counts)[len(counts) // 2], 9)
+    if max(counts) <= limit:
+        return [(0, len(counts))]
+    out: list[tuple[int, int]] = []
+    start = 0
+    for b in range(1, len(counts) + 1):
+        if b == len(counts) or (counts[b] > limit) != (counts[start] > limit):
+            out.append((start, b))
+            start = b
+    return out
+
+
+def _coords(
+    counts: list[int],
+    start: int,
+    end: int,
+    n_slots: int,
+    careful: list[tuple[int, list[float]]],
+    frame_of_line: IntArray,
+    points: _Points | None,
+) -> FloatArray:
+    """The (frames, workers, slots, 2) array of frames start..end of a batch, as wide as its
+    own widest frame: careful-path frames copied, fast-path points scattered."""
+    width = max(counts[start:end])
+    coords = np.full((end - start, width, n_slots, 2), np.nan, dtype=np.float64)
+    for b, flat in careful:
+        if start <= b < end:
+            coords[b - start, : counts[b]] = np.array(flat, dtype=np.float64).reshape(
+                -1, n_slots, 2
+            )
+    if points is not None:
+        line_of_point, worker_of_point, slot, x, y = points
+        frame = frame_of_line[line_of_point]
+        keep = (frame >= start) & (frame < end)
+        at = (((frame[keep] - start) * width + worker_of_point[keep]) * n_slots + slot[keep]) * 2
+        flat_coords = coords.reshape(-1)
+        flat_coords[at] = x[keep]
+        flat_coords[at + 1] = y[keep]
+    return coords
+
+
 class _Reader:
     def __init__(
         self, spec: LabelSpec, fetch: Fetch, report: ReadReport, label_attribute: str | None
@@ -485,7 +677,10 @@ class _Reader:
         self.report = report
         self.label_attribute = label_attribute
         self.index = spec.label_index
-        self.decode_content = _content_decoder(spec.labels).decode
+        self.decode_content = _content_decoder(tuple(spec.label_index.items())).decode
+        # Points one answer may hold: the template asks for each slot once; beyond a few times
+        # that, the answer is not a keypoint answer of this project.
+        self.max_points = 4 * spec.n_slots + 16
         self.loose_index = spec.normalised_label_index
         self.slot_values = spec.n_slots * 2
         self.nan_block = [_NAN] * self.slot_values
@@ -495,6 +690,11 @@ class _Reader:
         report = self.report
         if isinstance(raw, memoryview):
             raw = raw.tobytes()
+        if len(raw) > MAX_LINE_BYTES:
+            report.skip(
+                number, f"line is {len(raw):,} bytes long; at most {MAX_LINE_BYTES:,} are read"
+            )
+            return None
         if isinstance(raw, bytes):
             try:
                 raw = raw.decode("utf-8")
@@ -523,13 +723,13 @@ class _Reader:
         metadata = record.get(f"{attribute}-metadata")
         if not isinstance(metadata, dict):
             metadata = {}
-        if report.job_name is None and isinstance(metadata.get("job-name"), str):
-            report.job_name = metadata["job-name"]
+        if report.job_name is None:
+            report.job_name = job_name_of(metadata)
         failure = _failure(record, metadata)
         if failure is not None:
             report.skip(number, f"Ground Truth marked this object failed: {failure}")
             return None
-        answers = self._answers(number, record.get(attribute), metadata)
+        answers = self._answers(number, record, attribute, metadata)
         if answers is None:
             return None
         frame = Frame(number, source_ref, None, None, [], [], [])
@@ -555,33 +755,43 @@ class _Reader:
         return DEFAULT_LABEL_ATTRIBUTE
 
     def _answers(
-        self, number: int, result: object, metadata: dict[str, Any]
+        self, number: int, record: dict[str, Any], attribute: str, metadata: dict[str, Any]
     ) -> list[tuple[str, float | None, object]] | None:
         """(worker id, seconds spent, content) for each worker, from either manifest form."""
         report = self.report
+        result = record.get(attribute)
         if isinstance(result, dict) and "annotationsFromAllWorkers" in result:
             workers = result["annotationsFromAllWorkers"]
             if not isinstance(workers, list):
                 report.skip(number, "`annotationsFromAllWorkers` is not a list")
+                return None
+            if len(workers) > MAX_WORKERS_PER_LINE:
+                report.skip(number, _too_many_workers(len(workers)))
                 return None
             out: list[tuple[str, float | None, object]] = []
             for position, item in enumerate(workers, start=1):
                 if not isinstance(item, dict):
                     report.add(number, f"worker {position}: answer is not an object")
                     continue
-                data = item.get("annotationData")
-                content = data.get("content") if isinstance(data, dict) else None
                 worker = item.get("workerId")
-                out.append(
-                    (
-                        worker if isinstance(worker, str) else f"worker-{position}",
-                        _seconds(item.get("timeSpentInSeconds")),
-                        content,
-                    )
-                )
+                worker = worker if isinstance(worker, str) else f"worker-{position}"
+                content = self._annotation_data(number, position, worker, item)
+                if content is None:
+                    continue
+                out.append((worker, _seconds(item.get("timeSpentInSeconds")), content))
             return out
         ref = metadata.get("worker-response-ref")
         if not isinstance(ref, str) or not ref:
+            if not any(isinstance(k, str) and k.endswith("-metadata") for k in record) and (
+                attribute not in record
+            ):
+                report.input_lines += 1
+                report.skip(
+                    number,
+                    "only a `source-ref`, no labels: this is a line of an input manifest, "
+                    "not of a job's output manifest",
+                )
+                return None
             report.skip(
                 number,
                 "no worker answers: neither consolidated annotations nor a `worker-response-ref`",
@@ -590,7 +800,8 @@ class _Reader:
         try:
             body = self.fetch(ref)
         except Exception as exc:  # the caller's fetch may fail in any way; the line is lost only
-            report.skip(number, f"cannot read worker responses {ref}: {_short(exc)}")
+            # Long enough to say every place gtbot looked (`local_worker_response_fetch`).
+            report.skip(number, f"cannot read worker responses {ref[:300]}: {_short(exc, 1000)}")
             return None
         try:
             document = json.loads(body)
@@ -600,6 +811,9 @@ class _Reader:
         raw_answers = document.get("answers") if isinstance(document, dict) else None
         if not isinstance(raw_answers, list):
             report.skip(number, f"worker responses {ref} have no `answers` list")
+            return None
+        if len(raw_answers) > MAX_WORKERS_PER_LINE:
+            report.skip(number, _too_many_workers(len(raw_answers)))
             return None
         out = []
         for position, answer in enumerate(raw_answers, start=1):
@@ -615,27 +829,74 @@ class _Reader:
             )
         return out
 
+    def _annotation_data(
+        self, number: int, position: int, worker: str, item: dict[str, Any]
+    ) -> object | None:
+        """One consolidated answer's content: `annotationData.content`, or the text at
+        `annotationData.s3Uri` (AWS developer guide, "Using pre-annotation and post-annotation
+        Lambda functions": `annotationData` holds `content` or `s3Uri`; the recipe Lambda copies
+        the annotations into `annotationsFromAllWorkers` as they are)."""
+        data = item.get("annotationData")
+        if not isinstance(data, dict):
+            return None  # reported as an answer without keypoints, as before
+        content = data.get("content")
+        if content is not None:
+            return content
+        uri = data.get("s3Uri", data.get("s3uri"))
+        if not isinstance(uri, str) or not uri:
+            return None
+        try:
+            return self.fetch(uri)
+        except Exception as exc:  # the caller's fetch may fail in any way; one answer is lost
+            self.report.add(
+                number,
+                f"worker {position}: cannot read its answer {uri[:200]}: {_short(exc)}",
+                worker,
+            )
+            return _LOST
+
     # -- one worker --------------------------------------------------------------------------
     def _add_worker(
         self, frame: Frame, position: int, worker: str, seconds: float | None, content: object
     ) -> None:
         report = self.report
         number = frame.line
+        if content is _LOST:
+            return
         if isinstance(content, str | bytes):
             try:
                 content = json.loads(content)
             except (ValueError, RecursionError) as exc:
-                report.add(number, f"worker {position}: answer is not valid JSON ({_short(exc)})")
+                report.add(
+                    number, f"worker {position}: answer is not valid JSON ({_short(exc)})", worker
+                )
                 return
         result = _keypoint_result(content)
         if result is None:
-            report.add(number, f"worker {position}: answer has no keypoints")
+            report.add(number, f"worker {position}: answer has no keypoints", worker)
             return
         keypoints = result["keypoints"]
         if not isinstance(keypoints, list) or not keypoints:
-            report.add(number, f"worker {position}: placed no keypoints")
+            report.add(number, f"worker {position}: placed no keypoints", worker)
             return
-        width, height = _image_size(result.get("inputImageProperties"))
+        if len(keypoints) > self.max_points:
+            report.add(
+                number,
+                f"worker {position}: {len(keypoints):,} keypoints; this project asks for "
+                f"{self.spec.n_slots}, so the answer is skipped",
+                worker,
+            )
+            return
+        properties = result.get("inputImageProperties")
+        width, height = _image_size(properties)
+        if width is None and _claims_size(properties):
+            report.add(
+                number,
+                f"worker {position}: image size {_size_text(properties)} is not a size "
+                f"from 1 to {MAX_IMAGE_SIDE:,.0f} px; the answer is skipped",
+                worker,
+            )
+            return
         if width is not None and height is not None:
             if frame.width is None or frame.height is None:
                 frame.width, frame.height = width, height
@@ -644,6 +905,7 @@ class _Reader:
                     number,
                     f"worker {position}: image size {width:g}x{height:g} differs from "
                     f"{frame.width:g}x{frame.height:g}; checked against the first",
+                    worker,
                 )
         w = frame.width if frame.width is not None else _UNKNOWN_SIZE
         h = frame.height if frame.height is not None else _UNKNOWN_SIZE
@@ -651,6 +913,7 @@ class _Reader:
         base = len(coords)
         coords.extend(self.nan_block)
         placed = 0
+        unknown: list[str] = []
         if self.spec.num_obj == 1:
             index = self.index
             for point in keypoints:
@@ -666,14 +929,29 @@ class _Reader:
                         continue
                 except (KeyError, TypeError):
                     pass
-                placed += self._slow_point(number, position, point, coords, base, w, h, None)
+                placed += self._slow_point(
+                    number, position, worker, point, coords, base, w, h, None, unknown
+                )
         else:
             counts: dict[int, int] = {}
             for point in keypoints:
-                placed += self._slow_point(number, position, point, coords, base, w, h, counts)
+                placed += self._slow_point(
+                    number, position, worker, point, coords, base, w, h, counts, unknown
+                )
+        if unknown:
+            # One problem per answer, not per point: a job run with other labels would
+            # otherwise list every point of every worker.
+            distinct = list(dict.fromkeys(label[:80] for label in unknown))
+            shown = ", ".join(map(repr, distinct[:5])) + (", ..." if len(distinct) > 5 else "")
+            report.add(
+                number,
+                f"worker {position}: {len(unknown)} keypoint{'s' if len(unknown) > 1 else ''} "
+                f"with labels this project does not have ({shown})",
+                worker,
+            )
         if placed == 0:
             del coords[base:]
-            report.add(number, f"worker {position}: no usable keypoint")
+            report.add(number, f"worker {position}: no usable keypoint", worker)
             return
         frame.workers.append(worker)
         frame.seconds.append(seconds)
@@ -682,44 +960,51 @@ class _Reader:
         self,
         number: int,
         position: int,
+        worker: str,
         point: object,
         coords: list[float],
         base: int,
         w: float,
         h: float,
         counts: dict[int, int] | None,
+        unknown: list[str],
     ) -> int:
-        """Place one point the careful way, or report why not; returns 1 if placed."""
+        """Place one point the careful way, or report why not; returns 1 if placed. Unknown
+        labels are collected in `unknown` (and counted for the summary) instead."""
         report = self.report
         where = f"worker {position}"
         if not isinstance(point, dict):
-            report.add(number, f"{where}: keypoint entry is not an object")
+            report.add(number, f"{where}: keypoint entry is not an object", worker)
             return 0
         label = point.get("label")
         if not isinstance(label, str):
-            report.add(number, f"{where}: keypoint without a text label")
+            report.add(number, f"{where}: keypoint without a text label", worker)
             return 0
+        label = label[:200]
         idx = self.index.get(label)
         if idx is None:
             idx = self.loose_index.get(normalise_label(label))
         if idx is None:
-            report.add(number, f"{where}: unknown label {label[:80]!r}")
+            unknown.append(label)
+            report.count_unknown(label)
             return 0
         x, y = point.get("x"), point.get("y")
         for value in (x, y):
             if isinstance(value, bool) or not isinstance(value, int | float):
-                report.add(number, f"{where}: {label!r} has a non-numeric coordinate")
+                report.add(number, f"{where}: {label!r} has a non-numeric coordinate", worker)
                 return 0
         assert isinstance(x, int | float) and isinstance(y, int | float)
         if _as_float(x) is None or _as_float(y) is None:
             # An integer too large for a float is finite but lies outside any image.
             if isinstance(x, int) or isinstance(y, int):
-                report.add(number, f"{where}: {label!r} is outside the image")
+                report.add(number, f"{where}: {label!r} is outside the image", worker)
             else:
-                report.add(number, f"{where}: {label!r} has a non-finite coordinate ({x}, {y})")
+                report.add(
+                    number, f"{where}: {label!r} has a non-finite coordinate ({x}, {y})", worker
+                )
             return 0
         if not (0.0 <= x <= w and 0.0 <= y <= h):
-            report.add(number, f"{where}: {label!r} at ({x:g}, {y:g}) is outside the image")
+            report.add(number, f"{where}: {label!r} at ({x:g}, {y:g}) is outside the image", worker)
             return 0
         num_obj = self.spec.num_obj
         if counts is None:
@@ -727,13 +1012,13 @@ class _Reader:
         else:
             used = counts.get(idx, 0)
             if used >= num_obj:
-                report.add(number, f"{where}: {label!r} placed more than {num_obj} times")
+                report.add(number, f"{where}: {label!r} placed more than {num_obj} times", worker)
                 return 0
             counts[idx] = used + 1
             slot = idx * num_obj + used
         j = base + 2 * slot
         if coords[j] == coords[j]:
-            report.add(number, f"{where}: {label!r} placed twice; the first is kept")
+            report.add(number, f"{where}: {label!r} placed twice; the first is kept", worker)
             return 0
         coords[j] = float(x)
         coords[j + 1] = float(y)
@@ -764,9 +1049,44 @@ def _image_size(properties: object) -> tuple[float | None, float | None]:
         return None, None
     width = _as_float(properties.get("width"))
     height = _as_float(properties.get("height"))
-    if width is not None and height is not None and width > 0 and height > 0:
+    if (
+        width is not None
+        and height is not None
+        and 0 < width <= MAX_IMAGE_SIDE
+        and 0 < height <= MAX_IMAGE_SIDE
+    ):
         return width, height
     return None, None
+
+
+def _claims_size(properties: object) -> bool:
+    """Whether an answer states an image size at all (one that `_image_size` refused)."""
+    return isinstance(properties, dict) and (
+        properties.get("width") is not None or properties.get("height") is not None
+    )
+
+
+def _size_text(properties: object) -> str:
+    assert isinstance(properties, dict)
+    return f"{str(properties.get('width'))[:20]}x{str(properties.get('height'))[:20]}"
+
+
+def _too_many_workers(count: int) -> str:
+    return (
+        f"{count:,} worker answers on one line; Ground Truth sends an object to at most 9 "
+        f"workers, and gtbot reads at most {MAX_WORKERS_PER_LINE}"
+    )
+
+
+def job_name_of(metadata: dict[str, Any]) -> str | None:
+    """The job's name from a line's metadata: `job-name` (AWS developer guide, "Labeling job
+    output data") or `job_name` (the same guide's custom-workflow output example, "Using
+    pre-annotation and post-annotation Lambda functions")."""
+    for key in ("job-name", "job_name"):
+        name = metadata.get(key)
+        if type(name) is str and name:
+            return name[:200]
+    return None
 
 
 def _as_float(value: object) -> float | None:
@@ -808,7 +1128,7 @@ def _worker_identity(answer: dict[str, Any], position: int) -> str:
 
 def _seconds(value: object) -> float | None:
     seconds = _as_float(value)
-    return seconds if seconds is not None and seconds >= 0 else None
+    return seconds if seconds is not None and 0 <= seconds <= MAX_SECONDS else None
 
 
 def _failure(record: dict[str, Any], metadata: dict[str, Any]) -> str | None:
@@ -819,6 +1139,6 @@ def _failure(record: dict[str, Any], metadata: dict[str, Any]) -> str | None:
     return None
 
 
-def _short(exc: BaseException) -> str:
+def _short(exc: BaseException, limit: int = 120) -> str:
     text = str(exc) or type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
