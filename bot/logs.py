@@ -19,7 +19,18 @@ from typing import IO
 from pythonjsonlogger.json import JsonFormatter
 
 _TRACE_ID: ContextVar[str | None] = ContextVar("gtbot_trace_id", default=None)
-NOISY = ("botocore", "boto3", "urllib3", "werkzeug", "apscheduler", "slack_bolt", "slack_sdk")
+# alembic reports every migration step and plugin at INFO: noise to a lab manager; a failed
+# upgrade still raises with its message.
+NOISY = (
+    "alembic",
+    "botocore",
+    "boto3",
+    "urllib3",
+    "werkzeug",
+    "apscheduler",
+    "slack_bolt",
+    "slack_sdk",
+)
 
 
 def new_trace_id() -> str:
