@@ -7,22 +7,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aws.clients import ClientFactory
+from bot.progress import LineProgress, Progress
 from bot.project import ProjectConfig, load_project
 from bot.settings import Settings
 from bot.state import Store
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    """Progress sink for callers that do not show progress."""
 
 
 @dataclass
 class Context:
     settings: Settings
     clients: ClientFactory = field(default_factory=ClientFactory)
-    progress: Progress = _quiet
+    progress: Progress = field(default_factory=Progress)
     store: Store | None = None
 
     def project(self, name: str) -> ProjectConfig:
@@ -34,7 +29,10 @@ class Context:
     def sagemaker(self, region: str) -> Any:
         return self.clients.sagemaker(region)
 
-    def with_progress(self, progress: Progress) -> Context:
+    def with_progress(self, progress: Progress | Callable[[str], None]) -> Context:
+        """The same context reporting elsewhere; a plain callable gets the progress as lines."""
+        if not isinstance(progress, Progress):
+            progress = LineProgress(progress)
         return Context(
             settings=self.settings, clients=self.clients, progress=progress, store=self.store
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BufferedReader
@@ -89,6 +89,7 @@ def consolidate(
     label_attribute: str | None = None,
     batch_frames: int = BATCH_FRAMES,
     workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ConsolidationSummary:
     """Stream the manifest once and write the six result files into `out_dir`.
 
@@ -100,6 +101,7 @@ def consolidate(
     local file (`open(path, "rb")`) of at least `PARALLEL_MIN_LINES` lines use two when the
     machine has two cores, 1 forces one process, 2 uses two for any local binary file handle.
     The files and the summary are the same either way (see `bot.results.parallel`).
+    `progress` hears how many manifest lines were read so far, after each batch.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ResultFiles.in_dir(out_dir)
@@ -122,6 +124,8 @@ def consolidate(
             writer.add(result.texts)
             agreement.merge(result.agreement)
             picker.merge(result.preview)
+            if progress:
+                progress(report.lines)
     except BaseException:
         results.close()  # stops the second process too
         writer.abort()
