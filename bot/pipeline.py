@@ -40,6 +40,8 @@ from bot.project import (
     project_dir_for,
     require_job_identity,
 )
+from bot.upload_cache import FILE_NAME as UPLOAD_CACHE_FILE
+from bot.upload_cache import FileState, UploadCache
 
 # --------------------------------------------------------------------------- init
 
@@ -336,41 +338,51 @@ def _content_type(path: Path) -> str:
 
 
 def upload_frames(ctx: Context, project: ProjectConfig) -> UploadSummary:
+    """Frames to the data bucket. What the last run uploaded from a file still of the same
+    size and mtime is neither read nor checked again (bot/upload_cache.py); a first upload
+    reads each file once, to check it and to send it."""
     files = list_images(project)
     if not files:
         raise NotFoundError(
             f"No frames in {project.images_dir}. Put .jpg/.png frames there (subfolders are "
             f"fine), or extract them from videos with `frames {project.name}`."
         )
+    cache = UploadCache.load(project.path / "annotation-data" / UPLOAD_CACHE_FILE)
     rejected: list[tuple[str, str]] = []
     items: list[s3.UploadItem] = []
+    states: dict[str, tuple[str, FileState]] = {}
     for path in files:
-        why = _check_image(path)
-        if why:
-            rejected.append((str(path.relative_to(project.images_dir)), why))
-            continue
         rel = path.relative_to(project.images_dir).as_posix()
-        items.append(s3.UploadItem(path=path, key=project.images_prefix + rel))
+        try:
+            state = FileState.of(path)
+        except OSError as exc:
+            rejected.append((rel, f"cannot be read ({exc.strerror or exc})"))
+            continue
+        md5 = cache.md5(rel, state)
+        why = None if md5 else _check_image(path)
+        if why:
+            rejected.append((rel, why))
+            continue
+        key = project.images_prefix + rel
+        items.append(s3.UploadItem(path=path, key=key, size=state.size, md5=md5))
+        states[key] = (rel, state)
     client = ctx.s3(project)
     existing = {
         o.key: o for o in s3.iter_objects(client, project.data_bucket, project.images_prefix)
     }
-    last = [-1]
-
-    def progress(done: int, total: int) -> None:
-        pct = done * 100 // max(total, 1)
-        if pct // 10 != last[0] // 10 or done == total:
-            last[0] = pct
-            ctx.progress(f"Uploading frames: {done}/{total} ({pct}%)")
-
-    result = s3.upload_files(
-        client,
-        project.data_bucket,
-        items,
-        existing=existing,
-        progress=progress,
-        content_type=_content_type,
-    )
+    task = ctx.progress.task("Uploading frames", len(items), "frames")
+    try:
+        result = s3.upload_files(
+            client,
+            project.data_bucket,
+            items,
+            existing=existing,
+            done=task.advance,
+            content_type=_content_type,
+        )
+    finally:
+        task.close()
+    cache.save({states[key][0]: (states[key][1], etag) for key, etag in result.etags.items()})
     return UploadSummary(
         uploaded=len(result.uploaded),
         skipped=len(result.skipped),
