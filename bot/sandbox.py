@@ -268,6 +268,7 @@ def _play(
     from bot import launcher
     from bot.commands import Router, plan_text
     from bot.context import Context
+    from bot.progress import LineProgress
     from bot.results_service import completion_results
     from bot.settings import Settings
     from bot.state import Store
@@ -277,7 +278,7 @@ def _play(
     settings = Settings.from_env()
     store = Store(settings.database_url)
     progress_lines: list[str] = []
-    ctx = Context(settings=settings, store=store, progress=progress_lines.append)
+    ctx = Context(settings=settings, store=store, progress=LineProgress(progress_lines.append))
     router = Router(ctx)
 
     def run(text: str) -> str:
@@ -386,9 +387,29 @@ def serve_sandbox(*, rate: float, profile: str = "public-crowd", out: Print = pr
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+# What the emulators import that a gtbot for real AWS does not install (the `sandbox` extra).
+SANDBOX_MODULES = ("moto", "flask", "flask_cors")
+
+
+def require_sandbox_extra() -> None:
+    """Name the extra to install, rather than fail on an import deep in moto."""
+    import importlib.util
+
+    from bot.errors import ConfigError
+
+    missing = [m for m in SANDBOX_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"The sandbox's emulators need {', '.join(missing)}, which a plain install of gtbot "
+            "leaves out. Install the `sandbox` extra: pip install 'gtbot[sandbox]' (from a "
+            "clone of the repository: pip install -e '.[sandbox]'), then run gtbot sandbox again."
+        )
+
+
 def main_sandbox(
     serve: bool, frames: int, workers: int, rate: float, clean: bool, profile: str = "public-crowd"
 ) -> int:
+    require_sandbox_extra()
     if serve:
         serve_sandbox(rate=rate, profile=profile)
         return 0
