@@ -41,6 +41,7 @@ class BucketResult:
     name: str
     created: bool
     changes: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -106,8 +107,11 @@ def _with_ground_truth_rule(
     return [*current, GROUND_TRUTH_CORS_RULE]
 
 
-def ensure_bucket(client: Any, bucket: str, region: str, *, cors: bool) -> BucketResult:
-    """Create the bucket if needed and bring CORS and public-access settings to the contract.
+def ensure_bucket(
+    client: Any, bucket: str, region: str, *, cors: bool, tags: dict[str, str] | None = None
+) -> BucketResult:
+    """Create the bucket if needed and bring CORS, public-access settings and tags to the
+    contract.
 
     Idempotent: reads first and writes only what differs, so a second run reports no change.
     """
@@ -179,7 +183,47 @@ def ensure_bucket(client: Any, bucket: str, region: str, *, cors: bool) -> Bucke
                 Bucket=bucket, PublicAccessBlockConfiguration=BLOCK_ALL_PUBLIC
             )
         changes.append("public access blocked")
-    return BucketResult(name=bucket, created=created, changes=tuple(changes))
+    warnings: list[str] = []
+    if tags:
+        tagged, problem = ensure_bucket_tags(client, bucket, tags)
+        changes += [tagged] if tagged else []
+        warnings += [problem] if problem else []
+    return BucketResult(bucket, created, tuple(changes), tuple(warnings))
+
+
+# "You can add up to 50 tags to a bucket" (S3 user guide, "Using cost allocation S3 bucket
+# tags", https://docs.aws.amazon.com/AmazonS3/latest/userguide/CostAllocTagging.html).
+MAX_BUCKET_TAGS = 50
+
+
+def ensure_bucket_tags(
+    client: Any, bucket: str, tags: dict[str, str]
+) -> tuple[str | None, str | None]:
+    """Add the tags the bucket lacks, keeping every tag it has (an existing key keeps its
+    value). PutBucketTagging "will overwrite any current tags the bucket already has. You
+    cannot use this operation to add tags to an existing list of tags" (botocore S3 model),
+    so the whole set is read, merged and written back. Tags serve cost allocation only: a
+    bucket that cannot be tagged is reported (the second value), and setup goes on."""
+    try:
+        try:
+            current = client.get_bucket_tagging(Bucket=bucket).get("TagSet", [])
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchTagSet":
+                raise
+            current = []
+        have = {str(t["Key"]) for t in current}
+        missing = [{"Key": k, "Value": v} for k, v in tags.items() if k not in have]
+        if not missing:
+            return None, None
+        if len(current) + len(missing) > MAX_BUCKET_TAGS:
+            return None, f"not tagged: it has {len(current)} tags, and S3 allows {MAX_BUCKET_TAGS}"
+        client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [*current, *missing]})
+    except ClientError as exc:
+        return None, (
+            f"not tagged for cost allocation ({error_code(exc)}): gtbot needs "
+            "s3:GetBucketTagging and s3:PutBucketTagging on it (`iam-policy <project>`)"
+        )
+    return "tagged " + ", ".join(f"{t['Key']}={t['Value']}" for t in missing), None
 
 
 def iter_objects(client: Any, bucket: str, prefix: str) -> Iterator[ObjectInfo]:

@@ -8,6 +8,7 @@ cards. Authorization happens at the edge, from `Command.spends`.
 from __future__ import annotations
 
 import difflib
+import getpass
 import shlex
 import textwrap
 from collections.abc import Callable, Iterable
@@ -62,6 +63,19 @@ class Invocation:
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise UsageError(f"--{name} must be from {lo} to {hi}, got {value}.")
         return value
+
+    @property
+    def requester(self) -> str | None:
+        """Who asked, for the tags of what this creates: the Slack user, or the login of the
+        terminal's user."""
+        if self.user:
+            return self.user
+        if self.interface != "console":
+            return None
+        try:
+            return getpass.getuser()
+        except (OSError, KeyError):  # a uid with no name (containers)
+            return None
 
     def check_job(self, job_name: str, verb: str) -> None:
         if self.guard is not None:
@@ -349,7 +363,7 @@ def cmd_setup(inv: Invocation) -> Reply:
     any others, public access blocked, gtbot's cost-allocation tags), and a second run changes
     nothing."""
     project = inv.ctx.project(inv.args[0])
-    result = pipeline.setup_buckets(inv.ctx, project)
+    result = pipeline.setup_buckets(inv.ctx, project, inv.requester)
     lines = []
     for b in result.buckets:
         if b.created:
@@ -358,6 +372,7 @@ def cmd_setup(inv: Invocation) -> Reply:
             lines.append(f"  {b.name}: existed; {', '.join(b.changes)}")
         else:
             lines.append(f"  {b.name}: already set up, nothing changed")
+        lines += [f"  {b.name}: {warning}" for warning in b.warnings]
     head = "Buckets ready:" if result.changed else "Buckets already set up; nothing changed:"
     return Reply("\n".join([head, *lines]))
 
@@ -469,7 +484,7 @@ def cmd_submit(inv: Invocation) -> Reply:
     (nothing launches when no one can be asked: add --yes); Slack posts a plan card with
     Launch and Cancel. A plan launches exactly what it showed, once."""
     project = inv.ctx.project(inv.args[0])
-    plan = pipeline.prepare_submission(inv.ctx, project)
+    plan = pipeline.prepare_submission(inv.ctx, project, requester=inv.requester)
     text = plan_text(plan)
     if inv.interface != "console":
         return Reply(text, plan=plan)

@@ -145,8 +145,29 @@ class SetupResult:
         return any(b.changed for b in self.buckets)
 
 
-def setup_buckets(ctx: Context, project: ProjectConfig) -> SetupResult:
+# Cost allocation: every bucket and labeling job gtbot creates carries the project's name and,
+# when known, who asked (a lab activates them as cost allocation tags in the Billing console).
+TAG_PROJECT = "gtbot:project"
+TAG_REQUESTER = "gtbot:requested-by"
+# What both services allow in a tag value: letters, digits, spaces and _ . : / = + - @, at most
+# 256 characters (botocore SageMaker model, Tag.Value; the S3 user guide, "Using cost
+# allocation S3 bucket tags", states the same rules).
+_NOT_IN_TAG = re.compile(r"[^\w .:/=+\-@]")
+
+
+def resource_tags(project: ProjectConfig, requester: str | None) -> dict[str, str]:
+    tags = {TAG_PROJECT: project.name}
+    who = _NOT_IN_TAG.sub("", requester or "")[:256].strip()
+    if who:
+        tags[TAG_REQUESTER] = who
+    return tags
+
+
+def setup_buckets(
+    ctx: Context, project: ProjectConfig, requester: str | None = None
+) -> SetupResult:
     client = ctx.s3(project)
+    tags = resource_tags(project, requester)
     results = []
     for bucket, cors in (
         (project.data_bucket, True),
@@ -154,7 +175,7 @@ def setup_buckets(ctx: Context, project: ProjectConfig) -> SetupResult:
         (project.template_bucket, False),
     ):
         ctx.progress(f"Checking bucket {bucket} ...")
-        results.append(s3.ensure_bucket(client, bucket, project.region, cors=cors))
+        results.append(s3.ensure_bucket(client, bucket, project.region, cors=cors, tags=tags))
     return SetupResult(tuple(results))
 
 
@@ -455,6 +476,11 @@ def write_manifest(ctx: Context, project: ProjectConfig, key: str | None = None)
 # --------------------------------------------------------------------------- submit
 
 
+def plan_manifest_key(project: ProjectConfig, job_name: str) -> str:
+    """Each plan's own input manifest, so a plan launches exactly the frames it showed."""
+    return f"{project.name}/manifests/{job_name}.manifest"
+
+
 @dataclass(frozen=True)
 class Plan:
     """What Launch will do and cost; the request inside is final, job name included."""
@@ -502,12 +528,18 @@ class Plan:
         return "no worker payments (private team); Ground Truth's per-object fee applies"
 
 
-def prepare_submission(ctx: Context, project: ProjectConfig, now: datetime | None = None) -> Plan:
-    """Every missing step of the recipe, then the plan; nothing here costs worker money."""
+def prepare_submission(
+    ctx: Context,
+    project: ProjectConfig,
+    now: datetime | None = None,
+    requester: str | None = None,
+) -> Plan:
+    """Every missing step of the recipe, then the plan; nothing here costs worker money.
+    `requester` (who asked) goes into the tags of the buckets and of the job."""
     role_arn, workteam_arn = require_job_identity(project)
     check_dataset_size(project, len(list_images(project)), f"in {project.images_dir}")
     prepared: list[str] = []
-    setup = setup_buckets(ctx, project)
+    setup = setup_buckets(ctx, project, requester)
     prepared.append("buckets ready" + (" (created/updated)" if setup.changed else ""))
     ctx.progress("Rendering the annotation interface ...")
     template = publish_template(ctx, project)
@@ -524,7 +556,7 @@ def prepare_submission(ctx: Context, project: ProjectConfig, now: datetime | Non
             "Nothing was launched; run submit again to retry."
         )
     job_name = gt.make_job_name(project.name, now)
-    manifest = write_manifest(ctx, project, f"{project.name}/manifests/{job_name}.manifest")
+    manifest = write_manifest(ctx, project, plan_manifest_key(project, job_name))
     prepared.append(f"manifest with {manifest.images} images")
     job = project.job
     if job.max_concurrent_tasks and job.max_concurrent_tasks > MAX_CONCURRENT_WITHOUT_SUPPORT:
@@ -551,7 +583,7 @@ def prepare_submission(ctx: Context, project: ProjectConfig, now: datetime | Non
         price_usd=job.price_usd if job.workteam_kind == "public" else None,
         pre_lambda_arn=job.pre_lambda_arn,
         consolidation_lambda_arn=job.consolidation_lambda_arn,
-        tags=(("gtbot:project", project.name),),
+        tags=tuple(resource_tags(project, requester).items()),
     )
     request = gt.build_labeling_job_request(spec)
     gt.validate_request("CreateLabelingJob", request)
