@@ -730,3 +730,55 @@ def cmd_doctor(inv: Invocation) -> Reply:
     checks = run_doctor(inv.ctx, inv.args[0] if inv.args else None)
     failed = any(not check.ok for check in checks)
     return Reply(doctor_text(checks), data=checks, exit_status=1 if failed else 0)
+
+
+@command(
+    "iam-policy",
+    positional=(PROJECT,),
+    options=(
+        Param(
+            "principal",
+            "gtbot's own IAM user or role ARN: lets `doctor` check that it may pass the role",
+            "ARN",
+        ),
+        Param("only", "print one policy alone, as bare JSON: `bot` or `role`", "WHICH"),
+    ),
+)
+def cmd_iam_policy(inv: Invocation) -> Reply:
+    """Print the IAM policies gtbot's identity and the project's execution role need.
+
+    The first is for the IAM user or role gtbot runs as: only the actions gtbot calls, on this
+    project's buckets and jobs, and iam:PassRole on the execution role only, to SageMaker only.
+    The second is for the execution role (job.role_arn): read the frames, manifests and
+    interface, write the output, log to CloudWatch, invoke the configured Lambdas. Attach them
+    as inline policies (e.g. `aws iam put-role-policy ... --policy-document file://role.json`)."""
+    import json
+
+    from bot.doctor import iam_policies
+
+    only = _opt_str(inv, "only")
+    if only not in (None, "bot", "role"):
+        raise UsageError(f"--only takes `bot` or `role`, not {only!r}.")
+    project = inv.ctx.project(inv.args[0])
+    policies = iam_policies(project, _opt_str(inv, "principal"))
+    if only:
+        document = policies.bot if only == "bot" else policies.execution_role
+        return Reply(json.dumps(document, indent=2), data=policies)
+    role_name = policies.role_arn.rsplit("/", 1)[-1]
+    name = project.name
+    text = "\n".join(
+        [
+            f"# 1. For gtbot's own IAM user or role (project {name}). To attach it:",
+            f"#   gtbot iam-policy {name} --only bot > gtbot-{name}.json",
+            f"#   aws iam put-user-policy --user-name <gtbot's user> --policy-name gtbot-{name} "
+            f"--policy-document file://gtbot-{name}.json   (put-role-policy for a role)",
+            json.dumps(policies.bot, indent=2),
+            "",
+            f"# 2. For the execution role {policies.role_arn}. To attach it:",
+            f"#   gtbot iam-policy {name} --only role > {role_name}-{name}.json",
+            f"#   aws iam put-role-policy --role-name {role_name} --policy-name gtbot-{name} "
+            f"--policy-document file://{role_name}-{name}.json",
+            json.dumps(policies.execution_role, indent=2),
+        ]
+    )
+    return Reply(text, data=policies)

@@ -127,11 +127,23 @@ def _sandbox_identities(iam_url: str) -> tuple[str, str]:
         ],
     }
     iam.create_role(RoleName=name, Path=path + "/", AssumeRolePolicyDocument=json.dumps(trust))
+    from bot.doctor import CLOUDWATCH_ACTIONS
+
     buckets = [f"arn:aws:s3:::*{word}*" for word in ("sagemaker", "groundtruth")]
     access = {
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": buckets},
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                "Resource": buckets,
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Resource": buckets,
+            },
+            {"Effect": "Allow", "Action": list(CLOUDWATCH_ACTIONS), "Resource": "*"},
             {
                 "Effect": "Allow",
                 "Action": "lambda:InvokeFunction",
