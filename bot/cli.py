@@ -12,7 +12,6 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from typing import Any, NoReturn
 
 from bot import logs
@@ -116,11 +115,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
 
 
-def _version() -> str:
-    try:
-        return metadata.version("gtbot")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
+class _Version(argparse.Action):
+    """`--version`, read from the installed package only when asked (importlib.metadata costs
+    every other command a few hundredths of a second)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("gtbot")
+        except metadata.PackageNotFoundError:
+            version = "unknown (not installed)"
+        parser.exit(EXIT_OK, f"gtbot {version}\n")
 
 
 def _complete(action: argparse.Action, param: Param) -> None:
@@ -173,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
             "2 mistyped. Shell completion: `gtbot completion bash` (or zsh)."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"gtbot {_version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show gtbot's version")
     sub = parser.add_subparsers(dest="command", metavar="<command>", title="commands")
     for cmd in COMMANDS.values():  # the registry's order is the workflow's
         if cmd.name != "help":

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws.clients import ClientFactory
 from bot.progress import LineProgress, Progress
 from bot.project import ProjectConfig, load_project
 from bot.settings import Settings
-from bot.state import Store
+
+if TYPE_CHECKING:  # SQLAlchemy takes a third of a second to import; a terminal command needs none
+    from bot.state import Store
 
 
 @dataclass

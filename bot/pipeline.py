@@ -17,9 +17,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 import markupsafe
 from PIL import Image, UnidentifiedImageError
 
@@ -42,6 +41,9 @@ from bot.project import (
 )
 from bot.upload_cache import FILE_NAME as UPLOAD_CACHE_FILE
 from bot.upload_cache import FileState, UploadCache
+
+if TYPE_CHECKING:
+    import jinja2
 
 # --------------------------------------------------------------------------- init
 
@@ -193,6 +195,8 @@ IMAGE_WITH_RECIPE_PRE_LAMBDA = "{{ task.input.taskObject | grant_read_access }}"
 
 
 def _jinja() -> jinja2.Environment:
+    import jinja2  # only commands that render need it: the others start faster
+
     return jinja2.Environment(
         loader=jinja2.PackageLoader("templates", ""),
         autoescape=jinja2.select_autoescape(["html", "html.j2"], default_for_string=False),

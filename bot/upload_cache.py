@@ -76,11 +76,14 @@ class UploadCache:
     def save(self, known: dict[str, tuple[FileState, str]]) -> None:
         """Keep exactly the files of this run (a deleted frame drops out), atomically; a cache
         that cannot be written only costs the next run some reading."""
-        self.entries = {
+        entries = {
             name: (state.size, state.mtime_ns, md5)
             for name, (state, md5) in known.items()
             if len(md5) == 32  # not a multipart ETag (`<hex>-<parts>`)
         }
+        if entries == self.entries and self.path.is_file():
+            return  # a re-run that changed nothing writes nothing
+        self.entries = entries
         body = orjson.dumps({"version": VERSION, "files": self.entries})
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -183,3 +183,29 @@ def test_the_installed_console_script_runs_the_recipe(
     job = launched.stdout.split("Launched labeling job ")[1].split(".")[0]
     status = _gtbot("status", job)
     assert status.returncode == 0 and job in status.stdout
+
+
+def test_start_up_stays_light_and_region_checks_say_what_boto3_says() -> None:
+    """Every command pays the start-up (`bench/upload.py` compares re-runs with aws s3 sync):
+    SQLAlchemy, Jinja2 and SageMaker's 4 MB model load only when a command needs them."""
+    import boto3
+    import botocore.session
+
+    from bot.project import SAGEMAKER_ENDPOINT_PREFIX, known_regions
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, bot.cli; print(sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "'sqlalchemy'" not in loaded and "'jinja2'" not in loaded
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    assert model.endpoint_prefix == SAGEMAKER_ENDPOINT_PREFIX
+    session = boto3.session.Session()
+    expected = {
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("sagemaker", partition_name=partition)
+    }
+    assert known_regions() == expected and "us-east-1" in expected
