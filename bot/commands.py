@@ -766,6 +766,20 @@ def cmd_iam_policy(inv: Invocation) -> Reply:
         return Reply(json.dumps(document, indent=2), data=policies)
     role_name = policies.role_arn.rsplit("/", 1)[-1]
     name = project.name
+    if inv.interface != "console":
+        # A chat message is cut at a few thousand characters: the policies go as files.
+        folder = project.path / "annotation-data" / "iam-policy"
+        folder.mkdir(parents=True, exist_ok=True)
+        files = (folder / f"gtbot-{name}.json", folder / f"{role_name}-{name}.json")
+        for path, document in zip(files, (policies.bot, policies.execution_role), strict=True):
+            path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        return Reply(
+            f"IAM policies for {name}, attached: {files[0].name} for gtbot's own IAM user or "
+            f"role, {files[1].name} for the execution role {policies.role_arn}. In a terminal, "
+            f"`gtbot iam-policy {name}` prints them with the commands that attach them.",
+            files=tuple(str(f) for f in files),
+            data=policies,
+        )
     text = "\n".join(
         [
             f"# 1. For gtbot's own IAM user or role (project {name}). To attach it:",

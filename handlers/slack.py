@@ -344,10 +344,11 @@ def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
                     text=f"Results of `{escape_mrkdwn(args[0])}` posted in the channel.",
                     response_type="ephemeral",
                 )
-            elif cmd.name == "template" and reply.files:
+            elif cmd.name in ("template", "iam-policy") and reply.files:
                 _reply_to_slack(respond, reply)
+                title = "Annotation interface preview" if cmd.name == "template" else "IAM policies"
                 SlackNotifier(deps.client).upload_files(
-                    channel, None, [Path(f) for f in reply.files], "Annotation interface preview"
+                    channel, None, [Path(f) for f in reply.files], title
                 )
             else:
                 _reply_to_slack(respond, reply)
