@@ -1,4 +1,4 @@
-"""The command router shared by `/gt` in Slack and `gtbot run` in a terminal.
+"""The command registry and router shared by `/gt` in Slack and `gtbot <command>` in a terminal.
 
 Each subcommand is a function whose docstring's first line is its help text. A command returns a
 Reply: text both edges can show, plus the structured result (a plan, a job) that Slack turns into
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import getpass
+import re
 import shlex
 import textwrap
 from collections.abc import Callable, Iterable
@@ -31,7 +32,7 @@ class Reply:
     jobs: tuple[JobInfo, ...] = ()
     files: tuple[str, ...] = ()
     data: Any = None
-    exit_status: int = 0  # what `gtbot run` exits with: non-zero when a check failed
+    exit_status: int = 0  # what `gtbot` exits with: non-zero when a check failed
 
 
 # Asked before a command acts on a job someone else may own: (job name, verb) -> raises
@@ -250,27 +251,11 @@ class Router:
     ctx: Context
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def run(
-        self,
-        text: str,
-        *,
-        interface: str = "console",
-        confirm: Callable[[pipeline.Plan], bool | None] | None = None,
-        user: str | None = None,
-        channel: str | None = None,
-        guard: JobGuard | None = None,
-    ) -> Reply:
+    def run(self, text: str, **how: Any) -> Reply:
+        """`/gt` text: parsed, then called as `call` (keywords: interface, confirm, user,
+        channel, guard)."""
         cmd, args, options = parse(text)
-        return self.call(
-            cmd,
-            args,
-            options,
-            interface=interface,
-            confirm=confirm,
-            user=user,
-            channel=channel,
-            guard=guard,
-        )
+        return self.call(cmd, args, options, **how)
 
     def call(
         self,
@@ -595,7 +580,7 @@ def cmd_unwatch(inv: Invocation) -> Reply:
 # Slack users must not name files on the bot's host: reading or writing there is for a terminal.
 _HOST_PATHS = (
     "From Slack, give an s3:// URI and no --out/--from: paths on the bot's machine can only be "
-    "used from a terminal there (`gtbot run ...`)."
+    "used from a terminal there (`gtbot <command> ...`)."
 )
 
 
@@ -732,6 +717,13 @@ def cmd_doctor(inv: Invocation) -> Reply:
     return Reply(doctor_text(checks), data=checks, exit_status=1 if failed else 0)
 
 
+# An IAM user's or role's ARN (IAM user guide, "IAM identifiers": paths and names of
+# letters, digits and +=,.@_- ; at most 64 characters a name).
+_PRINCIPAL_ARN = re.compile(
+    r"arn:aws[a-z-]*:iam::\d{12}:(user|role)/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}"
+)
+
+
 @command(
     "iam-policy",
     positional=(PROJECT,),
@@ -759,8 +751,14 @@ def cmd_iam_policy(inv: Invocation) -> Reply:
     only = _opt_str(inv, "only")
     if only not in (None, "bot", "role"):
         raise UsageError(f"--only takes `bot` or `role`, not {only!r}.")
+    principal = _opt_str(inv, "principal")
+    if principal and not _PRINCIPAL_ARN.fullmatch(principal):
+        raise UsageError(
+            f"--principal {principal!r} is not the ARN of an IAM user or role, like "
+            "arn:aws:iam::123456789012:user/gtbot (`aws sts get-caller-identity` shows it)."
+        )
     project = inv.ctx.project(inv.args[0])
-    policies = iam_policies(project, _opt_str(inv, "principal"))
+    policies = iam_policies(project, principal)
     if only:
         document = policies.bot if only == "bot" else policies.execution_role
         return Reply(json.dumps(document, indent=2), data=policies)

@@ -374,7 +374,7 @@ def _play(
         else:
             out("                   (removed at exit: run without --clean to keep them)")
     out("Next: try it on your AWS account (README, 'From the sandbox to a real job'), or keep the")
-    out("emulators up with `gtbot sandbox --serve` and point `gtbot run ...` at them (there,")
+    out("emulators up with `gtbot sandbox --serve` and point `gtbot ...` at them (there,")
     out("`template demo-mice --preview` shows a task as a worker sees it).")
     return summary
 
@@ -387,7 +387,7 @@ def serve_sandbox(*, rate: float, profile: str = "public-crowd", out: Print = pr
     out("gtbot sandbox: emulators running. In another shell, run:\n")
     for key, value in env.items():
         out(f"  export {key}={value}")
-    out(f'\nthen e.g. `gtbot run "init demo-mice --region {REGION}"`. Ctrl-C stops the emulators')
+    out(f"\nthen e.g. `gtbot init demo-mice --region {REGION}`. Ctrl-C stops the emulators")
     out(f"(their state is in memory; files go to {workdir}).")
     try:
         while True:

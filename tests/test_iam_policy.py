@@ -92,6 +92,8 @@ def test_iam_policy_without_a_role_says_what_to_set(
     assert main(["iam-policy", "demo"]) == 1
     assert "has no execution role: set job.role_arn" in capsys.readouterr().err
     assert main(["iam-policy", "demo", "--only", "both"]) == 2
+    assert main(["iam-policy", "demo", "--principal", "gtbot"]) == 2
+    assert "is not the ARN of an IAM user or role" in capsys.readouterr().err
 
 
 class Recorder:
