@@ -28,7 +28,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Shell completion of a project name: the folders in GTBOT_PROJECTS_DIR, listed by the shell
 # itself, so a TAB never waits for Python.
 _PROJECTS = 'ls -1 "${GTBOT_PROJECTS_DIR:-projects}" 2>/dev/null'
-TERMINAL_ONLY = ("run", "serve", "socket", "sandbox", "completion")
 
 
 def _ask(plan: Plan) -> bool | None:
@@ -126,7 +125,8 @@ class _Version(argparse.Action):
             version = metadata.version("gtbot")
         except metadata.PackageNotFoundError:
             version = "unknown (not installed)"
-        parser.exit(EXIT_OK, f"gtbot {version}\n")
+        print(f"gtbot {version}")
+        parser.exit(EXIT_OK)
 
 
 def _complete(action: argparse.Action, param: Param) -> None:
