@@ -43,11 +43,18 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class Need:
-    """One permission a job needs, on one exact resource, and what for (for the message)."""
+    """One permission a job needs, on one exact resource, and what for (for the message).
+    `scope` is what a policy grants it on so that every job of the project is covered (a
+    prefix with `*`); by default the exact resource."""
 
     action: str
     resource: str
     purpose: str
+    scope: str = ""
+
+    @property
+    def policy_resource(self) -> str:
+        return self.scope or self.resource
 
 
 def _problem(exc: Exception) -> str:

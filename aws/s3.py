@@ -41,6 +41,7 @@ class BucketResult:
     name: str
     created: bool
     changes: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -56,8 +57,13 @@ class ObjectInfo:
 
 @dataclass(frozen=True)
 class UploadItem:
+    """A local file for a key. `size` and `md5` come from the caller's cache when it knows
+    this file as it is now (same path, size and mtime), so an unchanged file is never read."""
+
     path: Path
     key: str
+    size: int
+    md5: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,9 @@ class UploadResult:
     uploaded: tuple[str, ...]
     skipped: tuple[str, ...]
     failed: tuple[tuple[str, str], ...]
+    # key -> the object's ETag now in S3, for every key uploaded or found unchanged: the MD5
+    # of the content for a single-part upload without SSE-KMS, which is what gtbot does.
+    etags: dict[str, str]
 
 
 def bucket_region(client: Any, bucket: str) -> str:
@@ -98,8 +107,11 @@ def _with_ground_truth_rule(
     return [*current, GROUND_TRUTH_CORS_RULE]
 
 
-def ensure_bucket(client: Any, bucket: str, region: str, *, cors: bool) -> BucketResult:
-    """Create the bucket if needed and bring CORS and public-access settings to the contract.
+def ensure_bucket(
+    client: Any, bucket: str, region: str, *, cors: bool, tags: dict[str, str] | None = None
+) -> BucketResult:
+    """Create the bucket if needed and bring CORS, public-access settings and tags to the
+    contract.
 
     Idempotent: reads first and writes only what differs, so a second run reports no change.
     """
@@ -171,7 +183,47 @@ def ensure_bucket(client: Any, bucket: str, region: str, *, cors: bool) -> Bucke
                 Bucket=bucket, PublicAccessBlockConfiguration=BLOCK_ALL_PUBLIC
             )
         changes.append("public access blocked")
-    return BucketResult(name=bucket, created=created, changes=tuple(changes))
+    warnings: list[str] = []
+    if tags:
+        tagged, problem = ensure_bucket_tags(client, bucket, tags)
+        changes += [tagged] if tagged else []
+        warnings += [problem] if problem else []
+    return BucketResult(bucket, created, tuple(changes), tuple(warnings))
+
+
+# "You can add up to 50 tags to a bucket" (S3 user guide, "Using cost allocation S3 bucket
+# tags", https://docs.aws.amazon.com/AmazonS3/latest/userguide/CostAllocTagging.html).
+MAX_BUCKET_TAGS = 50
+
+
+def ensure_bucket_tags(
+    client: Any, bucket: str, tags: dict[str, str]
+) -> tuple[str | None, str | None]:
+    """Add the tags the bucket lacks, keeping every tag it has (an existing key keeps its
+    value). PutBucketTagging "will overwrite any current tags the bucket already has. You
+    cannot use this operation to add tags to an existing list of tags" (botocore S3 model),
+    so the whole set is read, merged and written back. Tags serve cost allocation only: a
+    bucket that cannot be tagged is reported (the second value), and setup goes on."""
+    try:
+        try:
+            current = client.get_bucket_tagging(Bucket=bucket).get("TagSet", [])
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchTagSet":
+                raise
+            current = []
+        have = {str(t["Key"]) for t in current}
+        missing = [{"Key": k, "Value": v} for k, v in tags.items() if k not in have]
+        if not missing:
+            return None, None
+        if len(current) + len(missing) > MAX_BUCKET_TAGS:
+            return None, f"not tagged: it has {len(current)} tags, and S3 allows {MAX_BUCKET_TAGS}"
+        client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [*current, *missing]})
+    except ClientError as exc:
+        return None, (
+            f"not tagged for cost allocation ({error_code(exc)}): gtbot needs "
+            "s3:GetBucketTagging and s3:PutBucketTagging on it (`iam-policy <project>`)"
+        )
+    return "tagged " + ", ".join(f"{t['Key']}={t['Value']}" for t in missing), None
 
 
 def iter_objects(client: Any, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
@@ -200,47 +252,57 @@ def upload_files(
     *,
     existing: dict[str, ObjectInfo],
     workers: int = 8,
-    progress: Callable[[int, int], None] | None = None,
+    done: Callable[[], None] | None = None,
     content_type: Callable[[Path], str] | None = None,
 ) -> UploadResult:
     """Upload in parallel, skipping objects already there with the same size and MD5.
 
-    Single-part puts keep the ETag equal to the MD5 (SSE-S3), which is what makes the skip cheap:
-    one listing instead of a HEAD per object.
+    A key absent from `existing` (one listing, not a HEAD per object) is uploaded without
+    hashing the file. A key present with the same size is compared by MD5, from the item when
+    the caller knows it, else by reading the file. Single-part puts keep the ETag equal to the
+    MD5 (botocore S3 model, Object.ETag: objects "created by the PUT Object ... operation ...
+    and are encrypted by SSE-S3 or plaintext, have ETags that are an MD5 digest of their
+    object data"), and the ETag each put returns is handed back so the caller need not hash
+    what it just sent. (Under SSE-KMS the ETag is not an MD5: a changed or uncached file is
+    then uploaded again, and a cached one still matches the ETag its own upload returned.)
     """
     todo = list(items)
     uploaded: list[str] = []
     skipped: list[str] = []
     failed: list[tuple[str, str]] = []
+    etags: dict[str, str] = {}
 
-    def one(item: UploadItem) -> tuple[str, str]:
-        md5 = file_md5(item.path)
+    def one(item: UploadItem) -> tuple[bool, str]:
         known = existing.get(item.key)
-        if known and known.size == item.path.stat().st_size and known.etag == md5:
-            return ("skipped", "")
+        if known is not None and known.size == item.size:
+            md5 = item.md5 or file_md5(item.path)
+            if known.etag == md5:
+                return False, md5
         extra = {"ContentType": content_type(item.path)} if content_type else {}
         with item.path.open("rb") as body:
-            client.put_object(Bucket=bucket, Key=item.key, Body=body, **extra)
-        return ("uploaded", "")
+            response = client.put_object(Bucket=bucket, Key=item.key, Body=body, **extra)
+        return True, str(response.get("ETag", "")).strip('"')
 
-    done = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(one, item): item for item in todo}
         for future in as_completed(futures):
             item = futures[future]
             try:
-                outcome, _ = future.result()
+                sent, etag = future.result()
             except (ClientError, OSError) as exc:
                 reason = (
                     error_code(exc) if isinstance(exc, ClientError) else exc.strerror or str(exc)
                 )
                 failed.append((str(item.path), reason))
             else:
-                (uploaded if outcome == "uploaded" else skipped).append(item.key)
-            done += 1
-            if progress:
-                progress(done, len(todo))
-    return UploadResult(tuple(sorted(uploaded)), tuple(sorted(skipped)), tuple(sorted(failed)))
+                (uploaded if sent else skipped).append(item.key)
+                if etag:
+                    etags[item.key] = etag
+            if done:
+                done()
+    return UploadResult(
+        tuple(sorted(uploaded)), tuple(sorted(skipped)), tuple(sorted(failed)), etags
+    )
 
 
 def put_bytes(client: Any, bucket: str, key: str, body: bytes, content_type: str) -> str:

@@ -1,4 +1,4 @@
-"""The command router shared by `/gt` in Slack and `gtbot run` in a terminal.
+"""The command registry and router shared by `/gt` in Slack and `gtbot <command>` in a terminal.
 
 Each subcommand is a function whose docstring's first line is its help text. A command returns a
 Reply: text both edges can show, plus the structured result (a plan, a job) that Slack turns into
@@ -7,8 +7,12 @@ cards. Authorization happens at the edge, from `Command.spends`.
 
 from __future__ import annotations
 
+import difflib
+import getpass
+import re
 import shlex
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +20,7 @@ from aws.groundtruth import JobInfo
 from bot import pipeline
 from bot.context import Context
 from bot.errors import NotFoundError, UsageError
+from bot.progress import counted
 from bot.render import job_line, job_text
 
 
@@ -27,7 +32,7 @@ class Reply:
     jobs: tuple[JobInfo, ...] = ()
     files: tuple[str, ...] = ()
     data: Any = None
-    exit_status: int = 0  # what `gtbot run` exits with: non-zero when a check failed
+    exit_status: int = 0  # what `gtbot` exits with: non-zero when a check failed
 
 
 # Asked before a command acts on a job someone else may own: (job name, verb) -> raises
@@ -60,19 +65,49 @@ class Invocation:
             raise UsageError(f"--{name} must be from {lo} to {hi}, got {value}.")
         return value
 
+    @property
+    def requester(self) -> str | None:
+        """Who asked, for the tags of what this creates: the Slack user, or the login of the
+        terminal's user."""
+        if self.user:
+            return self.user
+        if self.interface != "console":
+            return None
+        try:
+            return getpass.getuser()
+        except (OSError, KeyError):  # a uid with no name (containers)
+            return None
+
     def check_job(self, job_name: str, verb: str) -> None:
         if self.guard is not None:
             self.guard(job_name, verb)
 
 
 @dataclass(frozen=True)
+class Param:
+    """An argument or option of a command, with the help both edges show for it."""
+
+    name: str
+    help: str
+    metavar: str = ""  # what an option's value is: N, DIR, ARN
+    required: bool = False  # an option the command cannot do without
+    complete: str = ""  # what a shell may complete it with: "project", "file", "dir"
+
+
+PROJECT = Param(
+    "project", "a project: a folder under GTBOT_PROJECTS_DIR (./projects)", complete="project"
+)
+JOB = Param("job", "a labeling job's name (`jobs` lists them)")
+
+
+@dataclass(frozen=True)
 class Command:
     name: str
     func: Callable[[Invocation], Reply]
-    positional: tuple[str, ...] = ()
-    optional_positional: tuple[str, ...] = ()
-    options: tuple[str, ...] = ()
-    flags: tuple[str, ...] = ()
+    positional: tuple[Param, ...] = ()
+    optional_positional: tuple[Param, ...] = ()
+    options: tuple[Param, ...] = ()
+    flags: tuple[Param, ...] = ()
     spends: bool = False
     spending_flags: tuple[str, ...] = ()
 
@@ -82,16 +117,46 @@ class Command:
 
     @property
     def help(self) -> str:
+        """The docstring's first line: one line in every list of commands."""
         return (self.func.__doc__ or "").strip().splitlines()[0]
+
+    @property
+    def description(self) -> str:
+        """The docstring after its first line: what `help <command>` and `--help` add."""
+        lines = (self.func.__doc__ or "").strip().splitlines()[1:]
+        return textwrap.dedent("\n".join(lines)).strip()
+
+    def option(self, name: str) -> Param | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def flag(self, name: str) -> Param | None:
+        return next((f for f in self.flags if f.name == name), None)
 
     @property
     def usage(self) -> str:
         parts = [self.name]
-        parts += [f"<{p}>" for p in self.positional]
-        parts += [f"[{p}]" for p in self.optional_positional]
-        parts += [f"[--{o} X]" for o in self.options]
-        parts += [f"[--{f}]" for f in self.flags]
+        parts += [f"<{p.name}>" for p in self.positional]
+        parts += [f"[{p.name}]" for p in self.optional_positional]
+        parts += [
+            f"--{o.name} {o.metavar or 'X'}" if o.required else f"[--{o.name} {o.metavar or 'X'}]"
+            for o in self.options
+        ]
+        parts += [f"[--{f.name}]" for f in self.flags]
         return " ".join(parts)
+
+    def manual(self) -> str:
+        """Usage, help, description and every argument and option: `help <command>`."""
+        lines = [self.usage, self.help]
+        if self.description:
+            lines += ["", self.description]
+        params = [(f"<{p.name}>", p.help) for p in self.positional]
+        params += [(f"[{p.name}]", p.help) for p in self.optional_positional]
+        params += [(f"--{o.name} {o.metavar or 'X'}", o.help) for o in self.options]
+        params += [(f"--{f.name}", f.help) for f in self.flags]
+        if params:
+            width = max(len(name) for name, _ in params)
+            lines += [""] + [f"  {name.ljust(width)}  {text}" for name, text in params]
+        return "\n".join(lines)
 
 
 COMMANDS: dict[str, Command] = {}
@@ -100,10 +165,10 @@ COMMANDS: dict[str, Command] = {}
 def command(
     name: str,
     *,
-    positional: tuple[str, ...] = (),
-    optional_positional: tuple[str, ...] = (),
-    options: tuple[str, ...] = (),
-    flags: tuple[str, ...] = (),
+    positional: tuple[Param, ...] = (),
+    optional_positional: tuple[Param, ...] = (),
+    options: tuple[Param, ...] = (),
+    flags: tuple[Param, ...] = (),
     spends: bool = False,
     spending_flags: tuple[str, ...] = (),
 ) -> Callable[[Callable[[Invocation], Reply]], Callable[[Invocation], Reply]]:
@@ -114,6 +179,18 @@ def command(
         return func
 
     return register
+
+
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """A hint naming the closest choice (`Did you mean ...?`), or nothing when none is close."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" Did you mean `{prefix}{close[0]}`?" if close else ""
+
+
+def unknown_command(verb: str) -> UsageError:
+    return UsageError(
+        f"Unknown command {verb!r}.{did_you_mean(verb, COMMANDS)} `help` lists the commands."
+    )
 
 
 def parse(text: str) -> tuple[Command, list[str], dict[str, str | bool]]:
@@ -129,8 +206,7 @@ def parse(text: str) -> tuple[Command, list[str], dict[str, str | bool]]:
     verb, rest = words[0].lower(), words[1:]
     cmd = COMMANDS.get(verb)
     if cmd is None:
-        known = ", ".join(sorted(COMMANDS))
-        raise UsageError(f"Unknown command {verb!r}. Commands: {known}. Try `help`.")
+        raise unknown_command(verb)
     args: list[str] = []
     options: dict[str, str | bool] = {}
     i = 0
@@ -138,9 +214,9 @@ def parse(text: str) -> tuple[Command, list[str], dict[str, str | bool]]:
         word = rest[i]
         if word.startswith("--"):
             key, eq, value = word[2:].partition("=")
-            if key in cmd.flags and not eq:
+            if cmd.flag(key) and not eq:
                 options[key] = True
-            elif key in cmd.options:
+            elif cmd.option(key):
                 if not eq:
                     i += 1
                     if i >= len(rest):
@@ -148,15 +224,25 @@ def parse(text: str) -> tuple[Command, list[str], dict[str, str | bool]]:
                     value = rest[i]
                 options[key] = value
             else:
-                raise UsageError(f"{cmd.name} has no option --{key}. Usage: {cmd.usage}")
+                known = [f"--{p.name}" for p in (*cmd.options, *cmd.flags)]
+                raise UsageError(
+                    f"{cmd.name} has no option --{key}.{did_you_mean('--' + key, known)} "
+                    f"Usage: {cmd.usage}"
+                )
         else:
             args.append(word)
         i += 1
     if len(args) < len(cmd.positional):
-        missing = cmd.positional[len(args)]
+        missing = cmd.positional[len(args)].name
         raise UsageError(f"{cmd.name} needs <{missing}>. Usage: {cmd.usage}")
     if len(args) > len(cmd.positional) + len(cmd.optional_positional):
         raise UsageError(f"Too many arguments for {cmd.name}. Usage: {cmd.usage}")
+    for option in cmd.options:
+        if option.required and not options.get(option.name):
+            raise UsageError(
+                f"{cmd.name} needs --{option.name} {option.metavar or 'X'} ({option.help}). "
+                f"Usage: {cmd.usage}"
+            )
     return cmd, args, options
 
 
@@ -165,9 +251,17 @@ class Router:
     ctx: Context
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def run(
+    def run(self, text: str, **how: Any) -> Reply:
+        """`/gt` text: parsed, then called as `call` (keywords: interface, confirm, user,
+        channel, guard)."""
+        cmd, args, options = parse(text)
+        return self.call(cmd, args, options, **how)
+
+    def call(
         self,
-        text: str,
+        cmd: Command,
+        args: list[str],
+        options: dict[str, str | bool],
         *,
         interface: str = "console",
         confirm: Callable[[pipeline.Plan], bool | None] | None = None,
@@ -175,7 +269,7 @@ class Router:
         channel: str | None = None,
         guard: JobGuard | None = None,
     ) -> Reply:
-        cmd, args, options = parse(text)
+        """A command already parsed (by `parse`, or by the terminal's argparse)."""
         return cmd.func(
             Invocation(self.ctx, args, options, interface, confirm, user, channel, guard)
         )
@@ -187,14 +281,14 @@ class Router:
 MAX_JOBS_LISTED = 500
 
 
-@command("help", optional_positional=("command",))
+@command("help", optional_positional=(Param("command", "the command to explain"),))
 def cmd_help(inv: Invocation) -> Reply:
     """Show the commands, or how to use one of them."""
     if inv.args:
         cmd = COMMANDS.get(inv.args[0].lower())
         if cmd is None:
-            raise UsageError(f"No command {inv.args[0]!r}. Try `help`.")
-        return Reply(f"{cmd.usage}\n{cmd.help}")
+            raise unknown_command(inv.args[0])
+        return Reply(cmd.manual())
     width = max(len(name) for name in COMMANDS)
     lines = ["Commands (`help <command>` shows its arguments and options):"] + [
         f"  {c.name.ljust(width)}  {c.help}"
@@ -205,12 +299,24 @@ def cmd_help(inv: Invocation) -> Reply:
 
 @command(
     "init",
-    positional=("project",),
-    options=("region", "data-bucket", "template-bucket"),
+    positional=(Param("project", "the new project's name (its folder in GTBOT_PROJECTS_DIR)"),),
+    options=(
+        Param("region", "AWS region of its buckets and jobs (default: your AWS region)", "REGION"),
+        Param(
+            "data-bucket", "bucket for frames and manifests (default <project>-sagemaker)", "NAME"
+        ),
+        Param(
+            "template-bucket", "bucket for the interface (default <project>-sagemaker-ui)", "NAME"
+        ),
+    ),
     spends=True,
 )
 def cmd_init(inv: Invocation) -> Reply:
-    """Create a project folder with a commented project-config.yml (MARS defaults)."""
+    """Create a project folder with a commented project-config.yml (MARS defaults).
+
+    Two mice, seven keypoints and their left/right pairs, as MARS labels them; edit the file
+    for your animals. Bucket names are global across AWS: keep `sagemaker` in them, so AWS's
+    managed Ground Truth policy covers them. Never overwrites an existing project."""
     name = inv.args[0]
     defaults = inv.ctx.settings.lab_job_defaults
     result = pipeline.init_project(
@@ -234,11 +340,15 @@ def _opt_str(inv: Invocation, name: str) -> str | None:
     return str(value) if value else None
 
 
-@command("setup", positional=("project",), spends=True)
+@command("setup", positional=(PROJECT,), spends=True)
 def cmd_setup(inv: Invocation) -> Reply:
-    """Create the data, output and template buckets with CORS and public access blocked."""
+    """Create the data, output and template buckets with CORS and public access blocked.
+
+    Idempotent: an existing bucket gets only what it lacks (Ground Truth's CORS rule beside
+    any others, public access blocked, gtbot's cost-allocation tags), and a second run changes
+    nothing."""
     project = inv.ctx.project(inv.args[0])
-    result = pipeline.setup_buckets(inv.ctx, project)
+    result = pipeline.setup_buckets(inv.ctx, project, inv.requester)
     lines = []
     for b in result.buckets:
         if b.created:
@@ -247,13 +357,24 @@ def cmd_setup(inv: Invocation) -> Reply:
             lines.append(f"  {b.name}: existed; {', '.join(b.changes)}")
         else:
             lines.append(f"  {b.name}: already set up, nothing changed")
+        lines += [f"  {b.name}: {warning}" for warning in b.warnings]
     head = "Buckets ready:" if result.changed else "Buckets already set up; nothing changed:"
     return Reply("\n".join([head, *lines]))
 
 
-@command("template", positional=("project",), flags=("preview",), spends=True)
+@command(
+    "template",
+    positional=(PROJECT,),
+    flags=(Param("preview", "also render one task as a worker will see it"),),
+    spends=True,
+)
 def cmd_template(inv: Invocation) -> Reply:
-    """Render the annotation interface and upload it; --preview shows one task as workers see it."""
+    """Render the annotation interface and upload it; --preview shows one task as workers see it.
+
+    The interface is rendered from project-config.yml (labels, instructions, the instruction
+    image) and checked as Ground Truth will render it. --preview writes
+    annotation-data/preview.html: one of your frames in the real page, to open in a browser
+    before paying."""
     project = inv.ctx.project(inv.args[0])
     result = pipeline.publish_template(inv.ctx, project)
     text = (
@@ -286,9 +407,14 @@ def cmd_template(inv: Invocation) -> Reply:
     return Reply("\n".join(lines), files=(str(preview.page),), data=preview)
 
 
-@command("upload", positional=("project",), spends=True)
+@command("upload", positional=(PROJECT,), spends=True)
 def cmd_upload(inv: Invocation) -> Reply:
-    """Upload frames to the data bucket, skipping those already there."""
+    """Upload frames to the data bucket, skipping those already there.
+
+    Frames come from annotation-data/raw-images (subfolders kept). A file is skipped when the
+    object in S3 has its size and MD5; a file unchanged since the last upload (same size and
+    modification time) is not even read again. Files that are not JPEG or PNG are listed, not
+    uploaded."""
     project = inv.ctx.project(inv.args[0])
     result = pipeline.upload_frames(inv.ctx, project)
     lines = [
@@ -303,9 +429,12 @@ def cmd_upload(inv: Invocation) -> Reply:
     return Reply("\n".join(lines))
 
 
-@command("manifest", positional=("project",), spends=True)
+@command("manifest", positional=(PROJECT,), spends=True)
 def cmd_manifest(inv: Invocation) -> Reply:
-    """Write the input manifest listing every uploaded frame."""
+    """Write the input manifest listing every uploaded frame.
+
+    One line per frame in the data bucket, every page of the listing (MARS stopped at 1,000).
+    `submit` writes each plan's own manifest; this one is for jobs you start yourself."""
     project = inv.ctx.project(inv.args[0])
     result = pipeline.write_manifest(inv.ctx, project)
     return Reply(f"Input manifest with {result.images} images written to {result.uri}.")
@@ -326,11 +455,21 @@ def plan_text(plan: pipeline.Plan) -> str:
     )
 
 
-@command("submit", positional=("project",), flags=("yes",), spends=True)
+@command(
+    "submit",
+    positional=(PROJECT,),
+    flags=(Param("yes", "launch without asking (in a terminal; Slack has the Launch button)"),),
+    spends=True,
+)
 def cmd_submit(inv: Invocation) -> Reply:
-    """Prepare everything that is missing, show the plan and cost, and launch on confirmation."""
+    """Prepare everything that is missing, show the plan and cost, and launch on confirmation.
+
+    Creates what is missing (buckets, interface, uploads, the plan's own manifest), then shows
+    images, workers per image, price and estimated cost. A terminal asks before launching
+    (nothing launches when no one can be asked: add --yes); Slack posts a plan card with
+    Launch and Cancel. A plan launches exactly what it showed, once."""
     project = inv.ctx.project(inv.args[0])
-    plan = pipeline.prepare_submission(inv.ctx, project)
+    plan = pipeline.prepare_submission(inv.ctx, project, requester=inv.requester)
     text = plan_text(plan)
     if inv.interface != "console":
         return Reply(text, plan=plan)
@@ -349,7 +488,7 @@ def cmd_submit(inv: Invocation) -> Reply:
     )
 
 
-@command("status", optional_positional=("job",))
+@command("status", optional_positional=(JOB,))
 def cmd_status(inv: Invocation) -> Reply:
     """Show a job's status and progress (or the jobs still running)."""
     if inv.args:
@@ -361,16 +500,21 @@ def cmd_status(inv: Invocation) -> Reply:
     return Reply("\n".join(["Running jobs:", *(job_line(j) for j in jobs)]), jobs=tuple(jobs))
 
 
-@command("jobs", options=("limit",))
+@command(
+    "jobs",
+    options=(Param("limit", f"how many to list (default 20, at most {MAX_JOBS_LISTED})", "N"),),
+)
 def cmd_jobs(inv: Invocation) -> Reply:
-    """List recent labeling jobs, newest first."""
+    """List recent labeling jobs, newest first.
+
+    Jobs of every region your projects use (and of your default region), with their progress."""
     jobs = pipeline.recent_jobs(inv.ctx, limit=inv.opt_int("limit", 20, lo=1, hi=MAX_JOBS_LISTED))
     if not jobs:
         return Reply("No labeling jobs yet. Start one with `submit <project>`.")
     return Reply("\n".join(["Recent jobs:", *(job_line(j) for j in jobs)]), jobs=tuple(jobs))
 
 
-@command("stop", positional=("job",), spends=True)
+@command("stop", positional=(JOB,), spends=True)
 def cmd_stop(inv: Invocation) -> Reply:
     """Stop a running labeling job (work already done is kept)."""
     name = pipeline.job_status(inv.ctx, inv.args[0]).name
@@ -381,7 +525,7 @@ def cmd_stop(inv: Invocation) -> Reply:
     return Reply(f"Stopping job {job.name} ({job.status}). Labels already made are kept.", job=job)
 
 
-@command("watch", positional=("job",))
+@command("watch", positional=(JOB,))
 def cmd_watch(inv: Invocation) -> Reply:
     """Follow an existing labeling job in this channel, even one gtbot did not launch."""
     store, channel = inv.ctx.store, inv.channel
@@ -416,7 +560,7 @@ def cmd_watch(inv: Invocation) -> Reply:
     )
 
 
-@command("unwatch", positional=("job",))
+@command("unwatch", positional=(JOB,))
 def cmd_unwatch(inv: Invocation) -> Reply:
     """Stop following a labeling job (the job itself keeps running)."""
     store = inv.ctx.store
@@ -436,15 +580,27 @@ def cmd_unwatch(inv: Invocation) -> Reply:
 # Slack users must not name files on the bot's host: reading or writing there is for a terminal.
 _HOST_PATHS = (
     "From Slack, give an s3:// URI and no --out/--from: paths on the bot's machine can only be "
-    "used from a terminal there (`gtbot run ...`)."
+    "used from a terminal there (`gtbot <command> ...`)."
 )
 
 
 @command(
-    "frames", positional=("project",), options=("count", "from", "seed", "quality"), spends=True
+    "frames",
+    positional=(PROJECT,),
+    options=(
+        Param("count", "frames wanted in all, those already sampled included (default 200)", "N"),
+        Param("from", "folder of videos (default annotation-data/videos)", "DIR", complete="dir"),
+        Param("seed", "seed of the sampling, for a repeatable set (default 0)", "S"),
+        Param("quality", "JPEG quality of the frames written (default 90)", "Q"),
+    ),
+    spends=True,
 )
 def cmd_frames(inv: Invocation) -> Reply:
-    """Sample frames worth labeling from the project's videos into raw-images."""
+    """Sample frames worth labeling from the project's videos into raw-images.
+
+    Frames are spread over the videos in proportion to their length and evenly within each;
+    near-duplicates (a still arena, a sleeping animal) are skipped; annotation-data/frames.csv
+    traces each frame to its video. Running it again tops raw-images up to --count."""
     from pathlib import Path
 
     from bot.frames import extract_frames, format_frames_result
@@ -453,37 +609,62 @@ def cmd_frames(inv: Invocation) -> Reply:
     source = _opt_str(inv, "from")
     if source and inv.interface != "console":
         raise UsageError(_HOST_PATHS)
-    last = [-1]
+    task = inv.ctx.progress.task("Extracting frames", None, "frames")
+    seen = counted(task)
 
     def progress(p: Any) -> None:
-        pct = 100 * p.done // max(p.total, 1)
-        if pct // 10 != last[0] // 10 or p.done == p.total:
-            last[0] = pct
-            inv.ctx.progress(f"Extracting frames: {p.done}/{p.total} ({pct}%), {p.video}")
+        task.set_total(p.total)
+        seen(p.done)
 
-    result = extract_frames(
-        project.path,
-        count=inv.opt_int("count", 200),
-        source_dir=Path(source).expanduser() if source else None,
-        seed=inv.opt_int("seed", 0),
-        quality=inv.opt_int("quality", 90),
-        progress=progress,
-    )
+    try:
+        result = extract_frames(
+            project.path,
+            count=inv.opt_int("count", 200),
+            source_dir=Path(source).expanduser() if source else None,
+            seed=inv.opt_int("seed", 0),
+            quality=inv.opt_int("quality", 90),
+            progress=progress,
+        )
+    finally:
+        task.close()
     return Reply(format_frames_result(result), data=result)
 
 
-@command("results", positional=("job",), flags=("rebuild",), spending_flags=("rebuild",))
+@command(
+    "results",
+    positional=(JOB,),
+    flags=(Param("rebuild", "consolidate again instead of reusing earlier results"),),
+    spending_flags=("rebuild",),
+)
 def cmd_results(inv: Invocation) -> Reply:
-    """Consensus keypoints, exports, agreement figures and preview pictures of a finished job."""
+    """Consensus keypoints, exports, agreement figures and preview pictures of a finished job.
+
+    Written to annotation-data/results/<job>/ (COCO, CSV, MARS training format, agreement,
+    pictures), copied next to the job's output in S3, with presigned links."""
     from bot.results_service import job_results
 
     results = job_results(inv.ctx, inv.args[0], rebuild=bool(inv.options.get("rebuild")))
     return Reply(results.text(), files=tuple(str(p) for p in results.pictures), data=results)
 
 
-@command("consolidate", positional=("manifest",), options=("project", "out"), spends=True)
+@command(
+    "consolidate",
+    positional=(
+        Param("manifest", "an output.manifest: a local path or s3:// URI", complete="file"),
+    ),
+    options=(
+        Param("project", "the project whose keypoints and pairs apply", "P", True, "project"),
+        Param(
+            "out", "output folder (default annotation-data/results/<job>)", "DIR", complete="dir"
+        ),
+    ),
+    spends=True,
+)
 def cmd_consolidate(inv: Invocation) -> Reply:
-    """Consolidate an output.manifest you already have (local path or s3:// URI) offline."""
+    """Consolidate an output.manifest you already have (local path or s3:// URI) offline.
+
+    The same consensus, exports and pictures as `results`, for a job gtbot did not launch or
+    a manifest copied from elsewhere."""
     from pathlib import Path
 
     from bot.results.cli import format_summary, run_consolidate
@@ -495,20 +676,121 @@ def cmd_consolidate(inv: Invocation) -> Reply:
     out = _opt_str(inv, "out")
     if inv.interface != "console" and (out or not inv.args[0].startswith("s3://")):
         raise UsageError(_HOST_PATHS)
-    summary = run_consolidate(
-        inv.args[0],
-        project.path,
-        Path(out).expanduser() if out else None,
-        s3_client_factory=lambda: inv.ctx.clients.s3(project.region),
-    )
+    source = inv.args[0]
+    task = inv.ctx.progress.task("Consolidating", _line_count(source), "frames")
+    try:
+        summary = run_consolidate(
+            source,
+            project.path,
+            Path(out).expanduser() if out else None,
+            s3_client_factory=lambda: inv.ctx.clients.s3(project.region),
+            progress=counted(task),
+        )
+    finally:
+        task.close()
     return Reply(format_summary(summary), data=summary)
 
 
-@command("doctor", optional_positional=("project",))
+def _line_count(source: str) -> int | None:
+    """Lines of a local manifest, for the progress bar's total (a streamed s3:// has none)."""
+    if source.startswith("s3://"):
+        return None
+    try:
+        with open(source, "rb") as handle:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    except OSError:
+        return None  # run_consolidate says what is wrong with the path
+
+
+@command("doctor", optional_positional=(PROJECT,))
 def cmd_doctor(inv: Invocation) -> Reply:
-    """Check credentials, the role's permissions, workteam and buckets before spending anything."""
+    """Check credentials, the role's permissions, workteam and buckets before spending anything.
+
+    Checks on the exact objects and Lambdas the project's next job will use, by IAM policy
+    simulation: that the execution role may read the interface, the manifest and the frames
+    and write the output, that gtbot may pass it to SageMaker, the workteam and the buckets.
+    Fails (exit 1 in a terminal) when a check fails."""
     from bot.doctor import doctor_text, run_doctor
 
     checks = run_doctor(inv.ctx, inv.args[0] if inv.args else None)
     failed = any(not check.ok for check in checks)
     return Reply(doctor_text(checks), data=checks, exit_status=1 if failed else 0)
+
+
+# An IAM user's or role's ARN (IAM user guide, "IAM identifiers": paths and names of
+# letters, digits and +=,.@_- ; at most 64 characters a name).
+_PRINCIPAL_ARN = re.compile(
+    r"arn:aws[a-z-]*:iam::\d{12}:(user|role)/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}"
+)
+
+
+@command(
+    "iam-policy",
+    positional=(PROJECT,),
+    options=(
+        Param(
+            "principal",
+            "gtbot's own IAM user or role ARN: lets `doctor` check that it may pass the role",
+            "ARN",
+        ),
+        Param("only", "print one policy alone, as bare JSON: `bot` or `role`", "WHICH"),
+    ),
+)
+def cmd_iam_policy(inv: Invocation) -> Reply:
+    """Print the IAM policies gtbot's identity and the project's execution role need.
+
+    The first is for the IAM user or role gtbot runs as: only the actions gtbot calls, on this
+    project's buckets and jobs, and iam:PassRole on the execution role only, to SageMaker only.
+    The second is for the execution role (job.role_arn): read the frames, manifests and
+    interface, write the output, log to CloudWatch, invoke the configured Lambdas. Attach them
+    as inline policies (e.g. `aws iam put-role-policy ... --policy-document file://role.json`)."""
+    import json
+
+    from bot.doctor import iam_policies
+
+    only = _opt_str(inv, "only")
+    if only not in (None, "bot", "role"):
+        raise UsageError(f"--only takes `bot` or `role`, not {only!r}.")
+    principal = _opt_str(inv, "principal")
+    if principal and not _PRINCIPAL_ARN.fullmatch(principal):
+        raise UsageError(
+            f"--principal {principal!r} is not the ARN of an IAM user or role, like "
+            "arn:aws:iam::123456789012:user/gtbot (`aws sts get-caller-identity` shows it)."
+        )
+    project = inv.ctx.project(inv.args[0])
+    policies = iam_policies(project, principal)
+    if only:
+        document = policies.bot if only == "bot" else policies.execution_role
+        return Reply(json.dumps(document, indent=2), data=policies)
+    role_name = policies.role_arn.rsplit("/", 1)[-1]
+    name = project.name
+    if inv.interface != "console":
+        # A chat message is cut at a few thousand characters: the policies go as files.
+        folder = project.path / "annotation-data" / "iam-policy"
+        folder.mkdir(parents=True, exist_ok=True)
+        files = (folder / f"gtbot-{name}.json", folder / f"{role_name}-{name}.json")
+        for path, document in zip(files, (policies.bot, policies.execution_role), strict=True):
+            path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        return Reply(
+            f"IAM policies for {name}, attached: {files[0].name} for gtbot's own IAM user or "
+            f"role, {files[1].name} for the execution role {policies.role_arn}. In a terminal, "
+            f"`gtbot iam-policy {name}` prints them with the commands that attach them.",
+            files=tuple(str(f) for f in files),
+            data=policies,
+        )
+    text = "\n".join(
+        [
+            f"# 1. For gtbot's own IAM user or role (project {name}). To attach it:",
+            f"#   gtbot iam-policy {name} --only bot > gtbot-{name}.json",
+            f"#   aws iam put-user-policy --user-name <gtbot's user> --policy-name gtbot-{name} "
+            f"--policy-document file://gtbot-{name}.json   (put-role-policy for a role)",
+            json.dumps(policies.bot, indent=2),
+            "",
+            f"# 2. For the execution role {policies.role_arn}. To attach it:",
+            f"#   gtbot iam-policy {name} --only role > {role_name}-{name}.json",
+            f"#   aws iam put-role-policy --role-name {role_name} --policy-name gtbot-{name} "
+            f"--policy-document file://{role_name}-{name}.json",
+            json.dumps(policies.execution_role, indent=2),
+        ]
+    )
+    return Reply(text, data=policies)

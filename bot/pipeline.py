@@ -17,9 +17,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 import markupsafe
 from PIL import Image, UnidentifiedImageError
 
@@ -40,6 +39,11 @@ from bot.project import (
     project_dir_for,
     require_job_identity,
 )
+from bot.upload_cache import FILE_NAME as UPLOAD_CACHE_FILE
+from bot.upload_cache import FileState, UploadCache
+
+if TYPE_CHECKING:
+    import jinja2
 
 # --------------------------------------------------------------------------- init
 
@@ -143,8 +147,29 @@ class SetupResult:
         return any(b.changed for b in self.buckets)
 
 
-def setup_buckets(ctx: Context, project: ProjectConfig) -> SetupResult:
+# Cost allocation: every bucket and labeling job gtbot creates carries the project's name and,
+# when known, who asked (a lab activates them as cost allocation tags in the Billing console).
+TAG_PROJECT = "gtbot:project"
+TAG_REQUESTER = "gtbot:requested-by"
+# What both services allow in a tag value: letters, digits, spaces and _ . : / = + - @, at most
+# 256 characters (botocore SageMaker model, Tag.Value; the S3 user guide, "Using cost
+# allocation S3 bucket tags", states the same rules).
+_NOT_IN_TAG = re.compile(r"[^\w .:/=+\-@]")
+
+
+def resource_tags(project: ProjectConfig, requester: str | None) -> dict[str, str]:
+    tags = {TAG_PROJECT: project.name}
+    who = _NOT_IN_TAG.sub("", requester or "")[:256].strip()
+    if who:
+        tags[TAG_REQUESTER] = who
+    return tags
+
+
+def setup_buckets(
+    ctx: Context, project: ProjectConfig, requester: str | None = None
+) -> SetupResult:
     client = ctx.s3(project)
+    tags = resource_tags(project, requester)
     results = []
     for bucket, cors in (
         (project.data_bucket, True),
@@ -152,7 +177,7 @@ def setup_buckets(ctx: Context, project: ProjectConfig) -> SetupResult:
         (project.template_bucket, False),
     ):
         ctx.progress(f"Checking bucket {bucket} ...")
-        results.append(s3.ensure_bucket(client, bucket, project.region, cors=cors))
+        results.append(s3.ensure_bucket(client, bucket, project.region, cors=cors, tags=tags))
     return SetupResult(tuple(results))
 
 
@@ -170,6 +195,8 @@ IMAGE_WITH_RECIPE_PRE_LAMBDA = "{{ task.input.taskObject | grant_read_access }}"
 
 
 def _jinja() -> jinja2.Environment:
+    import jinja2  # only commands that render need it: the others start faster
+
     return jinja2.Environment(
         loader=jinja2.PackageLoader("templates", ""),
         autoescape=jinja2.select_autoescape(["html", "html.j2"], default_for_string=False),
@@ -336,41 +363,51 @@ def _content_type(path: Path) -> str:
 
 
 def upload_frames(ctx: Context, project: ProjectConfig) -> UploadSummary:
+    """Frames to the data bucket. What the last run uploaded from a file still of the same
+    size and mtime is neither read nor checked again (bot/upload_cache.py); a first upload
+    reads each file once, to check it and to send it."""
     files = list_images(project)
     if not files:
         raise NotFoundError(
             f"No frames in {project.images_dir}. Put .jpg/.png frames there (subfolders are "
             f"fine), or extract them from videos with `frames {project.name}`."
         )
+    cache = UploadCache.load(project.path / "annotation-data" / UPLOAD_CACHE_FILE)
     rejected: list[tuple[str, str]] = []
     items: list[s3.UploadItem] = []
+    states: dict[str, tuple[str, FileState]] = {}
     for path in files:
-        why = _check_image(path)
-        if why:
-            rejected.append((str(path.relative_to(project.images_dir)), why))
-            continue
         rel = path.relative_to(project.images_dir).as_posix()
-        items.append(s3.UploadItem(path=path, key=project.images_prefix + rel))
+        try:
+            state = FileState.of(path)
+        except OSError as exc:
+            rejected.append((rel, f"cannot be read ({exc.strerror or exc})"))
+            continue
+        md5 = cache.md5(rel, state)
+        why = None if md5 else _check_image(path)
+        if why:
+            rejected.append((rel, why))
+            continue
+        key = project.images_prefix + rel
+        items.append(s3.UploadItem(path=path, key=key, size=state.size, md5=md5))
+        states[key] = (rel, state)
     client = ctx.s3(project)
     existing = {
         o.key: o for o in s3.iter_objects(client, project.data_bucket, project.images_prefix)
     }
-    last = [-1]
-
-    def progress(done: int, total: int) -> None:
-        pct = done * 100 // max(total, 1)
-        if pct // 10 != last[0] // 10 or done == total:
-            last[0] = pct
-            ctx.progress(f"Uploading frames: {done}/{total} ({pct}%)")
-
-    result = s3.upload_files(
-        client,
-        project.data_bucket,
-        items,
-        existing=existing,
-        progress=progress,
-        content_type=_content_type,
-    )
+    task = ctx.progress.task("Uploading frames", len(items), "frames")
+    try:
+        result = s3.upload_files(
+            client,
+            project.data_bucket,
+            items,
+            existing=existing,
+            done=task.advance,
+            content_type=_content_type,
+        )
+    finally:
+        task.close()
+    cache.save({states[key][0]: (states[key][1], etag) for key, etag in result.etags.items()})
     return UploadSummary(
         uploaded=len(result.uploaded),
         skipped=len(result.skipped),
@@ -443,6 +480,11 @@ def write_manifest(ctx: Context, project: ProjectConfig, key: str | None = None)
 # --------------------------------------------------------------------------- submit
 
 
+def plan_manifest_key(project: ProjectConfig, job_name: str) -> str:
+    """Each plan's own input manifest, so a plan launches exactly the frames it showed."""
+    return f"{project.name}/manifests/{job_name}.manifest"
+
+
 @dataclass(frozen=True)
 class Plan:
     """What Launch will do and cost; the request inside is final, job name included."""
@@ -490,12 +532,18 @@ class Plan:
         return "no worker payments (private team); Ground Truth's per-object fee applies"
 
 
-def prepare_submission(ctx: Context, project: ProjectConfig, now: datetime | None = None) -> Plan:
-    """Every missing step of the recipe, then the plan; nothing here costs worker money."""
+def prepare_submission(
+    ctx: Context,
+    project: ProjectConfig,
+    now: datetime | None = None,
+    requester: str | None = None,
+) -> Plan:
+    """Every missing step of the recipe, then the plan; nothing here costs worker money.
+    `requester` (who asked) goes into the tags of the buckets and of the job."""
     role_arn, workteam_arn = require_job_identity(project)
     check_dataset_size(project, len(list_images(project)), f"in {project.images_dir}")
     prepared: list[str] = []
-    setup = setup_buckets(ctx, project)
+    setup = setup_buckets(ctx, project, requester)
     prepared.append("buckets ready" + (" (created/updated)" if setup.changed else ""))
     ctx.progress("Rendering the annotation interface ...")
     template = publish_template(ctx, project)
@@ -512,7 +560,7 @@ def prepare_submission(ctx: Context, project: ProjectConfig, now: datetime | Non
             "Nothing was launched; run submit again to retry."
         )
     job_name = gt.make_job_name(project.name, now)
-    manifest = write_manifest(ctx, project, f"{project.name}/manifests/{job_name}.manifest")
+    manifest = write_manifest(ctx, project, plan_manifest_key(project, job_name))
     prepared.append(f"manifest with {manifest.images} images")
     job = project.job
     if job.max_concurrent_tasks and job.max_concurrent_tasks > MAX_CONCURRENT_WITHOUT_SUPPORT:
@@ -539,7 +587,7 @@ def prepare_submission(ctx: Context, project: ProjectConfig, now: datetime | Non
         price_usd=job.price_usd if job.workteam_kind == "public" else None,
         pre_lambda_arn=job.pre_lambda_arn,
         consolidation_lambda_arn=job.consolidation_lambda_arn,
-        tags=(("gtbot:project", project.name),),
+        tags=tuple(resource_tags(project, requester).items()),
     )
     request = gt.build_labeling_job_request(spec)
     gt.validate_request("CreateLabelingJob", request)

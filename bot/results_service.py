@@ -16,6 +16,7 @@ from bot import pipeline
 from bot.context import Context
 from bot.errors import GtBotError, NotFoundError
 from bot.links import signing_lifetime
+from bot.progress import counted
 from bot.project import ProjectConfig
 from bot.results.cli import format_summary, run_consolidate
 from bot.results.pipeline import FILE_NAMES, PROBLEMS_FILE, ConsolidationSummary
@@ -80,9 +81,17 @@ def consolidate_job(ctx: Context, job: gt.JobInfo, project: ProjectConfig) -> Co
     if uri is None:
         raise NotFoundError(f"AWS does not say where {job.name} writes its output manifest.")
     out_dir = project.results_dir / job.name
-    return run_consolidate(
-        uri, project.path, out_dir, s3_client_factory=lambda: ctx.clients.s3(project.region)
-    )
+    task = ctx.progress.task(f"Consolidating {job.name}", job.counters.total or None, "frames")
+    try:
+        return run_consolidate(
+            uri,
+            project.path,
+            out_dir,
+            s3_client_factory=lambda: ctx.clients.s3(project.region),
+            progress=counted(task),
+        )
+    finally:
+        task.close()
 
 
 def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobResults:
@@ -104,7 +113,6 @@ def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobRes
     saved = None if rebuild else _saved_summary(out_dir)
     reused = saved is not None
     if saved is None:
-        ctx.progress(f"Consolidating {job_name} ...")
         try:
             summary = consolidate_job(ctx, job, project)
         except GtBotError as exc:

@@ -127,11 +127,23 @@ def _sandbox_identities(iam_url: str) -> tuple[str, str]:
         ],
     }
     iam.create_role(RoleName=name, Path=path + "/", AssumeRolePolicyDocument=json.dumps(trust))
+    from bot.doctor import CLOUDWATCH_ACTIONS
+
     buckets = [f"arn:aws:s3:::*{word}*" for word in ("sagemaker", "groundtruth")]
     access = {
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": buckets},
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                "Resource": buckets,
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Resource": buckets,
+            },
+            {"Effect": "Allow", "Action": list(CLOUDWATCH_ACTIONS), "Resource": "*"},
             {
                 "Effect": "Allow",
                 "Action": "lambda:InvokeFunction",
@@ -268,6 +280,7 @@ def _play(
     from bot import launcher
     from bot.commands import Router, plan_text
     from bot.context import Context
+    from bot.progress import LineProgress
     from bot.results_service import completion_results
     from bot.settings import Settings
     from bot.state import Store
@@ -277,7 +290,7 @@ def _play(
     settings = Settings.from_env()
     store = Store(settings.database_url)
     progress_lines: list[str] = []
-    ctx = Context(settings=settings, store=store, progress=progress_lines.append)
+    ctx = Context(settings=settings, store=store, progress=LineProgress(progress_lines.append))
     router = Router(ctx)
 
     def run(text: str) -> str:
@@ -361,7 +374,7 @@ def _play(
         else:
             out("                   (removed at exit: run without --clean to keep them)")
     out("Next: try it on your AWS account (README, 'From the sandbox to a real job'), or keep the")
-    out("emulators up with `gtbot sandbox --serve` and point `gtbot run ...` at them (there,")
+    out("emulators up with `gtbot sandbox --serve` and point `gtbot ...` at them (there,")
     out("`template demo-mice --preview` shows a task as a worker sees it).")
     return summary
 
@@ -374,7 +387,7 @@ def serve_sandbox(*, rate: float, profile: str = "public-crowd", out: Print = pr
     out("gtbot sandbox: emulators running. In another shell, run:\n")
     for key, value in env.items():
         out(f"  export {key}={value}")
-    out(f'\nthen e.g. `gtbot run "init demo-mice --region {REGION}"`. Ctrl-C stops the emulators')
+    out(f"\nthen e.g. `gtbot init demo-mice --region {REGION}`. Ctrl-C stops the emulators")
     out(f"(their state is in memory; files go to {workdir}).")
     try:
         while True:
@@ -386,9 +399,29 @@ def serve_sandbox(*, rate: float, profile: str = "public-crowd", out: Print = pr
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+# What the emulators import that a gtbot for real AWS does not install (the `sandbox` extra).
+SANDBOX_MODULES = ("moto", "flask", "flask_cors")
+
+
+def require_sandbox_extra() -> None:
+    """Name the extra to install, rather than fail on an import deep in moto."""
+    import importlib.util
+
+    from bot.errors import ConfigError
+
+    missing = [m for m in SANDBOX_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"The sandbox's emulators need {', '.join(missing)}, which a plain install of gtbot "
+            "leaves out. Install the `sandbox` extra: pip install 'gtbot[sandbox]' (from a "
+            "clone of the repository: pip install -e '.[sandbox]'), then run gtbot sandbox again."
+        )
+
+
 def main_sandbox(
     serve: bool, frames: int, workers: int, rate: float, clean: bool, profile: str = "public-crowd"
 ) -> int:
+    require_sandbox_extra()
     if serve:
         serve_sandbox(rate=rate, profile=profile)
         return 0

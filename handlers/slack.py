@@ -34,6 +34,7 @@ from bot.cards import JobCard
 from bot.commands import Reply, Router, parse
 from bot.context import Context
 from bot.errors import GtBotError
+from bot.progress import Meter, Progress, Task
 from bot.render import escape_mrkdwn
 from bot.state import PlanRow, Store
 from bot.watcher import DestinationGone, Posted, PostFailed, card_counters
@@ -327,7 +328,7 @@ def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
                     response_type="ephemeral",
                 )
             progress = ProgressMessage(deps.client, channel, f"/gt {cmd.name}")
-            router = Router(deps.ctx.with_progress(progress.update))
+            router = Router(deps.ctx.with_progress(progress))
             try:
                 reply = router.run(text, interface="slack", user=user, channel=channel, guard=guard)
             finally:
@@ -343,10 +344,11 @@ def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
                     text=f"Results of `{escape_mrkdwn(args[0])}` posted in the channel.",
                     response_type="ephemeral",
                 )
-            elif cmd.name == "template" and reply.files:
+            elif cmd.name in ("template", "iam-policy") and reply.files:
                 _reply_to_slack(respond, reply)
+                title = "Annotation interface preview" if cmd.name == "template" else "IAM policies"
                 SlackNotifier(deps.client).upload_files(
-                    channel, None, [Path(f) for f in reply.files], "Annotation interface preview"
+                    channel, None, [Path(f) for f in reply.files], title
                 )
             else:
                 _reply_to_slack(respond, reply)
@@ -356,11 +358,12 @@ def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
     return _traced(handle_gt)
 
 
-class ProgressMessage:
+class ProgressMessage(Progress):
     """Long commands (frames, upload, submit) show their progress as one message kept updated.
 
     The message is posted on the first progress line and then edited at most every
     `interval` seconds, so a 10,000-frame upload does not flood the channel or hit rate limits.
+    A counted task shows its count, rate and time left (bot.progress.Meter).
     """
 
     def __init__(self, client: WebClient, channel: str, title: str, interval: float = 2.0) -> None:
@@ -388,10 +391,31 @@ class ProgressMessage:
         if self.ts is None or time.monotonic() - self.last_sent >= self.interval:
             self._send(line)
 
+    def note(self, message: str) -> None:
+        self.update(message)
+
+    def task(self, description: str, total: int | None, unit: str = "") -> Task:
+        return _MessageTask(self, Meter(description, total, unit))
+
     def finish(self) -> None:
         """The message ends on the last line reported, so it never shows a stale percentage."""
         if self.ts is not None:
             self._send(f"{self.last_line} (finished)")
+
+
+class _MessageTask:
+    def __init__(self, message: ProgressMessage, meter: Meter) -> None:
+        self.message, self.meter = message, meter
+
+    def advance(self, n: int = 1) -> None:
+        self.meter.advance(n)
+        self.message.update(self.meter.line())
+
+    def set_total(self, total: int | None) -> None:
+        self.meter.total = total
+
+    def close(self) -> None:
+        self.message.last_line = self.meter.line(finished=True)
 
 
 def _post_results(deps: SlackDeps, reply: Reply, channel: str) -> None:

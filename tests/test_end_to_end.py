@@ -164,7 +164,7 @@ def test_console_errors_are_messages_not_tracebacks(projects_dir: Path) -> None:
     )
     assert "Traceback" not in missing.stderr
     unknown = _gtbot("run", "frobnicate", env=env)
-    assert unknown.returncode == 1 and "Unknown command 'frobnicate'" in unknown.stderr
+    assert unknown.returncode == 2 and "Unknown command 'frobnicate'" in unknown.stderr
     created = _gtbot("run", "init", "lab-one", "--region", "eu-west-1", env=env)
     assert created.returncode == 0, created.stderr
     assert (projects_dir / "lab-one" / "project-config.yml").is_file()

@@ -131,7 +131,8 @@ def test_template_upload_and_manifest(ctx: Context) -> None:
     assert (first.uploaded, first.skipped) == (6, 0)
     assert {r[0] for r in first.rejected} == {"notes.txt", "broken.jpg"}
     assert "unreadable image" in dict(first.rejected)["broken.jpg"]
-    assert messages[-1] == "Uploading frames: 6/6 (100%)"
+    assert messages[-1].startswith("Uploading frames: 6/6 (100%), ")
+    assert "frames/s, done in" in messages[-1]
     keys = {o.key for o in s3.iter_objects(client, "demo-frames", "demo/images/")}
     assert "demo/images/session2/nested.jpg" in keys and len(keys) == 6
 

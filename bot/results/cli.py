@@ -98,6 +98,7 @@ def run_consolidate(
     out: Path | None,
     *,
     s3_client_factory: S3ClientFactory,
+    progress: Callable[[int], None] | None = None,
 ) -> ConsolidationSummary:
     """Consolidate a local or `s3://` output manifest into `out` (default
     `<project>/annotation-data/results/<job or manifest name>/`)."""
@@ -117,6 +118,7 @@ def run_consolidate(
             fetch=store.get,
             load_image=load_image,
             job_name=job,
+            progress=progress,
         )
     path = Path(source)
     if not path.is_file():
@@ -133,6 +135,7 @@ def run_consolidate(
             fetch=local_worker_response_fetch(path, store.get),
             load_image=load_image,
             job_name=job,
+            progress=progress,
         )
 
 

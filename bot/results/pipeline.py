@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BufferedReader
@@ -113,6 +113,7 @@ def consolidate(
     label_attribute: str | None = None,
     batch_frames: int = BATCH_FRAMES,
     workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ConsolidationSummary:
     """Stream the manifest once and write the result files and `problems.csv` into `out_dir`.
 
@@ -126,6 +127,7 @@ def consolidate(
     local file (`open(path, "rb")`) of at least `PARALLEL_MIN_LINES` lines use two when the
     machine has two cores, 1 forces one process, 2 uses two for any local binary file handle.
     The files and the summary are the same either way (see `bot.results.parallel`).
+    `progress` hears how many manifest lines were read so far, after each batch.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ResultFiles.in_dir(out_dir)
@@ -158,6 +160,8 @@ def consolidate(
             writer.add(result.texts)
             agreement.merge(result.agreement)
             picker.merge(result.preview)
+            if progress:
+                progress(report.lines)
     except BaseException:
         results.close()  # stops the second process too
         writer.abort()
