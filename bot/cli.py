@@ -94,6 +94,13 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         # indentation of subcommands: start from the longest command name ("consolidate").
         self._action_max_length = 18
 
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        """As argparse wraps option help, but never inside a hyphenated name: a bucket or job
+        name cut at `sagemaker- ui` reads as two words (and depended on the terminal's width)."""
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with gtbot's manners: a suggestion for a mistyped option, exit status 2."""

@@ -45,8 +45,11 @@ def _help_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def test_every_registry_command_is_a_subcommand_whose_help_explains_it(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Help is as wide as the terminal (up to 100 columns); a test worker's "terminal" is
+    # whatever width it inherited, so pin it.
+    monkeypatch.setenv("COLUMNS", "100")
     listing = _help_of(["--help"], capsys)
     for cmd in COMMANDS.values():
         assert cmd.name in listing
