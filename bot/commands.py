@@ -14,6 +14,7 @@ from typing import Any
 
 from aws.groundtruth import JobInfo
 from bot import pipeline
+from bot.adaptive import AdaptivePolicy
 from bot.context import Context
 from bot.errors import NotFoundError, UsageError
 from bot.render import job_line, job_text
@@ -312,15 +313,27 @@ def cmd_manifest(inv: Invocation) -> Reply:
 
 
 def plan_text(plan: pipeline.Plan) -> str:
+    follow_up = (
+        [f"  Follow-up:         round {plan.round} of {plan.parent}: {plan.reason}"]
+        if plan.parent
+        else []
+    )
+    adaptive = (
+        [f"  Adaptive:          {AdaptivePolicy.from_dict(plan.adaptive).text()}"]
+        if plan.adaptive
+        else []
+    )
     return "\n".join(
         [
             f"Plan for project {plan.project} ({plan.region})",
+            *follow_up,
             f"  Images:            {plan.images}",
             f"  Workers per image: {plan.workers_per_image}",
             f"  Workteam:          {plan.workteam_kind} ({plan.workteam_arn.rsplit('/', 1)[-1]})",
             f"  Price per task:    {plan.price_text()}",
             f"  Estimated cost:    {plan.cost_text()}",
             f"  Job name:          {plan.job_name}",
+            *adaptive,
             "  Prepared:          " + "; ".join(plan.prepared),
         ]
     )
@@ -344,6 +357,61 @@ def cmd_submit(inv: Invocation) -> Reply:
     shown = text + "\n" if inv.options.get("yes") else ""
     return Reply(
         f"{shown}Launched labeling job {job.name}. Follow it with `status {job.name}`.",
+        plan=plan,
+        job=job,
+    )
+
+
+@command(
+    "relabel",
+    positional=("job",),
+    options=("worst", "spread", "workers"),
+    flags=("yes", "stop"),
+    spends=True,
+)
+def cmd_relabel(inv: Invocation) -> Reply:
+    """Ask more workers about a finished job's least certain frames (--stop: no more rounds)."""
+    from bot import relabel
+    from bot.adaptive import DEFAULT_SELECT, FrameRule
+
+    name = inv.args[0]
+    if inv.options.get("stop"):
+        if any(inv.options.get(o) for o in ("worst", "spread", "workers", "yes")):
+            raise UsageError("--stop takes no other option: `relabel <job> --stop`.")
+        root = relabel.root_of(inv.ctx, name)
+        inv.check_job(root, "stop the automatic rounds of")
+        return Reply(relabel.stop_chain(inv.ctx, root, inv.user or "the terminal"))
+    worst, spread = _opt_str(inv, "worst"), _opt_str(inv, "spread")
+    if worst and spread:
+        raise UsageError("Give --worst or --spread, not both. Usage: " + COMMANDS["relabel"].usage)
+    if spread:
+        rule = FrameRule.parse(f"spread {spread}", "--spread")
+    else:
+        rule = FrameRule.parse(f"worst {worst or DEFAULT_SELECT.split()[1]}", "--worst")
+    root = relabel.root_of(inv.ctx, name)
+    store = inv.ctx.store
+    chain = store.get_chain(root) if store is not None else None
+    if chain is not None and chain.state == "active":
+        raise UsageError(
+            f"{root} has automatic rounds, which gtbot launches itself as each round ends. "
+            f"Stop them first (`relabel {root} --stop`) to choose the next round by hand."
+        )
+    plan = relabel.plan_follow_up(
+        inv.ctx, root, rule=rule, workers=inv.opt_int("workers", 1, lo=1, hi=9)
+    )
+    text = plan_text(plan)
+    if inv.interface != "console":
+        return Reply(text, plan=plan)
+    answer = True if inv.options.get("yes") else (inv.confirm(plan) if inv.confirm else None)
+    if answer is None:
+        return Reply(f"{text}\nNothing launched. Run `relabel {name} ... --yes` to launch.")
+    if not answer:
+        return Reply("Nothing launched.")
+    job = pipeline.launch(inv.ctx, plan)
+    shown = text + "\n" if inv.options.get("yes") else ""
+    return Reply(
+        f"{shown}Launched round {plan.round} of {plan.parent} as {job.name}. Follow it with "
+        f"`status {job.name}`; `results {plan.parent}` merges every round once it has ended.",
         plan=plan,
         job=job,
     )
