@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
@@ -809,6 +809,9 @@ def _validate_adaptive(
             )
         elif budget > Decimal(10_000_000):
             p.add("job.adaptive.budget_usd", f"{raw_budget} is not a plausible budget.", source=src)
+        else:
+            # Whole cents, never above what was written.
+            budget = budget.quantize(Decimal("0.01"), rounding=ROUND_DOWN)
     elif kind == "public":
         p.add(
             "job.adaptive.budget_usd",
