@@ -344,22 +344,39 @@ def cmd_submit(inv: Invocation) -> Reply:
     """Prepare everything that is missing, show the plan and cost, and launch on confirmation."""
     project = inv.ctx.project(inv.args[0])
     plan = pipeline.prepare_submission(inv.ctx, project)
+    rounds = (
+        " The project's adaptive rounds are launched by gtbot's job watcher for jobs launched "
+        "from Slack (`gtbot serve` or `gtbot socket`); for this one, run `relabel <job>` when "
+        "it has ended to plan its next round."
+        if plan.adaptive
+        else ""
+    )
+    return _offer(
+        inv,
+        plan,
+        f"submit {project.name}",
+        lambda job: (
+            f"Launched labeling job {job.name}. Follow it with `status {job.name}`." + rounds
+        ),
+    )
+
+
+def _offer(
+    inv: Invocation, plan: pipeline.Plan, again: str, launched: Callable[[JobInfo], str]
+) -> Reply:
+    """A plan: Slack shows its card; a terminal asks (or takes --yes) and launches it."""
     text = plan_text(plan)
     if inv.interface != "console":
         return Reply(text, plan=plan)
     # The console's prompt shows the plan itself; None means nobody could be asked.
     answer = True if inv.options.get("yes") else (inv.confirm(plan) if inv.confirm else None)
     if answer is None:
-        return Reply(f"{text}\nNothing launched. Run `submit {project.name} --yes` to launch.")
+        return Reply(f"{text}\nNothing launched. Run `{again} --yes` to launch.")
     if not answer:
         return Reply("Nothing launched.")
     job = pipeline.launch(inv.ctx, plan)
     shown = text + "\n" if inv.options.get("yes") else ""
-    return Reply(
-        f"{shown}Launched labeling job {job.name}. Follow it with `status {job.name}`.",
-        plan=plan,
-        job=job,
-    )
+    return Reply(shown + launched(job), plan=plan, job=job)
 
 
 @command(
@@ -396,24 +413,18 @@ def cmd_relabel(inv: Invocation) -> Reply:
             f"{root} has automatic rounds, which gtbot launches itself as each round ends. "
             f"Stop them first (`relabel {root} --stop`) to choose the next round by hand."
         )
-    plan = relabel.plan_follow_up(
-        inv.ctx, root, rule=rule, workers=inv.opt_int("workers", 1, lo=1, hi=9)
-    )
-    text = plan_text(plan)
-    if inv.interface != "console":
-        return Reply(text, plan=plan)
-    answer = True if inv.options.get("yes") else (inv.confirm(plan) if inv.confirm else None)
-    if answer is None:
-        return Reply(f"{text}\nNothing launched. Run `relabel {name} ... --yes` to launch.")
-    if not answer:
-        return Reply("Nothing launched.")
-    job = pipeline.launch(inv.ctx, plan)
-    shown = text + "\n" if inv.options.get("yes") else ""
-    return Reply(
-        f"{shown}Launched round {plan.round} of {plan.parent} as {job.name}. Follow it with "
-        f"`status {job.name}`; `results {plan.parent}` merges every round once it has ended.",
-        plan=plan,
-        job=job,
+    workers = inv.opt_int("workers", 1, lo=1, hi=9)
+    plan = relabel.plan_follow_up(inv.ctx, root, rule=rule, workers=workers)
+    again = f"relabel {name} " + (f"--spread {spread}" if spread else f"--worst {rule.text()[6:]}")
+    return _offer(
+        inv,
+        plan,
+        again + (f" --workers {workers}" if workers != 1 else ""),
+        lambda job: (
+            f"Launched round {plan.round} of {plan.parent} as {job.name}. Follow it "
+            f"with `status {job.name}`; `results {plan.parent}` merges every round once it has "
+            "ended."
+        ),
     )
 
 

@@ -228,6 +228,12 @@ def plan_follow_up(
     project = project_of_job(ctx, name)
     client = ctx.sagemaker(project.region)
     root = root_of(ctx, name)
+    first = gt.describe_labeling_job(client, root)
+    if first.status not in ("Completed", "Stopped"):
+        raise UsageError(
+            f"{root} is {first.status}: its frames can be ranked once it has ended "
+            f"(`status {root}`)."
+        )
     rounds = follow_up_jobs(client, root)
     for number, job in rounds:
         if not job.terminal:

@@ -60,10 +60,18 @@ _RAYLEIGH_MEDIAN = math.sqrt(2.0 * math.log(2.0))  # median of |N(0, I2)| is 1.1
 
 
 def robust_batch(
-    coords: FloatArray, spec: LabelSpec, workers: list[list[str]], width: float = 1000.0
+    coords: FloatArray,
+    spec: LabelSpec,
+    workers: list[list[str]],
+    width: float = 1000.0,
+    *,
+    shape: bool = True,
+    weights: bool = True,
 ) -> BatchConsensus:
     """The robust consensus of a batch (see the module docstring); `workers` are each frame's
-    worker ids in column order, `width` the frames' typical width (px) for wild clicks."""
+    worker ids in column order, `width` the frames' typical width (px) for wild clicks.
+    `shape` and `weights` off leave out the shape and the per-worker habits, to measure what
+    each adds (bench/relabel.py --explore)."""
     base = consensus_batch(coords, spec)
     cc = base.coords
     n_frames, n_workers, n_slots, _ = cc.shape
@@ -76,12 +84,16 @@ def robust_batch(
     limit = INLIER_SIGMAS * math.sqrt(2.0)
     inlier = scaled <= limit
     ratio, wild = _worker_habits(scaled, inlier, column)
+    if not weights:
+        ratio, wild = np.ones_like(ratio), np.full_like(wild, PRIOR_WILD)
     variance = ratio[:, :, None] * (sigma * sigma)[None, None, :]  # (B, W, S) per axis
     start = _inlier_mean(cc, base.points, inlier, 1.0 / variance, placed)
     flipped = base.flipped
-    shape = _Shape.fit(start, spec, ~np.isnan(start[..., 0]) & _agreed(inlier, placed))
-    if shape is not None:
-        prediction, prediction_sd = shape.predict(start)
+    body = _Shape.fit(start, spec, ~np.isnan(start[..., 0]) & _agreed(inlier, placed))
+    if not shape:
+        body = None
+    if body is not None:
+        prediction, prediction_sd = body.predict(start)
         cc = _swap_to_shape(cc, spec, prediction)
         flipped = _moved(coords, cc)
     else:
@@ -108,7 +120,7 @@ def robust_batch(
     with np.errstate(invalid="ignore", divide="ignore"):
         standard_error = np.where(trusted, np.sqrt(1.0 / total), base.spread)
     off_shape = _distance(points, prediction)
-    if shape is not None:
+    if body is not None:
         deviation = off_shape / (math.sqrt(2.0) * np.maximum(prediction_sd, MIN_SIGMA))
         gross = 1.0 / (1.0 + np.exp(-2.0 * (deviation - 3.0)))
         uncertainty = 1.25 * standard_error + gross * off_shape
