@@ -375,6 +375,8 @@ def _end(store: Store, chain: ChainRow, tell: Tell, state: str, why: str) -> Non
 def _advance(
     ctx: Context, store: Store, chain: ChainRow, tell: Tell, may_spend: MaySpend | None
 ) -> None:
+    from bot.results_service import ResultsUnavailableError
+
     policy = AdaptivePolicy.from_dict(chain.policy)
     plans = store.follow_up_plans(chain.root)
     latest = plans[-1] if plans else None
@@ -415,6 +417,19 @@ def _advance(
             )
         except NothingToRelabelError as exc:
             _end(store, chain, tell, "done", exc.user_message)
+            return
+        except ResultsUnavailableError as exc:
+            # Said and ended rather than retried unseen on every tick; a person can go on by
+            # hand once the results build (`results`, then `relabel`).
+            _end(
+                store,
+                chain,
+                tell,
+                "failed",
+                f"the results of the rounds so far are unavailable ({exc.reason.rstrip('.')}); "
+                f"`/gt results {chain.root}` tries again and `/gt relabel {chain.root}` plans a "
+                "round by hand",
+            )
             return
         if planned.job_name != name:  # a round launched elsewhere took this number
             _end(store, chain, tell, "failed", f"{planned.job_name} exists already, not by gtbot")
