@@ -13,7 +13,7 @@ manifest form to a temp file, then measures in the same run:
 Peak memory is ru_maxrss after each phase (tracemalloc would slow the run), of this process and
 of its largest child (the second reading process); their sum bounds the run's peak.
 
-    .venv/bin/python bench/consolidate.py [--frames 100000] [--workers 1|2]
+    .venv/bin/python bench/consolidate.py [--frames 100000] [--workers 1|2] [--consensus robust]
 """
 
 from __future__ import annotations
@@ -115,6 +115,9 @@ def main() -> None:
     parser.add_argument(
         "--hostile", action="store_true", help="every 50 frames a 30-worker line and a 1e20 one"
     )
+    parser.add_argument(
+        "--consensus", choices=("median", "robust"), default="median", help="the estimator"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "output.manifest"
@@ -143,6 +146,7 @@ def main() -> None:
                 fetch=no_fetch,
                 load_image=lambda ref: None,
                 workers=args.workers,
+                consensus=args.consensus,
             )
         took = time.perf_counter() - start
         peak = rss_mb()

@@ -148,28 +148,37 @@ def _complete(action: argparse.Action, param: Param) -> None:
         action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]
 
 
+def _literal(text: str) -> str:
+    """argparse formats help strings with `%` (`%(default)s`); the registry's help is plain text,
+    so a `25%` in it must reach the reader as written."""
+    return text.replace("%", "%%")
+
+
 def _add_registry_command(sub: Any, cmd: Command) -> None:
     parser = sub.add_parser(
         cmd.name,
-        help=cmd.help,
+        help=_literal(cmd.help),
         description=f"{cmd.help}\n\n{cmd.description}".strip(),
     )
     for param in cmd.positional:
-        _complete(parser.add_argument(param.name, help=param.help), param)
+        _complete(parser.add_argument(param.name, help=_literal(param.help)), param)
     for param in cmd.optional_positional:
-        _complete(parser.add_argument(param.name, nargs="?", help=param.help), param)
+        _complete(parser.add_argument(param.name, nargs="?", help=_literal(param.help)), param)
     for param in cmd.options:
         action = parser.add_argument(
             f"--{param.name}",
             dest=f"opt:{param.name}",
             metavar=param.metavar or "X",
             required=param.required,
-            help=param.help,
+            help=_literal(param.help),
         )
         _complete(action, param)
     for param in cmd.flags:
         parser.add_argument(
-            f"--{param.name}", dest=f"opt:{param.name}", action="store_true", help=param.help
+            f"--{param.name}",
+            dest=f"opt:{param.name}",
+            action="store_true",
+            help=_literal(param.help),
         )
     parser.set_defaults(registry=cmd)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from aws.groundtruth import JobInfo
 from bot import pipeline
+from bot.adaptive import AdaptivePolicy
 from bot.context import Context
 from bot.errors import NotFoundError, UsageError
 from bot.progress import counted
@@ -441,15 +442,27 @@ def cmd_manifest(inv: Invocation) -> Reply:
 
 
 def plan_text(plan: pipeline.Plan) -> str:
+    follow_up = (
+        [f"  Follow-up:         round {plan.round} of {plan.parent}: {plan.reason}"]
+        if plan.parent
+        else []
+    )
+    adaptive = (
+        [f"  Adaptive:          {AdaptivePolicy.from_dict(plan.adaptive).text()}"]
+        if plan.adaptive
+        else []
+    )
     return "\n".join(
         [
             f"Plan for project {plan.project} ({plan.region})",
+            *follow_up,
             f"  Images:            {plan.images}",
             f"  Workers per image: {plan.workers_per_image}",
             f"  Workteam:          {plan.workteam_kind} ({plan.workteam_arn.rsplit('/', 1)[-1]})",
             f"  Price per task:    {plan.price_text()}",
             f"  Estimated cost:    {plan.cost_text()}",
             f"  Job name:          {plan.job_name}",
+            *adaptive,
             "  Prepared:          " + "; ".join(plan.prepared),
         ]
     )
@@ -470,21 +483,96 @@ def cmd_submit(inv: Invocation) -> Reply:
     Launch and Cancel. A plan launches exactly what it showed, once."""
     project = inv.ctx.project(inv.args[0])
     plan = pipeline.prepare_submission(inv.ctx, project, requester=inv.requester)
+    rounds = (
+        " The project's adaptive rounds are launched by gtbot's job watcher for jobs launched "
+        "from Slack (`gtbot serve` or `gtbot socket`); for this one, run `relabel <job>` when "
+        "it has ended to plan its next round."
+        if plan.adaptive
+        else ""
+    )
+    return _offer(
+        inv,
+        plan,
+        f"submit {project.name}",
+        lambda job: (
+            f"Launched labeling job {job.name}. Follow it with `status {job.name}`." + rounds
+        ),
+    )
+
+
+def _offer(
+    inv: Invocation, plan: pipeline.Plan, again: str, launched: Callable[[JobInfo], str]
+) -> Reply:
+    """A plan: Slack shows its card; a terminal asks (or takes --yes) and launches it."""
     text = plan_text(plan)
     if inv.interface != "console":
         return Reply(text, plan=plan)
     # The console's prompt shows the plan itself; None means nobody could be asked.
     answer = True if inv.options.get("yes") else (inv.confirm(plan) if inv.confirm else None)
     if answer is None:
-        return Reply(f"{text}\nNothing launched. Run `submit {project.name} --yes` to launch.")
+        return Reply(f"{text}\nNothing launched. Run `{again} --yes` to launch.")
     if not answer:
         return Reply("Nothing launched.")
     job = pipeline.launch(inv.ctx, plan)
     shown = text + "\n" if inv.options.get("yes") else ""
-    return Reply(
-        f"{shown}Launched labeling job {job.name}. Follow it with `status {job.name}`.",
-        plan=plan,
-        job=job,
+    return Reply(shown + launched(job), plan=plan, job=job)
+
+
+@command(
+    "relabel",
+    positional=(JOB,),
+    options=(
+        Param("worst", "the N (or N%) least certain frames; default worst 25%", metavar="N"),
+        Param("spread", "the frames whose workers are PX pixels apart or more", metavar="PX"),
+        Param("workers", "more workers on each chosen frame, 1-9; default 1", metavar="K"),
+    ),
+    flags=(
+        Param("yes", "launch without asking (in a terminal; Slack has the Launch button)"),
+        Param("stop", "stop the job's automatic rounds"),
+    ),
+    spends=True,
+)
+def cmd_relabel(inv: Invocation) -> Reply:
+    """Ask more workers about a finished job's least certain frames (--stop: no more rounds)."""
+    from bot import relabel
+    from bot.adaptive import DEFAULT_SELECT, FrameRule
+
+    name = inv.args[0]
+    if inv.options.get("stop"):
+        if any(inv.options.get(o) for o in ("worst", "spread", "workers", "yes")):
+            raise UsageError("--stop takes no other option: `relabel <job> --stop`.")
+        root = relabel.root_of(inv.ctx, name)
+        inv.check_job(root, "stop the automatic rounds of")
+        return Reply(relabel.stop_chain(inv.ctx, root, inv.user or "the terminal"))
+    worst, spread = _opt_str(inv, "worst"), _opt_str(inv, "spread")
+    if worst and spread:
+        raise UsageError("Give --worst or --spread, not both. Usage: " + COMMANDS["relabel"].usage)
+    if spread:
+        rule = FrameRule.parse(f"spread {spread}", "--spread")
+    else:
+        rule = FrameRule.parse(f"worst {worst or DEFAULT_SELECT.split()[1]}", "--worst")
+    root = relabel.root_of(inv.ctx, name)
+    store = inv.ctx.store
+    chain = store.get_chain(root) if store is not None else None
+    if chain is not None and chain.state == "active":
+        raise UsageError(
+            f"{root} has automatic rounds, which gtbot launches itself as each round ends. "
+            f"Stop them first (`relabel {root} --stop`) to choose the next round by hand."
+        )
+    workers = inv.opt_int("workers", 1, lo=1, hi=9)
+    plan = relabel.plan_follow_up(
+        inv.ctx, root, rule=rule, workers=workers, requester=inv.requester
+    )
+    again = f"relabel {name} " + (f"--spread {spread}" if spread else f"--worst {rule.text()[6:]}")
+    return _offer(
+        inv,
+        plan,
+        again + (f" --workers {workers}" if workers != 1 else ""),
+        lambda job: (
+            f"Launched round {plan.round} of {plan.parent} as {job.name}. Follow it "
+            f"with `status {job.name}`; `results {plan.parent}` merges every round once it has "
+            "ended."
+        ),
     )
 
 

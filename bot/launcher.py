@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from aws import groundtruth as gt
 from aws import s3
 from bot import logs
+from bot.adaptive import AdaptivePolicy
 from bot.context import Context
 from bot.errors import GtBotError, NameInUseError, NotFoundError
 from bot.pipeline import Plan, manifest_digest
@@ -45,7 +46,8 @@ class Decision:
 
 
 def plan_summary(plan: Plan) -> dict[str, object]:
-    return {
+    cost = plan.estimated_worker_cost_usd
+    summary: dict[str, object] = {
         "project": plan.project,
         "region": plan.region,
         "job_name": plan.job_name,
@@ -55,14 +57,25 @@ def plan_summary(plan: Plan) -> dict[str, object]:
         "workteam": plan.workteam_arn.rsplit("/", 1)[-1],
         "price": plan.price_text(),
         "cost": plan.cost_text(),
+        "cost_usd": None if cost is None else str(cost),
         "prepared": list(plan.prepared),
     }
+    if plan.parent is not None:
+        summary.update(parent=plan.parent, round=plan.round, reason=plan.reason)
+    if plan.adaptive is not None:
+        summary["adaptive"] = plan.adaptive
+        summary["adaptive_text"] = AdaptivePolicy.from_dict(plan.adaptive).text()
+    return summary
 
 
-def record_plan(store: Store, plan: Plan, *, user: str, channel: str) -> str:
+def record_plan(
+    store: Store, plan: Plan, *, user: str, channel: str, thread_ts: str | None = None
+) -> str:
     """Store a pending plan. Job names carry the second, so a second submit of the same project
     within that second (a double-typed command, two people at once) names a job that already
-    has a plan: that is the user's to retry, not a crash."""
+    has a plan: that is the user's to retry, not a crash. A follow-up round's name is fixed
+    (`<parent>-r<round>`), so a second plan of the same round is refused the same way.
+    `thread_ts`: the thread the card goes in (a follow-up's, its parent's)."""
     plan_id = uuid.uuid4().hex
     try:
         store.add_plan(
@@ -75,8 +88,16 @@ def record_plan(store: Store, plan: Plan, *, user: str, channel: str) -> str:
             summary=plan_summary(plan),
             request=plan.request,
             manifest_sha256=plan.manifest_sha256,
+            parent=plan.parent,
+            round=plan.round,
+            thread_ts=thread_ts,
         )
     except sa.exc.IntegrityError:
+        if plan.parent is not None:
+            raise NameInUseError(
+                f"Round {plan.round} of {plan.parent} ({plan.job_name}) already has a plan: "
+                "use that plan's card. Once that round has ended, `relabel` plans the next."
+            ) from None
         raise NameInUseError(
             f"A plan for {plan.project} was made a moment ago with the same job name "
             f"({plan.job_name}): use that plan's card, or run submit again in a second."
@@ -200,7 +221,8 @@ def _record_launch(
     """The job exists: note it (watch, then plan state). If the database fails, say so truly:
     the job runs, and `recover_launches` settles the plan from AWS at the next start."""
     try:
-        _watch_launched(store, plan, job)
+        # As stored now: `decided_by` says who launched it.
+        _watch_launched(store, store.get_plan(plan.id) or plan, job)
         store.transition_plan(plan.id, ("launching",), "launched")
     except sa.exc.SQLAlchemyError:
         trace = logs.trace_id()
@@ -245,17 +267,30 @@ def _what_changed(ctx: Context, plan: PlanRow) -> str | None:
 
 
 def _watch_launched(store: Store, plan: PlanRow, job: gt.JobInfo | None) -> None:
-    """The plan card becomes the job card, and its thread carries the job's news."""
+    """The plan card becomes the job card, and its thread (a follow-up's: its parent's) carries
+    the job's news. A plan with an adaptive policy starts its chain of automatic rounds, on
+    the authority of whoever launched it (bot/relabel.py)."""
     store.add_watch(
         job_name=plan.job_name,
         region=plan.region,
         channel=plan.channel,
         project=plan.project,
         message_ts=plan.message_ts,
-        thread_ts=plan.message_ts,
+        thread_ts=plan.thread_ts or plan.message_ts,
         owner=plan.requested_by,
         job_created=job.created if job else None,
     )
+    policy = plan.summary.get("adaptive")
+    if isinstance(policy, dict):
+        store.add_chain(
+            root=plan.job_name,
+            project=plan.project,
+            region=plan.region,
+            policy=policy,
+            launched_by=plan.decided_by or plan.requested_by,
+            channel=plan.channel,
+            thread_ts=plan.thread_ts or plan.message_ts,
+        )
 
 
 def cancel_plan(store: Store, plan_id: str, *, user: str, is_admin: bool) -> Decision:

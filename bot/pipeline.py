@@ -500,6 +500,12 @@ class Plan:
     request: dict[str, Any]
     prepared: tuple[str, ...]
     manifest_sha256: str = ""
+    # A follow-up round (bot/relabel.py): its parent job, its round, and why these frames.
+    parent: str | None = None
+    round: int | None = None
+    reason: str = ""
+    # The project's adaptive policy, as Launch will record it (bot/adaptive.py).
+    adaptive: dict[str, Any] | None = None
 
     @property
     def tasks(self) -> int:
@@ -532,6 +538,45 @@ class Plan:
         return "no worker payments (private team); Ground Truth's per-object fee applies"
 
 
+def job_request(
+    project: ProjectConfig,
+    *,
+    job_name: str,
+    manifest_uri: str,
+    template_uri: str,
+    workers: int,
+    tags: tuple[tuple[str, str], ...] = (),
+    requester: str | None = None,
+) -> tuple[gt.JobSpec, dict[str, Any]]:
+    """The CreateLabelingJob request of one of the project's jobs, checked against the model.
+    `requester` (who asked) goes into the job's tags beside the project's."""
+    role_arn, workteam_arn = require_job_identity(project)
+    job = project.job
+    spec = gt.JobSpec(
+        job_name=job_name,
+        role_arn=role_arn,
+        workteam_arn=workteam_arn,
+        workteam_kind=job.workteam_kind,
+        manifest_uri=manifest_uri,
+        output_uri=f"s3://{project.output_bucket}/{project.output_prefix}",
+        template_uri=template_uri,
+        workers_per_image=workers,
+        task_time_limit_seconds=job.task_time_limit_seconds,
+        task_availability_seconds=job.availability_seconds,
+        title=job.title,
+        description=job.description,
+        keywords=job.keywords,
+        max_concurrent_tasks=job.max_concurrent_tasks,
+        price_usd=job.price_usd if job.workteam_kind == "public" else None,
+        pre_lambda_arn=job.pre_lambda_arn,
+        consolidation_lambda_arn=job.consolidation_lambda_arn,
+        tags=(*resource_tags(project, requester).items(), *tags),
+    )
+    request = gt.build_labeling_job_request(spec)
+    gt.validate_request("CreateLabelingJob", request)
+    return spec, request
+
+
 def prepare_submission(
     ctx: Context,
     project: ProjectConfig,
@@ -540,7 +585,7 @@ def prepare_submission(
 ) -> Plan:
     """Every missing step of the recipe, then the plan; nothing here costs worker money.
     `requester` (who asked) goes into the tags of the buckets and of the job."""
-    role_arn, workteam_arn = require_job_identity(project)
+    _, workteam_arn = require_job_identity(project)
     check_dataset_size(project, len(list_images(project)), f"in {project.images_dir}")
     prepared: list[str] = []
     setup = setup_buckets(ctx, project, requester)
@@ -569,29 +614,15 @@ def prepare_submission(
             f"{MAX_CONCURRENT_WITHOUT_SUPPORT:,}, which Ground Truth allows only after AWS "
             "Support raises the account's limit; without that, lower it or remove the key"
         )
-    spec = gt.JobSpec(
+    spec, request = job_request(
+        project,
         job_name=job_name,
-        role_arn=role_arn,
-        workteam_arn=workteam_arn,
-        workteam_kind=job.workteam_kind,
         manifest_uri=manifest.uri,
-        output_uri=f"s3://{project.output_bucket}/{project.output_prefix}",
         template_uri=template.template_uri,
-        workers_per_image=job.workers_per_image,
-        task_time_limit_seconds=job.task_time_limit_seconds,
-        task_availability_seconds=job.availability_seconds,
-        title=job.title,
-        description=job.description,
-        keywords=job.keywords,
-        max_concurrent_tasks=job.max_concurrent_tasks,
-        price_usd=job.price_usd if job.workteam_kind == "public" else None,
-        pre_lambda_arn=job.pre_lambda_arn,
-        consolidation_lambda_arn=job.consolidation_lambda_arn,
-        tags=tuple(resource_tags(project, requester).items()),
+        workers=job.workers_per_image,
+        requester=requester,
     )
-    request = gt.build_labeling_job_request(spec)
-    gt.validate_request("CreateLabelingJob", request)
-    return Plan(
+    plan = Plan(
         project=project.name,
         region=project.region,
         job_name=job_name,
@@ -603,6 +634,23 @@ def prepare_submission(
         request=request,
         prepared=tuple(prepared),
         manifest_sha256=manifest.sha256,
+        adaptive=None if job.adaptive is None else job.adaptive.as_dict(),
+    )
+    _check_budget(project, plan)
+    return plan
+
+
+def _check_budget(project: ProjectConfig, plan: Plan) -> None:
+    """An adaptive budget must at least pay for the first round it is meant to cap."""
+    policy = project.job.adaptive
+    cost = plan.estimated_worker_cost_usd
+    if policy is None or policy.budget_usd is None or cost is None or cost <= policy.budget_usd:
+        return
+    raise ConfigError(
+        f"{project.config_file}, key `job.adaptive.budget_usd`: ${policy.budget_usd} does not "
+        f"cover the first round, which costs ${cost} ({plan.images} images x "
+        f"{plan.workers_per_image} workers x ${plan.price_usd}). Nothing was launched. Raise "
+        "the budget, or lower `workers_per_image`."
     )
 
 

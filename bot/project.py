@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,16 @@ from typing import Any
 import yaml
 
 from bot import yamlio
-from bot.errors import ConfigError, NotFoundError
+from bot.adaptive import (
+    DEFAULT_MAX_ROUNDS,
+    DEFAULT_SELECT,
+    DEFAULT_WORKERS_PER_ROUND,
+    MAX_ROUNDS,
+    MAX_WORKERS_PER_FRAME,
+    AdaptivePolicy,
+    FrameRule,
+)
+from bot.errors import ConfigError, NotFoundError, UsageError
 from bot.results.spec import LabelSpec, read_label_config
 
 CONFIG_NAMES = (
@@ -49,8 +58,10 @@ TOP_KEYS = {
 JOB_KEYS = {
     "workteam_arn", "role_arn", "workers_per_image", "task_time_limit_seconds",
     "task_availability_seconds", "max_concurrent_tasks", "title", "description", "keywords",
-    "price_usd", "pre_lambda_arn", "consolidation_lambda_arn",
+    "price_usd", "pre_lambda_arn", "consolidation_lambda_arn", "consensus", "adaptive",
 }  # fmt: skip
+ADAPTIVE_KEYS = {"select", "workers_per_round", "max_rounds", "budget_usd"}
+CONSENSUS_METHODS = ("median", "robust")
 
 WORKTEAM_ARN_RE = re.compile(
     r"^arn:aws[a-z\-]*:sagemaker:(?P<region>[a-z0-9\-]+):(?P<account>\d{12}):"
@@ -94,6 +105,16 @@ class JobConfig:
     price_usd: Decimal | None = None
     pre_lambda_arn: str | None = None
     consolidation_lambda_arn: str | None = None
+    # "median" (MARS's) or "robust" (bot/results/robust.py); None: robust for jobs with
+    # follow-up rounds or an adaptive policy, median otherwise.
+    consensus: str | None = None
+    adaptive: AdaptivePolicy | None = None
+
+    def consensus_for(self, rounds: bool) -> str:
+        """The estimator for a job's results; `rounds`: it has follow-up rounds."""
+        if self.consensus is not None:
+            return self.consensus
+        return "robust" if rounds or self.adaptive is not None else "median"
 
     @property
     def workteam_kind(self) -> str:
@@ -688,9 +709,133 @@ def _validate_job(
             "(12 hours). Write 43200 or less, or remove the key.",
             source=value("task_availability_seconds")[1],
         )
+    consensus, src = value("consensus")
+    if consensus is not None:
+        if consensus not in CONSENSUS_METHODS:
+            p.add(
+                "job.consensus",
+                f"must be `median` (MARS's per-keypoint median) or `robust` (gtbot's, which "
+                f"weighs each click by how believable it is), found {consensus!r}.",
+                source=src,
+            )
+        else:
+            out["consensus"] = consensus
+    adaptive, src = value("adaptive")
+    if adaptive is not None:
+        policy = _validate_adaptive(adaptive, kind, out.get("workers_per_image", 5), p, src)
+        if policy is not None:
+            out["adaptive"] = policy
     # Pre-annotation and consolidation Lambdas are independently optional (botocore >= 1.35.26
     # model: neither is required in HumanTaskConfig), so either may be set alone.
     return JobConfig(**out)
+
+
+def _validate_adaptive(
+    raw: Any, kind: str | None, first_workers: int, p: _Problems, src: str | None
+) -> AdaptivePolicy | None:
+    """The `job: adaptive:` section: automatic follow-up rounds (bot/adaptive.py)."""
+    if not isinstance(raw, dict):
+        p.add(
+            "job.adaptive",
+            f"must be a mapping, found {raw!r}. Example: `adaptive: {{select: worst 25%, "
+            "workers_per_round: 1, max_rounds: 3, budget_usd: 40}}`.",
+            source=src,
+        )
+        return None
+    count = len(p.items)
+    for key in raw:
+        if key not in ADAPTIVE_KEYS:
+            hint = _suggest(str(key), ADAPTIVE_KEYS)
+            p.add(
+                f"job.adaptive.{key}",
+                "unknown setting."
+                + (
+                    f" Did you mean `{hint}`?"
+                    if hint
+                    else f" Known settings: {', '.join(sorted(ADAPTIVE_KEYS))}."
+                ),
+                source=src,
+            )
+    if kind == "vendor":
+        p.add(
+            "job.adaptive",
+            "a vendor workforce sets its own price, which gtbot cannot see, so it cannot keep "
+            "automatic rounds within a budget. Remove `adaptive` and run `relabel <job>` when "
+            "you want another round.",
+            source=src,
+        )
+    select = None
+    try:
+        select = FrameRule.parse(raw.get("select", DEFAULT_SELECT), "`select`")
+    except UsageError as exc:
+        p.add("job.adaptive.select", exc.user_message, source=src)
+    numbers: dict[str, int] = {}
+    for key, lo, hi, default in (
+        ("workers_per_round", 1, 9, DEFAULT_WORKERS_PER_ROUND),
+        ("max_rounds", 2, MAX_ROUNDS, DEFAULT_MAX_ROUNDS),
+    ):
+        v = raw.get(key, default)
+        if not _is_int(v) or not lo <= v <= hi:
+            p.add(
+                f"job.adaptive.{key}",
+                f"must be a whole number from {lo} to {hi}, found {v!r}.",
+                source=src,
+            )
+        else:
+            numbers[key] = v
+    if len(numbers) == 2:
+        most = first_workers + (numbers["max_rounds"] - 1) * numbers["workers_per_round"]
+        if most > MAX_WORKERS_PER_FRAME:
+            p.add(
+                "job.adaptive",
+                f"a frame could get {most} answers in all ({first_workers} + "
+                f"{numbers['max_rounds'] - 1} rounds x {numbers['workers_per_round']}); gtbot "
+                f"uses at most {MAX_WORKERS_PER_FRAME} a frame. Lower max_rounds or "
+                "workers_per_round.",
+                source=src,
+            )
+    budget = None
+    raw_budget = raw.get("budget_usd")
+    if raw_budget is not None:
+        try:
+            budget = Decimal(str(raw_budget))
+        except InvalidOperation:
+            budget = None
+        if isinstance(raw_budget, bool) or budget is None or not budget.is_finite() or budget <= 0:
+            p.add(
+                "job.adaptive.budget_usd",
+                f"must be a positive number of US dollars, found {raw_budget!r}.",
+                source=src,
+            )
+            budget = None
+        elif kind == "private":
+            p.add(
+                "job.adaptive.budget_usd",
+                "a private team takes no price per task, so there is no worker pay to cap; "
+                "rounds are bounded by `max_rounds`. Remove `budget_usd`.",
+                source=src,
+            )
+        elif budget > Decimal(10_000_000):
+            p.add("job.adaptive.budget_usd", f"{raw_budget} is not a plausible budget.", source=src)
+        else:
+            # Whole cents, never above what was written.
+            budget = budget.quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+    elif kind == "public":
+        p.add(
+            "job.adaptive.budget_usd",
+            "automatic rounds on the public crowd spend money without anyone clicking Launch, "
+            "so they need a cap: add e.g. `budget_usd: 40` (US dollars of worker pay for all "
+            "rounds together, the first included).",
+            source=src,
+        )
+    if len(p.items) > count or select is None:
+        return None
+    return AdaptivePolicy(
+        select=select,
+        workers_per_round=numbers["workers_per_round"],
+        max_rounds=numbers["max_rounds"],
+        budget_usd=budget,
+    )
 
 
 def _inside(path: Path, folder: Path) -> bool:

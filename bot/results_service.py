@@ -7,6 +7,7 @@ and signs links to them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,19 +70,34 @@ def project_of_job(ctx: Context, job_name: str) -> ProjectConfig:
     )
 
 
-def _saved_summary(out_dir: Path) -> str | None:
-    marker = out_dir / "summary.txt"
-    if all((out_dir / name).is_file() for name in EXPORTS) and marker.is_file():
-        return marker.read_text(encoding="utf-8")
-    return None
+def _saved_summary(out_dir: Path, marker: dict[str, object]) -> str | None:
+    """The summary of results already built from the same rounds with the same consensus."""
+    summary, rounds = out_dir / "summary.txt", out_dir / "rounds.json"
+    if not (all((out_dir / name).is_file() for name in EXPORTS) and summary.is_file()):
+        return None
+    try:
+        saved = json.loads(rounds.read_text(encoding="utf-8")) if rounds.is_file() else None
+    except ValueError:
+        return None
+    # Results from before rounds existed were a single round with MARS's median.
+    if (saved or {"rounds": [], "consensus": "median"}) != marker:
+        return None
+    return summary.read_text(encoding="utf-8")
 
 
-def consolidate_job(ctx: Context, job: gt.JobInfo, project: ProjectConfig) -> ConsolidationSummary:
+def consolidate_job(
+    ctx: Context,
+    job: gt.JobInfo,
+    project: ProjectConfig,
+    follow_ups: tuple[gt.JobInfo, ...] = (),
+    consensus: str | None = None,
+) -> ConsolidationSummary:
     uri = job.output_manifest_uri
     if uri is None:
         raise NotFoundError(f"AWS does not say where {job.name} writes its output manifest.")
     out_dir = project.results_dir / job.name
-    task = ctx.progress.task(f"Consolidating {job.name}", job.counters.total or None, "frames")
+    what = f"Consolidating {job.name}" + (" and its follow-up rounds" if follow_ups else "")
+    task = ctx.progress.task(what, job.counters.total or None, "frames")
     try:
         return run_consolidate(
             uri,
@@ -89,32 +105,47 @@ def consolidate_job(ctx: Context, job: gt.JobInfo, project: ProjectConfig) -> Co
             out_dir,
             s3_client_factory=lambda: ctx.clients.s3(project.region),
             progress=counted(task),
+            follow_ups=[(f.name, f.output_manifest_uri or "") for f in follow_ups],
+            consensus=consensus,
         )
     finally:
         task.close()
 
 
 def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobResults:
-    """Build (or reuse) a job's results and sign links to the copies in S3. Every expected
-    failure (no project, AWS refusing, nothing usable in the output) is a
-    `ResultsUnavailableError` that says why."""
+    """Build (or reuse) a job's results and sign links to the copies in S3. A job with
+    follow-up rounds (bot/relabel.py), named by any of its rounds, gets the results of every
+    round that has ended, merged. Every expected failure (no project, AWS refusing, nothing
+    usable in the output) is a `ResultsUnavailableError` that says why."""
+    from bot.relabel import follow_up_jobs, root_of
+
     try:
         project = project_of_job(ctx, job_name)
-        job = gt.describe_labeling_job(ctx.sagemaker(project.region), job_name)
+        root = root_of(ctx, job_name)
+        client = ctx.sagemaker(project.region)
+        job = gt.describe_labeling_job(client, root)
+        rounds = [j for _, j in follow_up_jobs(client, root)]
     except GtBotError as exc:
         raise ResultsUnavailableError(job_name, _sentence(exc.user_message)) from exc
     if job.status not in ("Completed", "Stopped"):
+        which = "it is" if root == job_name else f"its first round, {root}, is"
         raise ResultsUnavailableError(
             job_name,
-            f"it is {job.status}; results come when it has Completed or been Stopped. "
-            f"`status {job_name}` shows its progress.",
+            f"{which} {job.status}; results come when it has Completed or been Stopped. "
+            f"`status {root}` shows its progress.",
         )
-    out_dir = project.results_dir / job_name
-    saved = None if rebuild else _saved_summary(out_dir)
+    merged = tuple(
+        j for j in rounds if j.status in ("Completed", "Stopped") and j.output_manifest_uri
+    )
+    waiting = [j for j in rounds if not j.terminal]
+    consensus = project.job.consensus_for(bool(merged))
+    out_dir = project.results_dir / root
+    marker: dict[str, object] = {"rounds": [j.name for j in merged], "consensus": consensus}
+    saved = None if rebuild else _saved_summary(out_dir, marker)
     reused = saved is not None
     if saved is None:
         try:
-            summary = consolidate_job(ctx, job, project)
+            summary = consolidate_job(ctx, job, project, merged, consensus)
         except GtBotError as exc:
             raise ResultsUnavailableError(
                 job_name, f"consolidating its output failed:\n{exc.user_message}"
@@ -125,8 +156,13 @@ def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobRes
             ) from exc
         saved = format_summary(summary)
         (out_dir / "summary.txt").write_text(saved, encoding="utf-8")
+        (out_dir / "rounds.json").write_text(json.dumps(marker), encoding="utf-8")
+    if waiting:
+        saved += "\nNot merged yet (still running): " + ", ".join(
+            f"{j.name} ({j.status})" for j in waiting
+        )
     client = ctx.s3(project)
-    prefix = f"{project.output_prefix}{job_name}/gtbot-results/"
+    prefix = f"{project.output_prefix}{root}/gtbot-results/"
     links = []
     lifetime = signing_lifetime(ctx)  # fresh on every call: a new signature, a true expiry
     for name in EXPORTS:
@@ -140,7 +176,7 @@ def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobRes
             (name, s3.presign_get(client, project.output_bucket, prefix + name, lifetime.seconds))
         )
     return JobResults(
-        job_name=job_name,
+        job_name=root,
         out_dir=out_dir,
         summary_text=saved,
         links=tuple(links),

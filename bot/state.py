@@ -52,6 +52,29 @@ plans = sa.Table(
     sa.Column("manifest_sha256", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # A follow-up round (bot/relabel.py): its parent job, its round (2, 3, ...) and the thread
+    # its card lives in (the parent's).
+    sa.Column("parent", sa.String(63)),
+    sa.Column("round", sa.Integer),
+    sa.Column("thread_ts", sa.String(32)),
+)
+
+# A job launched with an adaptive policy: the policy as launched and whether rounds go on.
+chains = sa.Table(
+    "gtbot_chains",
+    metadata,
+    sa.Column("root", sa.String(63), primary_key=True),
+    sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("region", sa.String(32), nullable=False),
+    sa.Column("policy", sa.Text, nullable=False),
+    sa.Column("launched_by", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("thread_ts", sa.String(32)),
+    sa.Column("state", sa.String(16), nullable=False),  # active | stopped | done | failed
+    sa.Column("reason", sa.Text),
+    sa.Column("stopped_by", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 watches = sa.Table(
@@ -126,6 +149,23 @@ class PlanRow:
     created_at: datetime
     updated_at: datetime
     manifest_sha256: str | None = None
+    parent: str | None = None
+    round: int | None = None
+    thread_ts: str | None = None
+
+
+@dataclass(frozen=True)
+class ChainRow:
+    root: str
+    project: str
+    region: str
+    policy: dict[str, Any]
+    launched_by: str
+    channel: str
+    thread_ts: str | None
+    state: str
+    reason: str | None
+    stopped_by: str | None
 
 
 @dataclass(frozen=True)
@@ -202,11 +242,17 @@ class Store:
         summary: dict[str, Any],
         request: dict[str, Any],
         manifest_sha256: str | None = None,
+        parent: str | None = None,
+        round: int | None = None,
+        thread_ts: str | None = None,
     ) -> None:
         now = utcnow()
         with self.engine.begin() as conn:
             conn.execute(
                 sa.insert(plans).values(
+                    parent=parent,
+                    round=round,
+                    thread_ts=thread_ts,
                     id=plan_id,
                     project=project,
                     region=region,
@@ -266,6 +312,69 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(plans).where(plans.c.state == state)).all()
         return [_plan(r) for r in rows]
+
+    def follow_up_plans(self, parent: str) -> list[PlanRow]:
+        """The plans of a job's follow-up rounds, first round first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(plans).where(plans.c.parent == parent).order_by(plans.c.round)
+            ).all()
+        return [_plan(r) for r in rows]
+
+    # ------------------------------------------------------------------ adaptive chains
+
+    def add_chain(
+        self,
+        *,
+        root: str,
+        project: str,
+        region: str,
+        policy: dict[str, Any],
+        launched_by: str,
+        channel: str,
+        thread_ts: str | None,
+    ) -> bool:
+        """Record a job's adaptive policy as launched; False if it is recorded already."""
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.insert(chains).values(
+                        root=root,
+                        project=project,
+                        region=region,
+                        policy=json.dumps(policy),
+                        launched_by=launched_by,
+                        channel=channel,
+                        thread_ts=thread_ts,
+                        state="active",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def get_chain(self, root: str) -> ChainRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(chains).where(chains.c.root == root)).first()
+        return None if row is None else _chain(row)
+
+    def active_chains(self) -> list[ChainRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(chains).where(chains.c.state == "active")).all()
+        return [_chain(r) for r in rows]
+
+    def end_chain(self, root: str, state: str, reason: str, *, by: str | None = None) -> bool:
+        """Compare-and-set from active: True for exactly one caller."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(chains)
+                .where(chains.c.root == root, chains.c.state == "active")
+                .values(state=state, reason=reason, stopped_by=by, updated_at=utcnow())
+            )
+        return result.rowcount == 1
 
     # ------------------------------------------------------------------ watches
 
@@ -538,6 +647,24 @@ def _plan(row: Any) -> PlanRow:
         created_at=_aware(row.created_at) or utcnow(),
         updated_at=_aware(row.updated_at) or utcnow(),
         manifest_sha256=row.manifest_sha256,
+        parent=row.parent,
+        round=row.round,
+        thread_ts=row.thread_ts,
+    )
+
+
+def _chain(row: Any) -> ChainRow:
+    return ChainRow(
+        root=row.root,
+        project=row.project,
+        region=row.region,
+        policy=json.loads(row.policy),
+        launched_by=row.launched_by,
+        channel=row.channel,
+        thread_ts=row.thread_ts,
+        state=row.state,
+        reason=row.reason,
+        stopped_by=row.stopped_by,
     )
 
 

@@ -67,6 +67,10 @@ _KNOWN_POINTS: dict[str, tuple[float, float]] = {
     "end of tail": (-120.0, 0.0),
 }
 _TAIL_FORWARD = -50.0
+# Share of frames where the animals are pressed together (see `draw_frames`). Recordings of
+# social behaviour have animals in contact for a good part of the time; a quarter is an
+# assumption, not a measurement, and any share can be asked for.
+HUDDLE_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,68 @@ def _frame_truth(poses: dict[str, _Pose], keypoints: Sequence[str]) -> dict[str,
     }
 
 
+def _outline(pose: _Pose) -> list[list[tuple[float, float]]]:
+    """The shapes `_draw_mouse` fills opaquely (body, head, ears): what hides whatever lies
+    under this animal."""
+    ears = [
+        [
+            (ex + 6.5 * pose.scale * math.cos(t), ey + 6.5 * pose.scale * math.sin(t))
+            for t in (2 * math.pi * i / 16 for i in range(16))
+        ]
+        for ex, ey in (pose.to_image(33.0, 10.0 * side) for side in (-1.0, 1.0))
+    ]
+    return [_ellipse(pose, -16.0, 36.0, 21.0), _ellipse(pose, 32.0, 20.0, 13.0), *ears]
+
+
+def _inside(x: float, y: float, polygon: Sequence[tuple[float, float]]) -> bool:
+    """Even-odd rule: whether (x, y) lies inside the polygon."""
+    inside = False
+    j = len(polygon) - 1
+    for i, (xi, yi) in enumerate(polygon):
+        xj, yj = polygon[j]
+        if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
+            inside = not inside
+        j = i
+    return inside
+
+
+def _occluded(
+    poses: dict[str, _Pose], truth: dict[str, list[list[float]]]
+) -> dict[str, list[bool]]:
+    """Per animal and keypoint, whether an animal drawn later (on top) covers the point, so it
+    cannot be seen in the frame and a worker can only guess where it is."""
+    animals = list(poses)
+    covers = {
+        animal: [s for later in animals[i + 1 :] for s in _outline(poses[later])]
+        for i, animal in enumerate(animals)
+    }
+    return {
+        animal: [any(_inside(x, y, shape) for shape in covers[animal]) for x, y in points]
+        for animal, points in truth.items()
+    }
+
+
+def _huddle(
+    centres: list[tuple[float, float]],
+    rng: random.Random,
+    width: int,
+    height: int,
+    margin: float,
+    body: float,
+) -> list[tuple[float, float]]:
+    """The other animals moved against the first, 0.35 to 0.9 body lengths from it: touching,
+    side by side or partly on top, as animals are when they huddle, fight or groom."""
+    cx, cy = centres[0]
+    out = [centres[0]]
+    for _ in centres[1:]:
+        distance = rng.uniform(0.35, 0.9) * body
+        angle = rng.uniform(-math.pi, math.pi)
+        x = min(max(cx + distance * math.cos(angle), margin), width - margin)
+        y = min(max(cy + distance * math.sin(angle), margin), height - margin)
+        out.append((x, y))
+    return out
+
+
 def draw_frames(
     out_dir: str | Path,
     n: int,
@@ -187,11 +253,19 @@ def draw_frames(
     height: int = 570,
     seed: int = 0,
     truth_path: str | Path | None = None,
+    huddle_fraction: float = HUDDLE_FRACTION,
 ) -> list[Path]:
     """Draw `n` frames `frame_000000.jpg`... into `out_dir`, each carrying its truth.
 
     The truth of all frames also goes to `truth_path` (default: `truth.json` next to `out_dir`,
     i.e. in its parent, so it is not mistaken for a frame to upload), keyed by file name.
+
+    Frames are not all equally hard, as in a real experiment: in a share `huddle_fraction` of
+    them the animals are pressed together (0.35-0.9 body lengths apart), and an animal drawn on
+    top hides some keypoints of the one under it. The truth marks each keypoint `occluded`
+    where it is hidden, and the frame `huddled`; the emulated workers are less sure there (see
+    aws/emulator/workforce.py). Frames that are not huddled are the same, for a seed, whatever
+    `huddle_fraction` is.
     """
     if n < 0:
         raise ConfigError(f"Cannot draw {n} frames; ask for zero or more.")
@@ -199,6 +273,8 @@ def draw_frames(
         raise ConfigError("Synthetic frames need at least one animal and one keypoint.")
     if width < 200 or height < 150:
         raise ConfigError(f"A {width}x{height} frame is too small for two animals; use 200x150+.")
+    if not 0.0 <= huddle_fraction <= 1.0:
+        raise ConfigError(f"huddle_fraction is a share from 0 to 1, got {huddle_fraction}.")
     for pair in pairs:
         if len(pair) != 2 or any(name not in keypoints for name in pair):
             raise ConfigError(
@@ -207,16 +283,22 @@ def draw_frames(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
+    # Huddles come from a generator of their own, so the other frames do not depend on them.
+    huddle_rng = random.Random(f"huddle:{seed}")
     noise_rng = np.random.default_rng(seed)
     colours = {animal: _colour(animal, rng) for animal in animals}
     scale = min(width, height) / 570 * 1.1
     reach = 60.0 * scale
     truth_by_file: dict[str, dict[str, list[list[float]]]] = {}
+    occluded_by_file: dict[str, dict[str, list[int]]] = {}
     paths: list[Path] = []
     for index in range(n):
         centres = _place(
             rng, len(animals), width, height, margin=reach * 1.6, separation=2.2 * reach
         )
+        huddled = len(animals) > 1 and huddle_rng.random() < huddle_fraction
+        if huddled:
+            centres = _huddle(centres, huddle_rng, width, height, reach * 1.6, 100.0 * scale)
         poses = {
             animal: _Pose(
                 x=cx,
@@ -232,23 +314,32 @@ def draw_frames(
         for animal, pose in poses.items():
             _draw_mouse(draw, pose, colours[animal])
         truth = _frame_truth(poses, keypoints)
+        hidden = _occluded(poses, truth)
         comment = {
             "width": width,
             "height": height,
+            "huddled": huddled,
             "keypoints": [
                 {"label": f"{animal} {species} {keypoint}", "x": x, "y": y}
+                | ({"occluded": True} if hidden[animal][k] else {})
                 for animal, points in truth.items()
-                for keypoint, (x, y) in zip(keypoints, points, strict=True)
+                for k, (keypoint, (x, y)) in enumerate(zip(keypoints, points, strict=True))
             ],
             "pairs": [
                 [f"{animal} {species} {a}", f"{animal} {species} {b}"]
                 for animal in animals
                 for a, b in pairs
             ],
+            "animals": [
+                [f"{animal} {species} {keypoint}" for keypoint in keypoints] for animal in animals
+            ],
         }
         path = out / f"frame_{index:06d}.jpg"
         image.save(path, "JPEG", quality=88, comment=(TRUTH_PREFIX + json.dumps(comment)).encode())
         truth_by_file[path.name] = truth
+        occluded_by_file[path.name] = {
+            animal: [k for k, hid in enumerate(flags) if hid] for animal, flags in hidden.items()
+        }
         paths.append(path)
     truth_file = Path(truth_path) if truth_path is not None else out.parent / "truth.json"
     truth_file.parent.mkdir(parents=True, exist_ok=True)
@@ -262,6 +353,7 @@ def draw_frames(
                 "keypoints": list(keypoints),
                 "pairs": [list(pair) for pair in pairs],
                 "truth": truth_by_file,
+                "occluded": occluded_by_file,
             }
         )
     )

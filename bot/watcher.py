@@ -141,6 +141,7 @@ class Watcher:
         holder: str | None = None,
         lease_seconds: float | None = None,
         results: ResultsHook | None = None,
+        after_tick: Callable[[Watcher], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.store = store
@@ -148,6 +149,8 @@ class Watcher:
         self.holder = holder or default_holder()
         self.lease_seconds = lease_seconds or takeover_bound(ctx.settings)[0]
         self.results = results
+        # Work that only the lease holder does, after the watches (bot/relabel.advance_chains).
+        self.after_tick = after_tick
         self._renewed = 0.0
         self._held = False
 
@@ -195,6 +198,11 @@ class Watcher:
                     log.warning("watch %s: %s (will retry)", watch.job_name, exc.user_message)
                 except Exception:
                     log.exception("watch %s failed this tick (will retry)", watch.job_name)
+        if self.after_tick is not None and self._renew():
+            try:
+                self.after_tick(self)
+            except Exception:
+                log.exception("the watcher's after-tick work failed (will retry)")
         return report
 
     def holds_lease(self) -> bool:
@@ -246,7 +254,8 @@ class Watcher:
             if message_ts:
                 self.notifier.update_card(watch.channel, message_ts, card)
             else:
-                message_ts = self.notifier.post_card(watch.channel, card)
+                # A follow-up round's card goes in its parent's thread.
+                message_ts = self.notifier.post_card(watch.channel, card, watch.thread_ts)
                 thread_ts = thread_ts or message_ts
                 # Remembered before anything else can fail (the status reply, a crash): a card
                 # the database does not know about would make the next tick post a second one.
@@ -282,27 +291,44 @@ class Watcher:
         if existing is not None and existing.state == "done":
             self.store.update_watch(job.name, completion_announced=True)
             return
+        if self._announce(
+            job.name, watch.channel, watch.thread_ts, lambda: self._compose(watch, job, region)
+        ):
+            report.announced.append(job.name)
+
+    def tell(self, key: str, channel: str, thread_ts: str | None, text: str) -> None:
+        """Post `text` once under `key`, whatever retries, crashes or replicas: an announcement
+        of one step. `key` must not be a job name (those announce the job's end)."""
+        existing = self.store.get_announcement(key)
+        if existing is None or existing.state != "done":
+            self._announce(key, channel, thread_ts, lambda: [_step("text", key, text=text)])
+
+    def _announce(
+        self,
+        key: str,
+        channel: str,
+        thread_ts: str | None,
+        compose: Callable[[], list[dict[str, Any]]],
+    ) -> bool:
+        """Claim the announcement `key`, compose its steps once, run them; True when done."""
         ann = self.store.claim_announcement(
-            job.name,
-            self.holder,
-            self.lease_seconds,
-            channel=watch.channel,
-            thread_ts=watch.thread_ts,
+            key, self.holder, self.lease_seconds, channel=channel, thread_ts=thread_ts
         )
         if ann is None:
-            return
+            return False
         try:
             steps = ann.steps
             if steps is None:
-                steps = self._compose(watch, job, region)
-                self.store.save_steps(job.name, self.holder, steps)
+                steps = compose()
+                self.store.save_steps(key, self.holder, steps)
             self._run_steps(ann, steps)
-            self.store.finish_announcement(job.name, self.holder)
-            report.announced.append(job.name)
+            self.store.finish_announcement(key, self.holder)
+            return True
         except ClaimLost:
-            log.warning("another watcher took over the announcement of %s", job.name)
+            log.warning("another watcher took over the announcement of %s", key)
+            return False
         except BaseException:
-            self.store.release_announcement(job.name, self.holder)
+            self.store.release_announcement(key, self.holder)
             raise
 
     def _compose(self, watch: WatchRow, job: gt.JobInfo, region: str) -> list[dict[str, Any]]:
@@ -441,11 +467,12 @@ def start_watcher(
     *,
     results: ResultsHook | None = None,
     holder: str | None = None,
+    after_tick: Callable[[Watcher], None] | None = None,
 ) -> Callable[[], None]:
     """Run ticks on APScheduler's cadence; returns a function that stops it and frees the lease."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    watcher = Watcher(ctx, store, notifier, results=results, holder=holder)
+    watcher = Watcher(ctx, store, notifier, results=results, holder=holder, after_tick=after_tick)
     scheduler = BackgroundScheduler(timezone="UTC")
     scheduler.add_job(
         watcher.tick,

@@ -43,14 +43,29 @@ def plan_blocks(summary: dict[str, Any], plan_id: str, requested_by: str, state:
         ("Estimated worker cost", e(str(summary["cost"]))),
         ("Job name", f"`{e(str(summary['job_name']))}`"),
     ]
+    follow_up = summary.get("parent")
+    if follow_up:
+        fields.insert(
+            0, ("Follow-up of", f"`{e(str(follow_up))}`, round {e(str(summary['round']))}")
+        )
+    title = "Follow-up labeling plan" if follow_up else "Labeling job plan"
     blocks: Blocks = [
-        {"type": "header", "text": {"type": "plain_text", "text": "Labeling job plan"}},
+        {"type": "header", "text": {"type": "plain_text", "text": title}},
         {
             "type": "section",
             "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in fields],
         },
-        _context("Prepared: " + e("; ".join(summary.get("prepared", [])))),
     ]
+    if follow_up and summary.get("reason"):
+        blocks.append(_section(f"*Frames chosen:* {e(str(summary['reason']))}"))
+    if summary.get("adaptive_text"):
+        blocks.append(
+            _section(
+                f"*Adaptive rounds:* {e(str(summary['adaptive_text']))}. Launch also lets gtbot "
+                "launch those rounds when each one ends; `relabel <job> --stop` stops them."
+            )
+        )
+    blocks.append(_context("Prepared: " + e("; ".join(summary.get("prepared", [])))))
     if state == "pending":
         blocks.append(
             {

@@ -231,11 +231,21 @@ def start_bot(
         )
     stop_watcher: Callable[[], None] = lambda: None  # noqa: E731
     if watcher:
+        from bot.relabel import advance_chains
         from bot.results_service import completion_results
-        from bot.watcher import start_watcher
+        from bot.watcher import Watcher, start_watcher
+
+        def rounds(watcher: Watcher) -> None:
+            """Automatic follow-up rounds, launched with their launcher's rights as they are."""
+            advance_chains(watcher.ctx, watcher.store, watcher.tell, deps.auth.is_submitter)
 
         stop_watcher = start_watcher(
-            ctx, store, SlackNotifier(deps.client), results=completion_results, holder=holder
+            ctx,
+            store,
+            SlackNotifier(deps.client),
+            results=completion_results,
+            holder=holder,
+            after_tick=rounds,
         )
     running = Running(app=app, deps=deps, server=server, stop_watcher=stop_watcher)
     return running

@@ -281,10 +281,14 @@ class SlackNotifier:
 
 
 def _post_plan(deps: SlackDeps, plan: pipeline.Plan, user: str, channel: str) -> None:
-    plan_id = launcher.record_plan(deps.store, plan, user=user, channel=channel)
+    # A follow-up round's card goes in its parent's thread when the parent is followed here.
+    parent = deps.store.get_watch(plan.parent) if plan.parent else None
+    thread = parent.thread_ts if parent is not None and parent.channel == channel else None
+    plan_id = launcher.record_plan(deps.store, plan, user=user, channel=channel, thread_ts=thread)
     summary = launcher.plan_summary(plan)
     response = deps.client.chat_postMessage(
         channel=channel,
+        thread_ts=thread,
         blocks=blocks.plan_blocks(summary, plan_id, user, "pending"),
         text=escape_mrkdwn(f"Plan for {plan.project}: {plan.images} images, {plan.cost_text()}"),
     )
@@ -325,6 +329,13 @@ def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
                 respond(
                     text=f"Preparing `{escape_mrkdwn(args[0])}`: buckets, interface, frames, "
                     "manifest. The plan card follows here.",
+                    response_type="ephemeral",
+                )
+            elif cmd.name == "relabel" and not options.get("stop"):
+                respond(
+                    text=f"Choosing the least certain frames of `{escape_mrkdwn(args[0])}` from "
+                    "the results of every round so far. The plan card follows (in the job's "
+                    "thread when the job is followed here).",
                     response_type="ephemeral",
                 )
             progress = ProgressMessage(deps.client, channel, f"/gt {cmd.name}")

@@ -54,6 +54,11 @@ class DataObject:
     height: int = 0
     truth: dict[str, tuple[float, float]] | None = None
     truth_pairs: list[tuple[str, str]] = field(default_factory=list)
+    # How hard the frame is (bot/synthetic.py draws it so): keypoints another animal hides,
+    # each animal's labels (in the same keypoint order), and whether the animals are huddled.
+    truth_occluded: frozenset[str] = frozenset()
+    truth_animals: tuple[tuple[str, ...], ...] = ()
+    huddled: bool = False
     answers: list[dict[str, Any]] = field(default_factory=list)
     workers_used: set[str] = field(default_factory=set)
 

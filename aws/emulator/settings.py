@@ -11,14 +11,16 @@ from typing import Any
 # public-crowd MARS jobs (shared/DESIGN.md: on 1250 px wide frames with 6 workers, a click's
 # median distance to the per-keypoint median was 16-22 px, about 1.5 % of the width; the 90th
 # percentile 70-80 px; 13-17 % of clicks over 60 px away; about 20 % of left/right pairs
-# swapped); tests/test_emulator.py checks the emulated figures against those ranges.
+# swapped); tests/test_emulator.py checks the emulated figures against those ranges. The figures
+# are for a mix of frames as bot/synthetic.py draws them, a quarter with huddled animals: the
+# rates below are those of an easy frame, and hard frames multiply them (`difficulty`).
 # "private-team" is a trained lab team: a quarter of the scatter, few swaps or wild clicks.
 PROFILES: dict[str, dict[str, float]] = {
     "public-crowd": {
-        "noise_fraction": 0.0105,
-        "swap_fraction": 0.11,
+        "noise_fraction": 0.0098,
+        "swap_fraction": 0.085,
         "miss_fraction": 0.03,
-        "outlier_fraction": 0.12,
+        "outlier_fraction": 0.115,
     },
     "private-team": {
         "noise_fraction": 0.003,
@@ -48,6 +50,11 @@ class EmulatorSettings:
     of the frame's width; noise_px, when above 0, replaces it with a fixed number of pixels.
     swap_fraction, miss_fraction, outlier_fraction: how often a worker swaps a left/right pair,
     skips a keypoint, or clicks somewhere wrong (4.5-10 % of the width away).
+    difficulty: how much harder hard frames are (synthetic frames say which keypoints another
+    animal hides and whether the animals are huddled; workforce.py has the multipliers): 1 as
+    calibrated, 0 for frames all alike, more for harder ones.
+    identity_fraction: in a huddled frame, how often a worker takes one animal for the other
+    (at difficulty 1, for a worker of average carelessness).
     """
 
     rate: float = 5.0
@@ -63,6 +70,8 @@ class EmulatorSettings:
     swap_fraction: float = PROFILES[DEFAULT_PROFILE]["swap_fraction"]
     miss_fraction: float = PROFILES[DEFAULT_PROFILE]["miss_fraction"]
     outlier_fraction: float = PROFILES[DEFAULT_PROFILE]["outlier_fraction"]
+    difficulty: float = 1.0
+    identity_fraction: float = 0.04
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:

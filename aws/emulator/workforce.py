@@ -109,9 +109,19 @@ def make_team(seed: int, workteam_arn: str, size: int = WORKERS_PER_TEAM) -> lis
     return workers
 
 
-def parse_truth(
-    comment: bytes | str | None,
-) -> tuple[dict[str, tuple[float, float]], list[tuple[str, str]]] | None:
+@dataclass(frozen=True)
+class FrameTruth:
+    """What a synthetic frame carries about itself: where each label truly is, its left/right
+    pairs, and how hard the frame is (hidden keypoints, huddled animals)."""
+
+    points: dict[str, tuple[float, float]]
+    pairs: list[tuple[str, str]]
+    occluded: frozenset[str] = frozenset()
+    animals: tuple[tuple[str, ...], ...] = ()
+    huddled: bool = False
+
+
+def parse_frame_truth(comment: bytes | str | None) -> FrameTruth | None:
     """The truth a synthetic frame carries, or None when the frame has none (or a broken one)."""
     if comment is None:
         return None
@@ -124,13 +134,37 @@ def parse_truth(
             str(item["label"]): (float(item["x"]), float(item["y"])) for item in data["keypoints"]
         }
         pairs = [(str(a), str(b)) for a, b in data.get("pairs", [])]
+        occluded = frozenset(
+            str(item["label"]) for item in data["keypoints"] if item.get("occluded") is True
+        )
+        animals = tuple(tuple(str(label) for label in group) for group in data.get("animals", []))
+        huddled = data.get("huddled") is True
     except (ValueError, KeyError, TypeError):
         return None
-    return points, pairs
+    return FrameTruth(points, pairs, occluded, animals, huddled)
+
+
+def parse_truth(
+    comment: bytes | str | None,
+) -> tuple[dict[str, tuple[float, float]], list[tuple[str, str]]] | None:
+    """The points and left/right pairs a synthetic frame carries, or None."""
+    found = parse_frame_truth(comment)
+    return None if found is None else (found.points, found.pairs)
 
 
 def _iso_ms(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+# How much harder a hard frame is, at `settings.difficulty` 1 (0 makes every frame alike).
+# A keypoint another animal hides can only be guessed: three times the scatter, two and a half
+# times the wild clicks. Huddled animals: left and right are confused two and a half times as
+# often, every click scatters 30 % more, and a worker may take one animal for the other
+# (`settings.identity_fraction`, scaled by the worker's habit of swapping).
+OCCLUDED_NOISE = 2.0
+OCCLUDED_OUTLIERS = 1.5
+HUDDLED_SWAPS = 1.5
+HUDDLED_NOISE = 0.3
 
 
 def answer_keypoints(
@@ -140,25 +174,36 @@ def answer_keypoints(
     settings: EmulatorSettings,
     rng: random.Random,
 ) -> list[dict[str, Any]]:
-    """One worker's clicks for one frame: truth plus this worker's kinds of mistakes."""
+    """One worker's clicks for one frame: truth plus this worker's kinds of mistakes, more of
+    them where the frame is hard (see the constants above)."""
     truth = dict(obj.truth or {})
+    huddle = settings.difficulty if obj.huddled else 0.0
+    animals = obj.truth_animals
+    if (
+        huddle
+        and len(animals) > 1
+        and rng.random() < min(1.0, settings.identity_fraction * huddle * worker.swap_factor)
+    ):
+        first, second = rng.sample(range(len(animals)), 2)
+        for a, b in zip(animals[first], animals[second], strict=False):
+            if a in truth and b in truth:
+                truth[a], truth[b] = truth[b], truth[a]
+    swap = settings.swap_fraction * worker.swap_factor * (1.0 + HUDDLED_SWAPS * huddle)
     for left, right in obj.truth_pairs:
-        if (
-            left in truth
-            and right in truth
-            and rng.random() < min(1.0, settings.swap_fraction * worker.swap_factor)
-        ):
+        if left in truth and right in truth and rng.random() < min(1.0, swap):
             truth[left], truth[right] = truth[right], truth[left]
     width, height = max(obj.width, 1), max(obj.height, 1)
     scatter = settings.noise_px if settings.noise_px > 0 else settings.noise_fraction * width
-    sigma = scatter * worker.noise_factor
+    sigma = scatter * worker.noise_factor * (1.0 + HUDDLED_NOISE * huddle)
+    outlier = settings.outlier_fraction * worker.outlier_factor
     points = []
     for label in labels:
         if rng.random() < min(1.0, settings.miss_fraction * worker.miss_factor):
             continue
+        hidden = settings.difficulty if label in obj.truth_occluded else 0.0
         if label not in truth:
             x, y = rng.uniform(0, width - 1), rng.uniform(0, height - 1)
-        elif rng.random() < min(1.0, settings.outlier_fraction * worker.outlier_factor):
+        elif rng.random() < min(1.0, outlier * (1.0 + OCCLUDED_OUTLIERS * hidden)):
             tx, ty = truth[label]
             distance = rng.uniform(0.045, 0.1) * width
             angle = rng.uniform(0.0, 2 * math.pi)
@@ -166,7 +211,8 @@ def answer_keypoints(
             y = ty + distance * math.sin(angle)
         else:
             tx, ty = truth[label]
-            x, y = rng.gauss(tx, sigma), rng.gauss(ty, sigma)
+            spread = sigma * (1.0 + OCCLUDED_NOISE * hidden)
+            x, y = rng.gauss(tx, spread), rng.gauss(ty, spread)
         x = min(max(x, 0.0), width - 1.0)
         y = min(max(y, 0.0), height - 1.0)
         points.append({"label": label, "x": round(x, 1), "y": round(y, 1)})
@@ -403,7 +449,7 @@ class Workforce:
             try:
                 with Image.open(io.BytesIO(image)) as picture:
                     obj.width, obj.height = picture.size
-                    found = parse_truth(picture.info.get("comment"))
+                    found = parse_frame_truth(picture.info.get("comment"))
             except (UnidentifiedImageError, OSError, ValueError):
                 obj.failure = (
                     f"ClientError: The data object {obj.source_ref} is not an image workers "
@@ -412,7 +458,9 @@ class Workforce:
                 return None
             obj.loaded = True
             if found is not None:
-                obj.truth, obj.truth_pairs = found
+                obj.truth, obj.truth_pairs = found.points, found.pairs
+                obj.truth_occluded, obj.truth_animals = found.occluded, found.animals
+                obj.huddled = found.huddled
         return task
 
     def _fetch(self, src: str, obj: DataObject) -> bytes | None:

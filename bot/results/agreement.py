@@ -146,6 +146,7 @@ class AgreementPart:
     worker_seconds: CountArray  # (workers, bins)
     worker_seconds_total: FloatArray  # (workers,)
     candidates: CountArray  # (n, 3): worker, label, bin of each point past the body fraction
+    frame_workers: CountArray | None = None  # frames by how many workers answered them
 
 
 def agreement_part(
@@ -214,6 +215,7 @@ def agreement_part(
             np.float64
         ),
         candidates=candidates,
+        frame_workers=np.bincount(np.fromiter(map(len, workers), np.int64, n_frames)),
     )
 
 
@@ -247,6 +249,7 @@ class AgreementAccumulator:
         self.worker_flips = np.zeros(capacity, dtype=np.int64)
         self.frames = 0
         self.flip_frames = 0
+        self.frame_workers = np.zeros(1, dtype=np.int64)
 
     def worker_index(self, worker: str) -> int:
         index = self.worker_ids.get(worker)
@@ -276,6 +279,12 @@ class AgreementAccumulator:
         """Fold in the next batch's figures."""
         self.frames += part.frames
         self.flip_frames += part.flip_frames
+        if part.frame_workers is not None:
+            if len(part.frame_workers) > len(self.frame_workers):
+                grown = np.zeros(len(part.frame_workers), dtype=np.int64)
+                grown[: len(self.frame_workers)] = self.frame_workers
+                self.frame_workers = grown
+            self.frame_workers[: len(part.frame_workers)] += part.frame_workers
         self.label_px += part.label_px
         self.label_fraction += part.label_fraction
         self.label_placed += part.label_placed
@@ -293,6 +302,10 @@ class AgreementAccumulator:
             np.add.at(self.worker_candidates, (at[worker], label, bins), 1)
 
     # -- results -----------------------------------------------------------------------------
+    def workers_per_frame(self) -> tuple[tuple[int, int], ...]:
+        """(workers, frames) for every number of workers some frame had, fewest first."""
+        return tuple((n, int(c)) for n, c in enumerate(self.frame_workers.tolist()) if c)
+
     def keypoint_medians(self) -> list[float | None]:
         """Per keypoint (all animals), median worker distance to consensus in px."""
         n_kp = len(self.spec.keypoints)
@@ -319,7 +332,7 @@ class AgreementAccumulator:
             )
         return tuple(out)
 
-    def to_json(self, job_name: str | None) -> dict[str, Any]:
+    def to_json(self, job_name: str | None, consensus: str = "median") -> dict[str, Any]:
         """Everything in `agreement.json`; plain types only."""
         spec = self.spec
         n_kp = len(spec.keypoints)
@@ -403,6 +416,7 @@ class AgreementAccumulator:
             "job_name": job_name,
             "frames": self.frames,
             "frames_with_flip_corrected": self.flip_frames,
+            "workers_per_frame": {str(n): c for n, c in self.workers_per_frame()},
             "body_length": {
                 "from": spec.keypoints[spec.body_axis[0]],
                 "to": spec.keypoints[spec.body_axis[1]],
@@ -423,7 +437,14 @@ class AgreementAccumulator:
             "workers_to_review": [w["worker"] for w in workers if w["review"]],
             "method": {
                 "distance": "Euclidean distance of each worker's point (after left/right flip "
-                "correction) to the per-frame median of all workers, in pixels",
+                "correction) to the per-frame "
+                + (
+                    "median of all workers"
+                    if consensus == "median"
+                    else "robust consensus (bot/results/robust.py)"
+                )
+                + ", in pixels",
+                "consensus": consensus,
                 "body_fraction": "the same distance divided by the consensus distance between "
                 f"{spec.keypoints[spec.body_axis[0]]!r} and "
                 f"{spec.keypoints[spec.body_axis[1]]!r} of that animal in that frame",

@@ -8,11 +8,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot.results.agreement import AgreementPart, agreement_part
-from bot.results.consensus import consensus_batch
-from bot.results.exports import BatchEncoder, BatchTexts
+from bot.results.consensus import BatchConsensus, consensus_batch
+from bot.results.exports import BatchEncoder, BatchTexts, FrameRows
 from bot.results.pictures import PreviewCandidate, PreviewPicker
 from bot.results.reader import FrameBatch
+from bot.results.robust import robust_batch
 from bot.results.spec import LabelSpec
+
+# The consensus estimators: MARS's median with flip correction, and gtbot's robust one
+# (bot/results/robust.py).
+CONSENSUS_METHODS = ("median", "robust")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,18 +28,30 @@ class BatchResult:
     texts: BatchTexts
     agreement: AgreementPart
     preview: list[PreviewCandidate]
+    frames: bytes = b""  # its rows of frames.csv
 
 
 class BatchWork:
     """Consensus, export text, agreement figures and preview candidates of one batch."""
 
-    def __init__(self, spec: LabelSpec, dlc_folder: str) -> None:
+    def __init__(self, spec: LabelSpec, dlc_folder: str, consensus: str = "median") -> None:
+        if consensus not in CONSENSUS_METHODS:
+            raise ValueError(f"unknown consensus {consensus!r}")
         self.spec = spec
+        self.consensus = consensus
         self.encoder = BatchEncoder(spec, dlc_folder)
+        self.frame_rows = FrameRows()
         self.picker = PreviewPicker()
 
+    def estimate(self, batch: FrameBatch) -> BatchConsensus:
+        if self.consensus == "robust":
+            known = [w for w in batch.widths if w is not None]
+            width = float(np.median(known)) if known else 1000.0
+            return robust_batch(batch.coords, self.spec, batch.workers, width)
+        return consensus_batch(batch.coords, self.spec)
+
     def __call__(self, batch: FrameBatch) -> BatchResult:
-        consensus = consensus_batch(batch.coords, self.spec)
+        consensus = self.estimate(batch)
         seconds = np.full(consensus.flipped.shape, math.nan, dtype=np.float64)
         for b, spent in enumerate(batch.seconds):
             if spent.count(None) != len(spent):
@@ -43,4 +60,5 @@ class BatchWork:
             self.encoder.encode(batch, consensus),
             agreement_part(self.spec, consensus, batch.workers, seconds),
             self.picker.candidates(batch, consensus),
+            self.frame_rows.encode(batch, consensus),
         )

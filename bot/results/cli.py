@@ -24,21 +24,31 @@ from bot.results.pipeline import (
     consolidate,
     labels_text,
     problems_text,
+    workers_text,
 )
 from bot.results.reader import job_name_of, local_worker_response_fetch
+from bot.results.rounds import RoundSource
 from bot.results.spec import LabelSpec
 
 S3ClientFactory = Callable[[], Any]
 # Workers listed by `format_summary` (all are in agreement.json and workers.png).
 SHOWN_WORKERS = 10
+CONSENSUS_TEXT = {
+    "median": "median of the workers (MARS's)",
+    "robust": "robust (each click weighed by how believable it is)",
+}
 
 
 def load_spec(project_dir: Path) -> LabelSpec:
     """The label spec from the project's config, validated by the project model itself."""
+    return load_config(project_dir).label_spec
+
+
+def load_config(project_dir: Path) -> ProjectConfig:
     config_file = find_config_file(project_dir)
     if config_file is None:
         raise NotFoundError(f"No project-config.yml in {project_dir}: is this a project folder?")
-    return label_spec(parse_project(config_file, project_dir.name, {}))
+    return parse_project(config_file, project_dir.name, {})
 
 
 def label_spec(project: ProjectConfig) -> LabelSpec:
@@ -99,12 +109,20 @@ def run_consolidate(
     *,
     s3_client_factory: S3ClientFactory,
     progress: Callable[[int], None] | None = None,
+    follow_ups: Sequence[tuple[str, str]] = (),
+    consensus: str | None = None,
 ) -> ConsolidationSummary:
     """Consolidate a local or `s3://` output manifest into `out` (default
-    `<project>/annotation-data/results/<job or manifest name>/`)."""
-    spec = load_spec(project_dir)
+    `<project>/annotation-data/results/<job or manifest name>/`).
+
+    `follow_ups` are (job name, output manifest) of follow-up rounds whose answers join the
+    frames' own; `consensus` defaults to the project's (`job.consensus`)."""
+    project = load_config(project_dir)
+    spec = project.label_spec
+    method = consensus or project.job.consensus_for(bool(follow_ups))
     store = _S3(s3_client_factory)
     load_image = _image_loader(project_dir, store)
+    rounds = [_round(name, uri, store) for name, uri in follow_ups]
     if source.startswith("s3://"):
         _, key = s3.split_s3_uri(source)
         lines = store.lines(source)
@@ -119,6 +137,8 @@ def run_consolidate(
             load_image=load_image,
             job_name=job,
             progress=progress,
+            consensus=method,
+            follow_ups=rounds,
         )
     path = Path(source)
     if not path.is_file():
@@ -136,7 +156,22 @@ def run_consolidate(
             load_image=load_image,
             job_name=job,
             progress=progress,
+            consensus=method,
+            follow_ups=rounds,
         )
+
+
+def _round(name: str, uri: str, store: _S3) -> RoundSource:
+    """A follow-up's output manifest, read from S3 or a local file (read whole: a follow-up
+    asks about a share of its parent's frames)."""
+    if uri.startswith("s3://"):
+        return RoundSource(name, list(store.lines(uri)), store.get)
+    path = Path(uri)
+    if not path.is_file():
+        raise NotFoundError(f"No manifest at {path} (round {name}).")
+    return RoundSource(
+        name, path.read_bytes().splitlines(), local_worker_response_fetch(path, store.get)
+    )
 
 
 def worker_lines(workers: Sequence[WorkerAgreement]) -> list[str]:
@@ -226,6 +261,19 @@ def format_summary(summary: ConsolidationSummary) -> str:
         f"{summary.workers} workers; left/right flips corrected in "
         f"{summary.flip_corrected_frames} frames."
     )
+    out.append(f"Consensus: {CONSENSUS_TEXT.get(summary.consensus, summary.consensus)}.")
+    if summary.workers_per_frame:
+        by_count = ", ".join(f"{frames} with {n}" for n, frames in summary.workers_per_frame)
+        out.append(
+            f"Workers per frame: {workers_text(summary.workers_per_frame)} ({by_count}; "
+            "each frame's count is in frames.csv)."
+        )
+    if summary.rounds:
+        out.append(
+            "Follow-up rounds merged: "
+            + ", ".join(f"{job} ({frames} frames)" for job, frames in summary.rounds)
+            + "."
+        )
     out += worker_lines(summary.worker_report)
     out += labels_text(summary.expected_labels, summary.unknown_labels)
     out += problems_text(summary.problems, summary.problem_count, summary.problems_file)

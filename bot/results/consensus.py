@@ -45,6 +45,9 @@ class BatchConsensus:
     distance: FloatArray  # (B, W, S) each worker's distance to the consensus, NaN if unplaced
     flipped: BoolArray  # (B, W) the worker had at least one pair swapped in this frame
     flip_rounds: int
+    # (B, S) expected error of each consensus point, px: the robust estimator's (bot/results/
+    # robust.py), which `relabel` ranks frames by; None from the median.
+    uncertainty: FloatArray | None = None
 
 
 def nanmedian_workers(values: FloatArray) -> FloatArray:

@@ -43,6 +43,7 @@ from bot.results.reader import FrameBatch
 from bot.results.spec import LabelSpec
 
 CSV_COLUMNS = ("frame", "animal", "keypoint", "x", "y", "n_workers", "spread")
+FRAME_COLUMNS = ("frame", "image_id", "n_workers", "rounds", "uncertainty", "spread")
 # DeepLabCut's scorer (the first header row) and so the file's name, `CollectedData_<scorer>`.
 DLC_SCORER = "gtbot"
 # MARS pads a bounding box by this share of the image on every side (its `correct_box`).
@@ -173,7 +174,8 @@ def _part(path: Path) -> Path:
 
 
 class CocoRecords:
-    """The COCO image and annotation objects of a batch, each preceded by a comma. They depend
+    """The COCO image and annotation objects of a batch, each preceded by a comma; an image also
+    says how many workers answered it (`n_workers`, a key COCO readers ignore). They depend
     on the batch alone (ids come from manifest line numbers: image id = line, annotation id =
     (line - 1) x individuals + individual + 1), so any process can encode any batch."""
 
@@ -219,6 +221,8 @@ class CocoRecords:
             _cached_texts(batch.widths, sizes, _pixels),
             b',"height":',
             _cached_texts(batch.heights, sizes, _pixels),
+            b',"n_workers":',
+            _items(_json_text(np.array([len(w) for w in batch.workers], dtype=np.int64))),
             b"}",
         )
         # (B, I, K, 2) consensus points of every instance, rounded like the keypoints list.
@@ -360,6 +364,43 @@ class CsvRows:
             (spread[1:-1].replace(b",", b"\r\n\0") + b"\r\n").split(b"\0"),
         )
         return rows, xy
+
+
+class FrameRows:
+    """The rows of `frames.csv` for a batch: per frame, its image id (the line of the parent's
+    manifest, as in COCO), how many workers answered it, in how many labeling jobs (rounds), the
+    mean expected error of its consensus points in px (the robust consensus's; empty from the
+    median) and the spread of its least agreed point (px, as `keypoints.csv` has it). It is
+    what `relabel` chooses frames from."""
+
+    def encode(self, batch: FrameBatch, consensus: BatchConsensus) -> bytes:
+        if not len(batch):
+            return b""
+        with np.errstate(all="ignore"):
+            spread = np.fmax.reduce(consensus.spread, axis=1)
+            if consensus.uncertainty is None:
+                uncertainty = np.full(len(batch), np.nan)
+            else:
+                counted = np.isfinite(consensus.uncertainty)
+                uncertainty = np.where(counted, consensus.uncertainty, 0.0).sum(axis=1) / (
+                    counted.sum(axis=1)
+                )
+        numbers = np.stack([np.round(uncertainty, 2), np.round(spread, 2)], axis=1)
+        pairs = _rows(_rounded_text(numbers, 2).replace(b"null", b""))
+        counts = _items(_json_text(np.array([len(w) for w in batch.workers], dtype=np.int64)))
+        rounds = _items(_json_text(np.array(batch.rounds or [1] * len(batch), dtype=np.int64)))
+        return _assemble(
+            _csv_fields(batch.source_refs),
+            b",",
+            _items(_json_text(np.array(batch.lines, dtype=np.int64))),
+            b",",
+            counts,
+            b",",
+            rounds,
+            b",",
+            pairs,
+            b"\r\n",
+        )
 
 
 class DlcRows:

@@ -234,13 +234,14 @@ def _child(
     label_attribute: str | None,
     batch_lines: int,
     dlc_folder: str,
+    consensus: str = "median",
 ) -> None:
     """The second process: claim, read and send chunks until the manifest ends. Any failure is
     sent as text so the parent can raise it; the parent never evaluates what it receives
     beyond unpickling the plain values this function built."""
     parent = multiprocessing.parent_process()
     try:
-        work = BatchWork(spec, dlc_folder)
+        work = BatchWork(spec, dlc_folder, consensus)
         texts = _TextFile(_text_path(folder))
         fd = os.open(manifest.path, os.O_RDONLY)
         while True:
@@ -257,7 +258,9 @@ def _child(
                 _post(conn, folder, "fetch", index, [line.tobytes() for line in lines])
                 continue
             chunk.results = [
-                BatchResult(texts.put(result.texts), result.agreement, result.preview)
+                BatchResult(
+                    texts.put(result.texts), result.agreement, result.preview, result.frames
+                )
                 for result in chunk.results
             ]
             _post(conn, folder, "chunk", index, chunk)
@@ -337,6 +340,7 @@ def parallel_results(
     batch_lines: int,
     writer: ResultWriter,
     dlc_folder: str,
+    consensus: str = "median",
 ) -> Iterator[BatchResult]:
     """Every usable batch's result, in manifest order, computed by this process and one
     child; the child's export text is a `Segment` of a file registered with `writer`.
@@ -358,6 +362,7 @@ def parallel_results(
             label_attribute,
             batch_lines,
             dlc_folder,
+            consensus,
         ),
         name="gtbot-consolidate-reader",
         daemon=True,
@@ -368,7 +373,7 @@ def parallel_results(
     fd = os.open(manifest.path, os.O_RDONLY)
     finished = False
     try:
-        work = BatchWork(spec, dlc_folder)
+        work = BatchWork(spec, dlc_folder, consensus)
         inbox = _Inbox(receiving, folder)
         source: int | None = None
         own: dict[int, _Chunk] = {}
@@ -472,4 +477,4 @@ def _from_source(result: BatchResult, source: int) -> BatchResult:
         if not isinstance(text, Segment):
             raise TypeError("the child's texts are segments of its file")
         segments.append(Segment(source, text.offset, text.length))
-    return BatchResult(BatchTexts(*segments), result.agreement, result.preview)
+    return BatchResult(BatchTexts(*segments), result.agreement, result.preview, result.frames)

@@ -200,7 +200,13 @@ def _tile(spec: LabelSpec, title: str, item: PreviewFrame, load_image: LoadImage
     tile = Image.new("RGB", (TILE_WIDTH, tile_h + header), _BACKGROUND)
     tile.paste(picture_rgb, (0, header))
     text = ImageDraw.Draw(tile)
-    text.text((4, 2), f"{title}: spread {item.score:.1f} px", fill=_INK, font=font)
+    workers = len(item.workers)
+    text.text(
+        (4, 2),
+        f"{title}: spread {item.score:.1f} px, {workers} worker{'s' if workers != 1 else ''}",
+        fill=_INK,
+        font=font,
+    )
     text.text((4, 18), file_name(item.source_ref)[:48], fill=(90, 90, 90), font=font)
     return tile
 

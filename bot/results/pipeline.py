@@ -25,7 +25,7 @@ from bot.results.agreement import (
     worker_report,
 )
 from bot.results.batch import BatchResult, BatchWork
-from bot.results.exports import DLC_SCORER, ResultWriter, csv_line
+from bot.results.exports import DLC_SCORER, FRAME_COLUMNS, ResultWriter, csv_line
 from bot.results.parallel import PARALLEL_MIN_LINES, local_manifest, parallel_results
 from bot.results.pictures import (
     LoadImage,
@@ -35,6 +35,7 @@ from bot.results.pictures import (
     workers_png,
 )
 from bot.results.reader import Fetch, Problem, ReadReport, read_batches
+from bot.results.rounds import FollowUps, RoundSource
 from bot.results.spec import LabelSpec
 
 # Manifest lines (so at most that many frames) per numpy batch: large enough that per-call
@@ -51,6 +52,7 @@ FILE_NAMES = {
     "preview": "preview.png",
     "agreement_chart": "agreement.png",
     "workers_chart": "workers.png",
+    "frames": "frames.csv",
 }
 PROBLEMS_FILE = "problems.csv"
 PROBLEM_COLUMNS = ("line", "worker", "reason")
@@ -72,6 +74,7 @@ class ResultFiles:
     preview: Path
     agreement_chart: Path
     workers_chart: Path
+    frames: Path
 
     @classmethod
     def in_dir(cls, out_dir: Path) -> ResultFiles:
@@ -100,6 +103,11 @@ class ConsolidationSummary:
     unknown_labels: tuple[tuple[str, int], ...] = ()
     expected_labels: tuple[str, ...] = ()
     worker_report: tuple[WorkerAgreement, ...] = ()
+    consensus: str = "median"
+    # (workers, frames) for every number of workers a frame had, and each follow-up round
+    # merged in as (job, frames it answered).
+    workers_per_frame: tuple[tuple[int, int], ...] = ()
+    rounds: tuple[tuple[str, int], ...] = ()
 
 
 def consolidate(
@@ -114,6 +122,8 @@ def consolidate(
     batch_frames: int = BATCH_FRAMES,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    consensus: str = "median",
+    follow_ups: Sequence[RoundSource] = (),
 ) -> ConsolidationSummary:
     """Stream the manifest once and write the result files and `problems.csv` into `out_dir`.
 
@@ -128,19 +138,34 @@ def consolidate(
     machine has two cores, 1 forces one process, 2 uses two for any local binary file handle.
     The files and the summary are the same either way (see `bot.results.parallel`).
     `progress` hears how many manifest lines were read so far, after each batch.
+
+    `consensus` is "median" (MARS's) or "robust" (bot/results/robust.py). `follow_ups` are the
+    outputs of follow-up rounds of this job: their answers join each frame's own (one process).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ResultFiles.in_dir(out_dir)
     problems_file = out_dir / PROBLEMS_FILE
-    problems = _ProblemsCsv(problems_file)
+    problems = _CsvFile(problems_file, PROBLEM_COLUMNS)
     report = ReadReport(sink=problems.write)
     dlc_folder = _folder_name(job_name)
+    extra: FollowUps | None = None
     try:
+        frames = _CsvFile(files.frames, FRAME_COLUMNS)
+    except BaseException:
+        problems.abort()
+        raise
+    try:
+        if follow_ups:
+            extra = FollowUps(spec)
+            for source in follow_ups:
+                extra.read(source, problems.write, label_attribute)
+            workers = 1
         writer = ResultWriter(
             (files.coco, files.csv, files.mars, files.dlc), spec, job_name, dlc_folder
         )
     except BaseException:
         problems.abort()
+        frames.abort()
         raise
     results = _results(
         manifest_lines,
@@ -152,6 +177,9 @@ def consolidate(
         workers=workers,
         writer=writer,
         dlc_folder=dlc_folder,
+        consensus=consensus,
+        extra=extra,
+        sink=problems.write,
     )
     agreement = AgreementAccumulator(spec)
     picker = PreviewPicker()
@@ -160,36 +188,48 @@ def consolidate(
             writer.add(result.texts)
             agreement.merge(result.agreement)
             picker.merge(result.preview)
+            frames.add(result.frames)
             if progress:
                 progress(report.lines)
+        for ref in extra.unmatched() if extra is not None else ():
+            problems.write(
+                Problem(0, f"a follow-up round answered {ref[:300]}, which this job's output lacks")
+            )
     except BaseException:
         results.close()  # stops the second process too
         writer.abort()
         problems.abort()
+        frames.abort()
         raise
     problems.close()
     name = job_name or report.job_name
     if agreement.frames == 0:
         writer.abort()
+        frames.abort()
         for path in files.all():
             path.unlink(missing_ok=True)
         raise NothingConsolidatedError(nothing_message(report, spec, problems_file))
+    frames.close()
     # Finishing the exports is mostly a copy in the kernel (no GIL): draw meanwhile.
     with ThreadPoolExecutor(1, thread_name_prefix="gtbot-exports") as finishing:
         closed = finishing.submit(writer.close)
         keypoints = agreement.keypoints()
-        document = agreement.to_json(name)
+        document = agreement.to_json(name, consensus)
         document["frames_skipped"] = report.frames_skipped
         document["problem_count"] = report.problem_count
+        rounds = tuple(extra.jobs) if extra is not None else ()
+        if rounds:
+            document["follow_up_rounds"] = [{"job": j, "frames": n} for j, n in rounds]
         _write_json(files.agreement, document)
         ranked = worker_report(document)
         preview_png(files.preview, spec, picker.chosen(), load_image)
+        per_frame = agreement.workers_per_frame()
         agreement_png(
             files.agreement_chart,
             spec.keypoints,
             [k.median_px for k in keypoints],
-            f"Worker agreement per keypoint ({agreement.frames} frames"
-            + (f", {name})" if name else ")"),
+            f"Worker agreement per keypoint ({agreement.frames} frames, "
+            f"{workers_text(per_frame)}" + (f", {name})" if name else ")"),
         )
         workers_png(
             files.workers_chart,
@@ -212,7 +252,20 @@ def consolidate(
         unknown_labels=_by_count(report.unknown_labels),
         expected_labels=spec.labels,
         worker_report=ranked,
+        consensus=consensus,
+        workers_per_frame=per_frame,
+        rounds=rounds,
     )
+
+
+def workers_text(per_frame: Sequence[tuple[int, int]]) -> str:
+    """How many workers frames had, for titles: "5 workers each", "3-7 workers a frame"."""
+    if not per_frame:
+        return "no workers"
+    low, high = per_frame[0][0], per_frame[-1][0]
+    if low == high:
+        return f"{low} worker{'s' if low != 1 else ''} each"
+    return f"{low}-{high} workers a frame"
 
 
 def _folder_name(job_name: str | None) -> str:
@@ -285,17 +338,21 @@ def nothing_message(report: ReadReport, spec: LabelSpec, problems_file: Path) ->
     return "\n".join(out)
 
 
-class _ProblemsCsv:
-    """`problems.csv` (line, worker, reason), written as problems arrive, in line order."""
+class _CsvFile:
+    """A CSV file written as its rows arrive, under a `.part` name until it is complete:
+    `problems.csv` (line, worker, reason, in line order) and `frames.csv`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
         self.path = path
         self.part = path.with_name(path.name + ".part")
         self.file = open(self.part, "wb")  # noqa: SIM115 - closed by close() or abort()
-        self.file.write(csv_line(PROBLEM_COLUMNS))
+        self.file.write(csv_line(columns))
 
     def write(self, problem: Problem) -> None:
         self.file.write(csv_line((str(problem.line), problem.worker or "", problem.reason)))
+
+    def add(self, rows: bytes) -> None:
+        self.file.write(rows)
 
     def close(self) -> None:
         self.file.close()
@@ -317,6 +374,9 @@ def _results(
     workers: int | None,
     writer: ResultWriter,
     dlc_folder: str,
+    consensus: str,
+    extra: FollowUps | None,
+    sink: Callable[[Problem], None],
 ) -> Generator[BatchResult, None, None]:
     """Every usable batch's result in manifest order, from one process or two."""
     manifest = None
@@ -335,12 +395,13 @@ def _results(
             batch_lines=batch_frames,
             writer=writer,
             dlc_folder=dlc_folder,
+            consensus=consensus,
         )
         # Leave the caller's handle where the sequential path would: at the end.
         if isinstance(manifest_lines, BufferedReader):
             manifest_lines.seek(0, os.SEEK_END)
         return
-    work = BatchWork(spec, dlc_folder)
+    work = BatchWork(spec, dlc_folder, consensus)
     for batch in read_batches(
         manifest_lines,
         spec,
@@ -349,7 +410,7 @@ def _results(
         label_attribute=label_attribute,
         batch_lines=batch_frames,
     ):
-        yield work(batch)
+        yield work(batch if extra is None else extra.widen(batch, sink))
 
 
 def _write_json(path: Path, document: object) -> None:

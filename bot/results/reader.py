@@ -230,6 +230,9 @@ class FrameBatch:
     seconds: list[list[float | None]]
     coords: FloatArray
     _file_names: list[str] | None = None
+    # How many labeling jobs answered each frame: 1 unless follow-up rounds were merged in
+    # (bot/results/rounds.py); None means 1 for every frame.
+    rounds: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.lines)

@@ -1,0 +1,154 @@
+"""The adaptive policy's settings, the frame rules of `relabel`, follow-up names and the choice
+of frames: pure logic, no AWS."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from aws.groundtruth import JOB_NAME_RE
+from bot.adaptive import AdaptivePolicy, FrameRule
+from bot.errors import ConfigError, UsageError
+from bot.project import load_project
+from bot.relabel import FrameRow, NothingToRelabelError, choose, followup_name, read_frames
+
+SAMPLES = Path(__file__).parent / "samples"
+PUBLIC = "arn:aws:sagemaker:us-east-2:394669845002:workteam/public-crowd/default"
+VENDOR = "arn:aws:sagemaker:us-east-2:123456789012:workteam/vendor-crowd/some-vendor"
+
+
+def _load(tmp_path: Path, job: dict[str, Any]) -> Any:
+    data = yaml.safe_load((SAMPLES / "project-config.yml").read_text())
+    data["job"].update(job)
+    project = tmp_path / "proj"
+    project.mkdir(exist_ok=True)
+    (project / "project-config.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_project(tmp_path, "proj")
+
+
+def test_a_valid_policy_and_its_defaults(tmp_path: Path) -> None:
+    project = _load(
+        tmp_path,
+        {"workteam_arn": PUBLIC, "price_usd": 0.036, "adaptive": {"budget_usd": 25.999}},
+    )
+    policy = project.job.adaptive
+    assert policy == AdaptivePolicy(FrameRule("worst", 25.0, True), 1, 3, Decimal("25.99"))
+    assert AdaptivePolicy.from_dict(policy.as_dict()) == policy
+    assert project.job.consensus_for(rounds=False) == "robust"  # adaptive: robust by default
+    assert "up to 3 rounds" in policy.text() and "$25.99 in all" in policy.text()
+    plain = _load(tmp_path, {})
+    assert plain.job.adaptive is None and plain.job.consensus_for(rounds=False) == "median"
+    assert plain.job.consensus_for(rounds=True) == "robust"
+    chosen = _load(tmp_path, {"consensus": "median", "adaptive": {"select": "spread 12"}})
+    assert chosen.job.consensus_for(rounds=True) == "median"
+    assert chosen.job.adaptive.select == FrameRule("spread", 12.0)
+
+
+BAD = [
+    ({"adaptive": "yes"}, "job.adaptive`: must be a mapping"),
+    ({"adaptive": {"selct": "worst 10"}}, "Did you mean `select`?"),
+    ({"adaptive": {"select": "best 10"}}, "write `worst N`"),
+    ({"adaptive": {"select": "worst 120%"}}, "at most 100 %"),
+    ({"adaptive": {"select": "spread 5%"}}, "takes pixels"),
+    ({"adaptive": {"workers_per_round": 0}}, "from 1 to 9"),
+    ({"adaptive": {"max_rounds": 9}}, "from 2 to 5"),
+    (
+        {"workers_per_image": 9, "adaptive": {"workers_per_round": 9, "max_rounds": 5}},
+        "could get 45 answers",
+    ),
+    ({"adaptive": {"budget_usd": 10}}, "a private team takes no price per task"),
+    ({"workteam_arn": PUBLIC, "price_usd": 0.036, "adaptive": {}}, "need a cap"),
+    ({"workteam_arn": PUBLIC, "price_usd": 0.036, "adaptive": {"budget_usd": "lots"}}, "positive"),
+    ({"workteam_arn": PUBLIC, "price_usd": 0.036, "adaptive": {"budget_usd": -3}}, "positive"),
+    ({"workteam_arn": VENDOR, "adaptive": {}}, "vendor workforce sets its own price"),
+    ({"consensus": "mean"}, "must be `median`"),
+]
+
+
+@pytest.mark.parametrize(("job", "expected"), BAD, ids=[b[1][:30] for b in BAD])
+def test_bad_policies_name_the_key_and_the_fix(
+    tmp_path: Path, job: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, job)
+    assert expected in info.value.user_message
+    assert ", line " in info.value.user_message
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("worst 25%", FrameRule("worst", 25.0, True)),
+        ("WORST 40", FrameRule("worst", 40.0)),
+        ("spread 12", FrameRule("spread", 12.0)),
+        ("spread 7.5 px", FrameRule("spread", 7.5)),
+    ],
+)
+def test_frame_rules(text: str, rule: FrameRule) -> None:
+    assert FrameRule.parse(text) == rule
+    assert FrameRule.parse(rule.text()) == rule
+
+
+@pytest.mark.parametrize("text", ["worst", "worst 0", "worst 2.5", "worst 10px", "spread 0", "x"])
+def test_bad_frame_rules_say_how_to_write_them(text: str) -> None:
+    with pytest.raises(UsageError, match="--worst"):
+        FrameRule.parse(text, "--worst")
+
+
+def test_follow_up_names_fit_ground_truth_and_differ_per_root() -> None:
+    assert followup_name("mice-20260101120000", 2) == "mice-20260101120000-r2"
+    long_a, long_b = "a" * 62 + "x", "a" * 62 + "y"
+    names = {followup_name(root, n) for root in (long_a, long_b) for n in (2, 3, 12)}
+    assert len(names) == 6
+    assert all(len(n) <= 63 and JOB_NAME_RE.match(n) for n in names)
+    assert followup_name(long_a, 12).endswith("-r12")
+
+
+def _rows(uncertainty: list[float], spread: list[float], workers: int = 3) -> list[FrameRow]:
+    return [
+        FrameRow(f"s3://b/f{i}.jpg", i + 1, workers, u, s)
+        for i, (u, s) in enumerate(zip(uncertainty, spread, strict=True))
+    ]
+
+
+def test_choosing_frames() -> None:
+    rows = _rows([5.0, 20.0, 8.0, 30.0, math.nan], [4.0, 25.0, 9.0, 12.0, 2.0])
+    worst = choose(rows, FrameRule("worst", 40.0, True), 1)
+    assert [r.image_id for r in worst.frames] == [2, 4]  # manifest order
+    assert "2 of 5 frames" in worst.reason and "mean expected error is 25.0 px" in worst.reason
+    assert "the other frames' 6.5 px" in worst.reason
+    spread = choose(rows, FrameRule("spread", 10.0), 2)
+    assert [r.image_id for r in spread.frames] == [2, 4]
+    capped = choose(rows, FrameRule("worst", 3.0), 1, most=1)
+    assert [r.image_id for r in capped.frames] == [4]
+    assert "the budget left pays for 1 of the 3 it picked" in capped.reason
+    # Ranked by spread when the results used the median (no expected error).
+    median = choose(_rows([math.nan] * 3, [3.0, 9.0, 1.0]), FrameRule("worst", 1.0), 1)
+    assert [r.image_id for r in median.frames] == [2] and "mean spread" in median.reason
+    with pytest.raises(NothingToRelabelError, match="no frame has a keypoint"):
+        choose(rows, FrameRule("spread", 50.0), 1)
+    with pytest.raises(NothingToRelabelError, match="budget left"):
+        choose(rows, FrameRule("worst", 2.0), 1, most=0)
+    with pytest.raises(NothingToRelabelError, match="as many answers as gtbot uses"):
+        choose(_rows([9.0], [9.0], workers=31), FrameRule("worst", 1.0), 2)
+
+
+def test_frames_csv_is_read_back_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "frames.csv"
+    path.write_text(
+        "frame,image_id,n_workers,rounds,uncertainty,spread\r\n"
+        "s3://b/a.jpg,1,3,1,4.5,7.25\r\n"
+        "'=x.jpg,2,5,2,,3.0\r\n"
+        "broken,row\r\n"
+    )
+    rows = read_frames(path)
+    assert [(r.source_ref, r.image_id, r.workers, r.spread) for r in rows] == [
+        ("s3://b/a.jpg", 1, 3, 7.25),
+        ("=x.jpg", 2, 5, 3.0),
+    ]
+    assert rows[0].uncertainty == 4.5 and math.isnan(rows[1].uncertainty)
