@@ -34,6 +34,7 @@ from aws.emulator.groundtruth import (
 )
 from bot.settings import Settings
 from handlers import blocks
+from handlers.blocks import say
 from handlers.server import Running, start_bot
 
 TOKEN = "xoxb-000000000000-not-a-real-token"
@@ -226,6 +227,72 @@ class Harness:
             )
         )
 
+    def progress_messages(self, text: str, channel: str = CHANNEL) -> list[dict[str, Any]]:
+        """The progress messages long commands `/gt <text>` posted in the channel, in order."""
+        shown = say("/gt " + text.replace("`", "'"))
+        title = f"`{shown}`"
+        return [
+            m
+            for m in self.stub.messages.get(channel, [])
+            if title in str(m.get("text")) and not m.get("thread_ts")
+        ]
+
+    def progress_message(self, text: str, channel: str = CHANNEL) -> dict[str, Any] | None:
+        """The last progress message of `/gt <text>` in the channel."""
+        found = self.progress_messages(text, channel)
+        return found[-1] if found else None
+
+    def replies(self, parent: dict[str, Any], channel: str = CHANNEL) -> list[dict[str, Any]]:
+        """The replies in a message's thread, oldest first."""
+        return [m for m in self.stub.thread(channel, parent["ts"]) if m["ts"] != parent["ts"]]
+
+    def progress_lines(self, text: str, channel: str = CHANNEL) -> list[str]:
+        """What the progress message of `/gt <text>` said, in order: posted, then updated."""
+        parent = self.progress_message(text, channel)
+        if parent is None:
+            return []
+        updates = [
+            str(c.params.get("text"))
+            for c in self.stub.of("chat.update")
+            if c.params.get("ts") == parent["ts"]
+        ]
+        return [str(parent["text"]), *updates]
+
+    def said(
+        self, text: str, *, user: str = ADMIN, channel: str = CHANNEL, timeout: float = 30.0
+    ) -> str:
+        """`/gt <text>`, and what its asker reads: the response_url answers (a quick command,
+        a refusal, a failed quick check), or a long command's replies in the thread of its
+        progress message once that message says it ended."""
+        before = len(self.progress_messages(text, channel))
+        sent = self.command(text, user=user, channel=channel)
+
+        def answer() -> str | None:
+            if responses := self.stub.responses(sent.response_id):
+                return texts(responses)
+            posted = self.progress_messages(text, channel)
+            if len(posted) <= before:
+                return None
+            replies = self.replies(posted[-1], channel)
+            last = self.progress_lines(text, channel)[-1]
+            ended = any(w in last for w in ("finished in", "failed after", "interrupted"))
+            return texts(replies) if replies and ended else None
+
+        return str(self.wait_for(answer, timeout, f"the answer to /gt {text}"))
+
+    def long_reply(
+        self, text: str, *, channel: str = CHANNEL, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """The answer of a long command `/gt <text>`: the first reply in its progress
+        message's thread (Slack's stored message: `text` and `blocks`)."""
+
+        def answer() -> dict[str, Any] | None:
+            parent = self.progress_message(text, channel)
+            replies = self.replies(parent, channel) if parent is not None else []
+            return replies[0] if replies else None
+
+        return dict(self.wait_for(answer, timeout, f"the answer to /gt {text}"))
+
     def buckets(self) -> list[str]:
         s3 = boto3.client("s3", endpoint_url=self.s3_url, region_name="us-east-2")
         return sorted(b["Name"] for b in s3.list_buckets().get("Buckets", []))
@@ -254,6 +321,11 @@ class Harness:
         before = len(self.plan_cards())
         self.command(f"submit {project}", user=user)
         self.wait_for(lambda: len(self.plan_cards()) > before, 30, "the plan card")
+        self.wait_for(
+            lambda: "the plan card is below" in self.progress_lines(f"submit {project}")[-1],
+            10,
+            "the end of submit's progress message",
+        )
         return self.plan_at(before)
 
     def launch(self, project: str = "demo", *, user: str = SUBMITTER) -> tuple[str, str]:
