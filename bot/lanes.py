@@ -113,9 +113,11 @@ class Lane:
                 )
             self._queue.append(work)
             ahead = max(0, len(self._queue) - free)
-            if self._idle > 0:
-                self._cond.notify()
-            elif len(self._threads) < self.workers:
+            # `_idle` counts waiting threads, woken or not, until they take the lock again:
+            # wake one per queued item (a woken thread that finds nothing waits again), and
+            # start a thread when the queue is longer than the threads that will wake for it.
+            self._cond.notify(len(self._queue))
+            if len(self._queue) > self._idle and len(self._threads) < self.workers:
                 thread = threading.Thread(
                     target=self._worker,
                     name=f"gtbot-{self.name}-{len(self._threads) + 1}",
@@ -158,16 +160,26 @@ class Lane:
         time.monotonic() value) to finish, then tell what still runs that it was interrupted."""
         with self._cond:
             self._stopping = True
-            queued = list(self._queue)
-            self._queue.clear()
+            # The first `free` items were told they start now (a thread is on its way to each):
+            # they run; only those told they wait are handed back.
+            free = max(0, self.workers - len(self._running))
+            queued = list(self._queue)[free:]
+            for _ in queued:
+                self._queue.pop()
             self._cond.notify_all()
         for work in queued:
             if work.abandon is not None:
                 _quietly(work.context.copy().run, work.abandon, "not started", what=work.name)
         with self._cond:
-            while self._running and time.monotonic() < deadline:
+            while (self._running or self._queue) and time.monotonic() < deadline:
                 self._cond.wait(max(0.0, min(0.2, deadline - time.monotonic())))
+            unstarted = list(self._queue)
+            self._queue.clear()
             left = list(self._running)
+        for work in unstarted:
+            if work.abandon is not None:
+                _quietly(work.context.copy().run, work.abandon, "not started", what=work.name)
+        queued += unstarted
         for work in left:
             if work.abandon is not None:
                 _quietly(work.context.copy().run, work.abandon, "interrupted", what=work.name)
