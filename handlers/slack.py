@@ -193,6 +193,16 @@ _PERMANENT = _GONE | {
     "file_uploads_disabled",
     "file_uploads_except_images_disabled",
     "file_upload_size_restricted",
+    # conversations.open (https://docs.slack.dev/reference/methods/conversations.open): the
+    # person cannot be written to (deactivated, unknown, a bot).
+    "user_disabled",
+    "user_not_found",
+    "cannot_dm_bot",
+    "users_list_not_supplied",
+    "not_enough_users",
+    "too_many_users",
+    "invalid_user_combination",
+    "method_not_supported_for_channel_type",
 }
 # The metadata event type on gtbot's step posts (https://docs.slack.dev/messaging/message-metadata:
 # `metadata` on chat.postMessage is {event_type, event_payload}; conversations.replies returns it

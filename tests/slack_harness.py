@@ -274,11 +274,16 @@ class Harness:
             if len(posted) <= before:
                 return None
             replies = self.replies(posted[-1], channel)
-            last = self.progress_lines(text, channel)[-1]
+            last = self.progress_now(text, channel)
             ended = any(w in last for w in ("finished in", "failed after", "interrupted"))
             return texts(replies) if replies and ended else None
 
         return str(self.wait_for(answer, timeout, f"the answer to /gt {text}"))
+
+    def progress_now(self, text: str, channel: str = CHANNEL) -> str:
+        """What the progress message of `/gt <text>` says now ("" before it is posted)."""
+        lines = self.progress_lines(text, channel)
+        return lines[-1] if lines else ""
 
     def long_reply(
         self, text: str, *, channel: str = CHANNEL, timeout: float = 30.0
@@ -322,7 +327,7 @@ class Harness:
         self.command(f"submit {project}", user=user)
         self.wait_for(lambda: len(self.plan_cards()) > before, 30, "the plan card")
         self.wait_for(
-            lambda: "the plan card is below" in self.progress_lines(f"submit {project}")[-1],
+            lambda: "the plan card is below" in self.progress_now(f"submit {project}"),
             10,
             "the end of submit's progress message",
         )
@@ -376,9 +381,11 @@ def start_harness(
     frames: int = 3,
     stub: RecordingStub | None = None,
     setenv: Callable[[str, str], None] = os.environ.__setitem__,
+    settings_env: Mapping[str, str] | None = None,
 ) -> Harness:
     """A bot on 127.0.0.1:0 with a `demo` project; `setenv` (monkeypatch's in tests) sets the
-    variables boto3 and `start_bot` read, so a test leaves the process as it found it."""
+    variables boto3 and `start_bot` read, so a test leaves the process as it found it.
+    `settings_env` adds GTBOT_ settings (e.g. GTBOT_LONG_JOBS)."""
     from conftest import write_project
 
     projects = workdir / "projects"
@@ -404,6 +411,7 @@ def start_harness(
             "SLACK_API_URL": stub.api_url,
             "GTBOT_BIND": "127.0.0.1",
         }
+        | dict(settings_env or {})
     )
     running = start_bot(settings, port=0, host="127.0.0.1", watcher=watcher)
     stub.clear()  # auth.test at start-up is not a side effect of any request

@@ -116,7 +116,7 @@ def test_submit_then_launch_creates_one_job_and_turns_the_card(bot: Harness) -> 
 
     bot.wait_for(lambda: bot.plan_cards(), 30, "the plan card")
     bot.wait_for(
-        lambda: "the plan card is below" in bot.progress_lines("submit demo")[-1],
+        lambda: "the plan card is below" in bot.progress_now("submit demo"),
         10,
         "the progress message's last state",
     )

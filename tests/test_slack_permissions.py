@@ -115,7 +115,7 @@ def _finish(bot: Harness, sent: Sent, command: str, text: str, before: int) -> s
         if command == "submit":
             return "plan card" if bot.plan_cards() else None
         replies = bot.replies(posted[-1])
-        ended = any(w in bot.progress_lines(text)[-1] for w in ("finished in", "failed after"))
+        ended = any(w in bot.progress_now(text) for w in ("finished in", "failed after"))
         return texts(replies) if replies and ended else None
 
     return str(bot.wait_for(said, 30, f"the answer to /gt {text}"))

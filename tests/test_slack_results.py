@@ -94,7 +94,7 @@ def test_progress_is_one_message_kept_updated(bot: Harness) -> None:
     assert [c.params["text"] for c in bot.stub.of("chat.postMessage")][0] == (
         ":hourglass: `/gt upload demo`: starting"
     )
-    bot.wait_for(lambda: "finished in" in bot.progress_lines("upload demo")[-1], 10, "the end")
+    bot.wait_for(lambda: "finished in" in bot.progress_now("upload demo"), 10, "the end")
     lines = bot.progress_lines("upload demo")
     assert len(bot.progress_messages("upload demo")) == 1
     assert lines[1] == ":hourglass_flowing_sand: `/gt upload demo`: started"

@@ -34,6 +34,6 @@ def test_policies_come_as_files_and_uploads_show_their_rate(bot: Harness) -> Non
     bot.stub.clear()
     # The count and rate a terminal's bar shows stay in the progress message at its end.
     assert "3 uploaded" in bot.said("upload demo", user=SUBMITTER)
-    final = bot.progress_lines("upload demo")[-1]
+    final = bot.progress_now("upload demo")
     assert final.startswith(":white_check_mark: `/gt upload demo`: finished in ")
     assert "(Uploading frames: 3/3 (100%), " in final and "frames/s, done in" in final
