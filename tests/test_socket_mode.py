@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from slack_stub import SlackStub
+from test_install_files import healthcheck
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -191,6 +192,7 @@ def test_socket_mode_answers_a_slash_command(stub: GatewayStub, tmp_path: Path) 
         assert stub.of("apps.connections.open")
         status, health = _health(port)
         assert status == 200 and health["ok"] and health["socket_mode"] is True, health
+        assert healthcheck(port) == 0  # the Dockerfile's HEALTHCHECK works here too
         assert "holds_lease" in health
     finally:
         bot.send_signal(signal.SIGTERM)
