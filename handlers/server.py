@@ -35,7 +35,7 @@ from waitress import wasyncore
 from bot import launcher
 from bot.context import Context
 from bot.errors import ConfigError
-from bot.lanes import Lanes
+from bot.lanes import AckGate, Lanes
 from bot.logs import traced
 from bot.settings import Settings
 from bot.state import Store
@@ -148,7 +148,11 @@ def make_health_wsgi(
 
 
 def make_wsgi(
-    app: App, store: Store, signing_secret: str, lease_holder: str | None = None
+    app: App,
+    store: Store,
+    signing_secret: str,
+    lease_holder: str | None = None,
+    gate: AckGate | None = None,
 ) -> Callable[..., Iterable[bytes]]:
     """The HTTP edge: health, then size cap and signature check, and only then Bolt.
 
@@ -162,6 +166,7 @@ def make_wsgi(
     """
     slack = SlackRequestHandler(app)
     verifier = SignatureVerifier(signing_secret)
+    gate = gate or AckGate()
 
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         with traced():
@@ -169,19 +174,26 @@ def make_wsgi(
             if method == "GET" and path == "/healthz":
                 return _health(start_response, store, lease_holder, None)
             if method == "POST" and path == slack.path:
-                body = _verified_body(environ, verifier)
-                if isinstance(body, tuple):
-                    status, reason = body
-                    log.warning(
-                        "refused a request to %s: %s",
-                        path,
-                        reason,
-                        extra={"remote": environ.get("REMOTE_ADDR"), "status": status[:3]},
-                    )
-                    return _answer(start_response, status, {"error": "invalid request"})
-                environ["wsgi.input"] = io.BytesIO(body)
-                environ["CONTENT_LENGTH"] = str(len(body))
+                with gate.acking():
+                    return _slack_request(environ, start_response)
             return slack(environ, start_response)
+
+    def _slack_request(
+        environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        body = _verified_body(environ, verifier)
+        if isinstance(body, tuple):
+            status, reason = body
+            log.warning(
+                "refused a request to %s: %s",
+                environ.get("PATH_INFO"),
+                reason,
+                extra={"remote": environ.get("REMOTE_ADDR"), "status": status[:3]},
+            )
+            return _answer(start_response, status, {"error": "invalid request"})
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return slack(environ, start_response)
 
     return wsgi
 
@@ -350,7 +362,7 @@ def start_bot(
         wsgi = (
             make_health_wsgi(store, lease_holder, handler.client.is_connected)
             if handler is not None
-            else make_wsgi(app, store, secret or "", lease_holder)
+            else make_wsgi(app, store, secret or "", lease_holder, lanes.gate)
         )
         server = HttpServer(wsgi, host or settings.bind_address, port)
         what = "/healthz" if handler is not None else "/slack/events"

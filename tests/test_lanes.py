@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bot.lanes import Lane, LaneFullError, Lanes
+from bot.lanes import AckGate, Lane, LaneFullError, Lanes
 
 WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
 
@@ -124,4 +124,26 @@ def test_a_burst_onto_idle_threads_starts_every_item_it_was_told_starts() -> Non
         assert started.wait(5)
     for _, release, _ in gates:
         release.set()
+    lane.stop(time.monotonic() + 1)
+
+
+def test_work_waits_for_a_lull_in_the_acks_but_not_for_ever() -> None:
+    """Acks first (bot.lanes.AckGate): work queued during a burst of requests starts once no
+    ack has been in progress for `quiet`, or after `longest` however busy the edge stays."""
+    gate = AckGate(quiet=0.05, longest=0.6)
+    lane = Lane("quick", workers=2, max_waiting=10, gate=gate)
+    started = threading.Event()
+    with gate.acking():
+        lane.submit(started.set)
+        assert not started.wait(0.2)  # an ack in progress holds the work back
+    assert started.wait(1)
+    held = gate.acking()
+    held.__enter__()  # an edge that never goes quiet
+    try:
+        began = time.monotonic()
+        again = threading.Event()
+        lane.submit(again.set)
+        assert again.wait(2) and 0.5 <= time.monotonic() - began < 1.5
+    finally:
+        held.__exit__(None, None, None)
     lane.stop(time.monotonic() + 1)
