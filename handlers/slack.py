@@ -97,7 +97,10 @@ def _traced(handler: Callable[..., None]) -> Callable[..., None]:
         user = body.get("user_id") or (body.get("user") or {})
         if isinstance(user, dict):
             user = user.get("id")
-        with logs.traced(user=str(user or "") or None, command=_verb(body)):
+        # The HTTP edge has already given this request its trace id; Socket Mode has not.
+        with logs.traced(
+            logs.current_trace_id(), user=str(user or "") or None, command=_verb(body)
+        ):
             handler(*args, **kwargs)
 
     return run
