@@ -44,8 +44,10 @@ from handlers.slack import SlackDeps, SlackNotifier, build_app
 
 log = logging.getLogger("gtbot.server")
 
-# Docker's `stop` sends SIGTERM and kills 10 s later: the lanes get 8 s, the rest the remainder.
-SHUTDOWN_SECONDS = 8.0
+# Docker's `stop` sends SIGTERM and kills 10 s later: the lanes get 7 s; the remaining 3 s are
+# for telling the askers of interrupted work (a Slack post each) and closing, which on a loaded
+# machine took over 2 s (an 8 s budget ended at 10.3 s).
+SHUTDOWN_SECONDS = 7.0
 # Request threads: each one only acks and hands work to a lane (a few milliseconds), so a few
 # serve bursts of Slack's requests; waitress queues connections beyond them, it never drops.
 HTTP_THREADS = 8
