@@ -164,6 +164,7 @@ class Lane:
             # wake one per queued item (a woken thread that finds nothing waits again), and
             # start a thread when the queue is longer than the threads that will wake for it.
             self._cond.notify(len(self._queue))
+            thread = None
             if len(self._queue) > self._idle and len(self._threads) < self.workers:
                 thread = threading.Thread(
                     target=self._worker,
@@ -171,7 +172,10 @@ class Lane:
                     daemon=True,
                 )
                 self._threads.append(thread)
-                thread.start()
+        # Started outside the lock: start() waits until the new thread runs, which on a loaded
+        # machine can take long, and other requests' acks must not queue behind it.
+        if thread is not None:
+            thread.start()
         return ahead
 
     def _worker(self) -> None:
