@@ -219,8 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host", default=None, help="address to bind (default GTBOT_BIND or 0.0.0.0)"
     )
-    sub.add_parser(
-        "socket", help="Run the Slack app in Socket Mode (SLACK_APP_TOKEN; no public URL)."
+    socket_mode = sub.add_parser(
+        "socket",
+        help="Run the Slack app in Socket Mode (SLACK_APP_TOKEN; no public URL).",
+        description=(
+            "Run the Slack app over Socket Mode: gtbot connects out to Slack, so it needs no "
+            "public URL and no signing secret. /healthz is served on --port for health checks."
+        ),
+    )
+    socket_mode.add_argument(
+        "--port", type=int, default=3000, help="port of /healthz (default 3000; 0: any free one)"
+    )
+    socket_mode.add_argument(
+        "--host", default=None, help="address to bind (default GTBOT_BIND or 0.0.0.0)"
     )
     sandbox = sub.add_parser(
         "sandbox",
@@ -258,31 +269,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(port: int | None, host: str | None, socket_mode: bool) -> int:
+    """Serve until SIGTERM or Ctrl-C, then stop gracefully (handlers/server.Running.shutdown)."""
     import signal
     import threading
 
     from handlers.server import start_bot
 
     settings = Settings.from_env()
-    running = start_bot(settings, port=port, host=host, socket_mode=socket_mode)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    handler = None
+    running = start_bot(settings, port=port, host=host, socket_mode=socket_mode)
     try:
-        if socket_mode:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-            from handlers.server import slack_credentials
-
-            handler = SocketModeHandler(running.app, slack_credentials(True)[2])
-            handler.connect()
-            log.info("gtbot connected to Slack in Socket Mode")
-        stop.wait()
+        while not stop.wait(1.0):  # a timed wait, so Ctrl-C is seen at once
+            pass
+        log.info("SIGTERM: stopping")
     except KeyboardInterrupt:
-        pass
+        log.info("interrupted: stopping")
     finally:
-        if handler is not None:
-            handler.close()
         running.shutdown()
     return 0
 
@@ -315,7 +318,15 @@ def _unknown(verb: str, choices: Any) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logs.configure_logging()
+    import os
+
+    try:
+        level = logs.level_from_env(os.environ.get("GTBOT_LOG_LEVEL"))
+    except GtBotError as exc:
+        logs.configure_logging()
+        print(exc.user_message, file=sys.stderr)
+        return EXIT_FAILED
+    logs.configure_logging(level)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -348,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return guarded(_serve, args.port, args.host, False)
     if args.command == "socket":
-        return guarded(_serve, None, None, True)
+        return guarded(_serve, args.port, args.host, True)
     if args.command == "completion":
         import shtab
 

@@ -2,7 +2,8 @@
 
 Each subcommand is a function whose docstring's first line is its help text. A command returns a
 Reply: text both edges can show, plus the structured result (a plan, a job) that Slack turns into
-cards. Authorization happens at the edge, from `Command.spends`.
+cards. Authorization happens at the edge, from `Command.spends`; a `long` command runs in the
+Slack edge's long lane (bot/lanes.py) and reports through messages.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from typing import Any
 
 from aws.groundtruth import JobInfo
 from bot import pipeline
-from bot.adaptive import AdaptivePolicy
+from bot.adaptive import DEFAULT_SELECT, AdaptivePolicy, FrameRule
 from bot.context import Context
 from bot.errors import NotFoundError, UsageError
+from bot.links import Links
 from bot.progress import counted
+from bot.project import ProjectConfig
 from bot.render import job_line, job_text
 
 
@@ -34,6 +37,16 @@ class Reply:
     files: tuple[str, ...] = ()
     data: Any = None
     exit_status: int = 0  # what `gtbot` exits with: non-zero when a check failed
+    # Links the text also lists (`links.lines()`), for an edge that shows them as links.
+    links: Links | None = None
+    # How to see all of a reply that an edge has to cut ("`jobs --limit 20` lists fewer").
+    more: str = ""
+
+    def text_without_links(self) -> str:
+        """The text without the lines of `links`, for an edge that shows the links itself."""
+        if self.links is None:
+            return self.text
+        return self.text.replace("\n".join(self.links.lines()), "").replace("\n\n\n", "\n\n")
 
 
 # Asked before a command acts on a job someone else may own: (job name, verb) -> raises
@@ -111,6 +124,13 @@ class Command:
     flags: tuple[Param, ...] = ()
     spends: bool = False
     spending_flags: tuple[str, ...] = ()
+    # Minutes rather than seconds (uploads, frames, consolidation): Slack runs it in the long
+    # lane, a bounded number at once, and reports through a progress message.
+    long: bool = False
+    # The command's quick checks of its input (the project exists and loads, no host paths
+    # from Slack), which it also makes itself: Slack runs them before a long command queues,
+    # so a typo is answered at once, to the asker alone, and nothing is queued.
+    check: Callable[[Invocation], object] | None = None
 
     def spends_with(self, options: dict[str, str | bool]) -> bool:
         """Whether this use changes AWS or the lab's files (some flags make a reader write)."""
@@ -172,10 +192,21 @@ def command(
     flags: tuple[Param, ...] = (),
     spends: bool = False,
     spending_flags: tuple[str, ...] = (),
+    long: bool = False,
+    check: Callable[[Invocation], object] | None = None,
 ) -> Callable[[Callable[[Invocation], Reply]], Callable[[Invocation], Reply]]:
     def register(func: Callable[[Invocation], Reply]) -> Callable[[Invocation], Reply]:
         COMMANDS[name] = Command(
-            name, func, positional, optional_positional, options, flags, spends, spending_flags
+            name,
+            func,
+            positional,
+            optional_positional,
+            options,
+            flags,
+            spends,
+            spending_flags,
+            long,
+            check,
         )
         return func
 
@@ -275,6 +306,26 @@ class Router:
             Invocation(self.ctx, args, options, interface, confirm, user, channel, guard)
         )
 
+    def check(
+        self,
+        cmd: Command,
+        args: list[str],
+        options: dict[str, str | bool],
+        *,
+        interface: str,
+        user: str | None = None,
+        channel: str | None = None,
+    ) -> None:
+        """Only the command's quick checks (`Command.check`): raises what `call` would raise
+        for the same input before doing anything slow."""
+        if cmd.check is not None:
+            cmd.check(Invocation(self.ctx, args, options, interface, None, user, channel))
+
+
+def _project_check(inv: Invocation) -> ProjectConfig:
+    """The project named first exists and its configuration is valid."""
+    return inv.ctx.project(inv.args[0])
+
 
 # --------------------------------------------------------------------------- commands
 
@@ -341,7 +392,7 @@ def _opt_str(inv: Invocation, name: str) -> str | None:
     return str(value) if value else None
 
 
-@command("setup", positional=(PROJECT,), spends=True)
+@command("setup", positional=(PROJECT,), spends=True, long=True, check=_project_check)
 def cmd_setup(inv: Invocation) -> Reply:
     """Create the data, output and template buckets with CORS and public access blocked.
 
@@ -368,6 +419,8 @@ def cmd_setup(inv: Invocation) -> Reply:
     positional=(PROJECT,),
     flags=(Param("preview", "also render one task as a worker will see it"),),
     spends=True,
+    long=True,
+    check=_project_check,
 )
 def cmd_template(inv: Invocation) -> Reply:
     """Render the annotation interface and upload it; --preview shows one task as workers see it.
@@ -408,7 +461,7 @@ def cmd_template(inv: Invocation) -> Reply:
     return Reply("\n".join(lines), files=(str(preview.page),), data=preview)
 
 
-@command("upload", positional=(PROJECT,), spends=True)
+@command("upload", positional=(PROJECT,), spends=True, long=True, check=_project_check)
 def cmd_upload(inv: Invocation) -> Reply:
     """Upload frames to the data bucket, skipping those already there.
 
@@ -430,7 +483,7 @@ def cmd_upload(inv: Invocation) -> Reply:
     return Reply("\n".join(lines))
 
 
-@command("manifest", positional=(PROJECT,), spends=True)
+@command("manifest", positional=(PROJECT,), spends=True, long=True, check=_project_check)
 def cmd_manifest(inv: Invocation) -> Reply:
     """Write the input manifest listing every uploaded frame.
 
@@ -473,6 +526,8 @@ def plan_text(plan: pipeline.Plan) -> str:
     positional=(PROJECT,),
     flags=(Param("yes", "launch without asking (in a terminal; Slack has the Launch button)"),),
     spends=True,
+    long=True,
+    check=_project_check,
 )
 def cmd_submit(inv: Invocation) -> Reply:
     """Prepare everything that is missing, show the plan and cost, and launch on confirmation.
@@ -518,6 +573,21 @@ def _offer(
     return Reply(shown + launched(job), plan=plan, job=job)
 
 
+def _relabel_rule(inv: Invocation) -> FrameRule | None:
+    """relabel's options, checked before anything slow: the frame rule, or None for --stop."""
+    if inv.options.get("stop"):
+        if any(inv.options.get(o) for o in ("worst", "spread", "workers", "yes")):
+            raise UsageError("--stop takes no other option: `relabel <job> --stop`.")
+        return None
+    worst, spread = _opt_str(inv, "worst"), _opt_str(inv, "spread")
+    if worst and spread:
+        raise UsageError("Give --worst or --spread, not both. Usage: " + COMMANDS["relabel"].usage)
+    inv.opt_int("workers", 1, lo=1, hi=9)
+    if spread:
+        return FrameRule.parse(f"spread {spread}", "--spread")
+    return FrameRule.parse(f"worst {worst or DEFAULT_SELECT.split()[1]}", "--worst")
+
+
 @command(
     "relabel",
     positional=(JOB,),
@@ -531,26 +601,20 @@ def _offer(
         Param("stop", "stop the job's automatic rounds"),
     ),
     spends=True,
+    long=True,
+    check=_relabel_rule,
 )
 def cmd_relabel(inv: Invocation) -> Reply:
     """Ask more workers about a finished job's least certain frames (--stop: no more rounds)."""
     from bot import relabel
-    from bot.adaptive import DEFAULT_SELECT, FrameRule
 
     name = inv.args[0]
-    if inv.options.get("stop"):
-        if any(inv.options.get(o) for o in ("worst", "spread", "workers", "yes")):
-            raise UsageError("--stop takes no other option: `relabel <job> --stop`.")
+    rule = _relabel_rule(inv)
+    if rule is None:
         root = relabel.root_of(inv.ctx, name)
         inv.check_job(root, "stop the automatic rounds of")
         return Reply(relabel.stop_chain(inv.ctx, root, inv.user or "the terminal"))
-    worst, spread = _opt_str(inv, "worst"), _opt_str(inv, "spread")
-    if worst and spread:
-        raise UsageError("Give --worst or --spread, not both. Usage: " + COMMANDS["relabel"].usage)
-    if spread:
-        rule = FrameRule.parse(f"spread {spread}", "--spread")
-    else:
-        rule = FrameRule.parse(f"worst {worst or DEFAULT_SELECT.split()[1]}", "--worst")
+    spread = _opt_str(inv, "spread")
     root = relabel.root_of(inv.ctx, name)
     store = inv.ctx.store
     chain = store.get_chain(root) if store is not None else None
@@ -585,7 +649,11 @@ def cmd_status(inv: Invocation) -> Reply:
     jobs = [j for j in pipeline.recent_jobs(inv.ctx, limit=50) if not j.terminal]
     if not jobs:
         return Reply("No labeling jobs are running. `jobs` lists recent ones.")
-    return Reply("\n".join(["Running jobs:", *(job_line(j) for j in jobs)]), jobs=tuple(jobs))
+    return Reply(
+        "\n".join(["Running jobs:", *(job_line(j) for j in jobs)]),
+        jobs=tuple(jobs),
+        more="`status <job>` shows one of them.",
+    )
 
 
 @command(
@@ -599,7 +667,11 @@ def cmd_jobs(inv: Invocation) -> Reply:
     jobs = pipeline.recent_jobs(inv.ctx, limit=inv.opt_int("limit", 20, lo=1, hi=MAX_JOBS_LISTED))
     if not jobs:
         return Reply("No labeling jobs yet. Start one with `submit <project>`.")
-    return Reply("\n".join(["Recent jobs:", *(job_line(j) for j in jobs)]), jobs=tuple(jobs))
+    return Reply(
+        "\n".join(["Recent jobs:", *(job_line(j) for j in jobs)]),
+        jobs=tuple(jobs),
+        more="`jobs --limit 20` lists fewer; `gtbot jobs --limit 500` in a terminal lists all.",
+    )
 
 
 @command("stop", positional=(JOB,), spends=True)
@@ -613,14 +685,37 @@ def cmd_stop(inv: Invocation) -> Reply:
     return Reply(f"Stopping job {job.name} ({job.status}). Labels already made are kept.", job=job)
 
 
-@command("watch", positional=(JOB,))
+@command(
+    "watch",
+    positional=(JOB,),
+    flags=(
+        Param("notify", "mention me when it ends, fails or stalls (a DM if the channel is gone)"),
+    ),
+)
 def cmd_watch(inv: Invocation) -> Reply:
-    """Follow an existing labeling job in this channel, even one gtbot did not launch."""
+    """Follow an existing labeling job in this channel, even one gtbot did not launch.
+
+    Its card shows the progress; its end (with the results) is posted in the card's thread.
+    The person who launched it from Slack is mentioned there; --notify adds you."""
     store, channel = inv.ctx.store, inv.channel
     if store is None or channel is None:
         raise UsageError("`watch` follows a job in a Slack channel; run it as `/gt watch <job>`.")
     job = pipeline.job_status(inv.ctx, inv.args[0])
     existing = store.get_watch(job.name)
+    if inv.options.get("notify") and inv.user:
+        announcement = store.get_announcement(job.name)
+        if announcement is not None and announcement.state == "done":
+            return Reply(
+                f"{job.name} has ended ({job.status}) and its end was already announced. "
+                f"`results {job.name}` gives the results.",
+                job=job,
+            )
+        store.add_subscriber(job.name, inv.user)
+        if existing is not None and existing.channel == channel and not existing.parked:
+            return Reply(
+                f"You will be mentioned in the thread of {job.name}'s card here when it ends, "
+                "fails or stalls.",
+            )
     if existing is not None and existing.channel != channel and existing.owner != inv.user:
         inv.check_job(job.name, "move the card of")
     region = pipeline.region_for_job(inv.ctx, job.name)
@@ -633,7 +728,8 @@ def cmd_watch(inv: Invocation) -> Reply:
     )
     verb = "Now watching" if new else "Moved the watch of"
     if not job.terminal:
-        return Reply(f"{verb} {job.name} here ({job.status}); its card follows.", job=job)
+        notify = " You will be mentioned when it ends." if inv.options.get("notify") else ""
+        return Reply(f"{verb} {job.name} here ({job.status}); its card follows.{notify}", job=job)
     announcement = store.get_announcement(job.name)
     told = announcement is not None and announcement.state == "done"
     return Reply(
@@ -672,6 +768,23 @@ _HOST_PATHS = (
 )
 
 
+def _frames_check(inv: Invocation) -> ProjectConfig:
+    project = _project_check(inv)
+    if _opt_str(inv, "from") and inv.interface != "console":
+        raise UsageError(_HOST_PATHS)
+    return project
+
+
+def _consolidate_check(inv: Invocation) -> ProjectConfig:
+    name = _opt_str(inv, "project")
+    if not name:
+        raise UsageError("consolidate needs --project <name> (for its keypoints and pairs).")
+    project = inv.ctx.project(name)
+    if inv.interface != "console" and (_opt_str(inv, "out") or not inv.args[0].startswith("s3://")):
+        raise UsageError(_HOST_PATHS)
+    return project
+
+
 @command(
     "frames",
     positional=(PROJECT,),
@@ -682,6 +795,8 @@ _HOST_PATHS = (
         Param("quality", "JPEG quality of the frames written (default 90)", "Q"),
     ),
     spends=True,
+    long=True,
+    check=_frames_check,
 )
 def cmd_frames(inv: Invocation) -> Reply:
     """Sample frames worth labeling from the project's videos into raw-images.
@@ -693,10 +808,8 @@ def cmd_frames(inv: Invocation) -> Reply:
 
     from bot.frames import extract_frames, format_frames_result
 
-    project = inv.ctx.project(inv.args[0])
+    project = _frames_check(inv)
     source = _opt_str(inv, "from")
-    if source and inv.interface != "console":
-        raise UsageError(_HOST_PATHS)
     task = inv.ctx.progress.task("Extracting frames", None, "frames")
     seen = counted(task)
 
@@ -723,6 +836,7 @@ def cmd_frames(inv: Invocation) -> Reply:
     positional=(JOB,),
     flags=(Param("rebuild", "consolidate again instead of reusing earlier results"),),
     spending_flags=("rebuild",),
+    long=True,
 )
 def cmd_results(inv: Invocation) -> Reply:
     """Consensus keypoints, exports, agreement figures and preview pictures of a finished job.
@@ -732,7 +846,12 @@ def cmd_results(inv: Invocation) -> Reply:
     from bot.results_service import job_results
 
     results = job_results(inv.ctx, inv.args[0], rebuild=bool(inv.options.get("rebuild")))
-    return Reply(results.text(), files=tuple(str(p) for p in results.pictures), data=results)
+    return Reply(
+        results.text(),
+        files=tuple(str(p) for p in results.pictures),
+        data=results,
+        links=results.link_list(),
+    )
 
 
 @command(
@@ -747,6 +866,8 @@ def cmd_results(inv: Invocation) -> Reply:
         ),
     ),
     spends=True,
+    long=True,
+    check=_consolidate_check,
 )
 def cmd_consolidate(inv: Invocation) -> Reply:
     """Consolidate an output.manifest you already have (local path or s3:// URI) offline.
@@ -757,13 +878,8 @@ def cmd_consolidate(inv: Invocation) -> Reply:
 
     from bot.results.cli import format_summary, run_consolidate
 
-    name = _opt_str(inv, "project")
-    if not name:
-        raise UsageError("consolidate needs --project <name> (for its keypoints and pairs).")
-    project = inv.ctx.project(name)
+    project = _consolidate_check(inv)
     out = _opt_str(inv, "out")
-    if inv.interface != "console" and (out or not inv.args[0].startswith("s3://")):
-        raise UsageError(_HOST_PATHS)
     source = inv.args[0]
     task = inv.ctx.progress.task("Consolidating", _line_count(source), "frames")
     try:

@@ -50,7 +50,7 @@ class _Silent:
         pass
 
 
-def _seconds(seconds: float) -> str:
+def seconds_text(seconds: float) -> str:
     seconds = max(0, round(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -94,9 +94,9 @@ class Meter:
         if rate is not None:
             parts.append(f"{rate:,.1f}{unit or ' items'}/s")
         if finished:
-            parts.append(f"done in {_seconds(self._clock() - self._start)}")
+            parts.append(f"done in {seconds_text(self._clock() - self._start)}")
         elif rate and self.total and self.total > self.done:
-            parts.append(f"about {_seconds((self.total - self.done) / rate)} left")
+            parts.append(f"about {seconds_text((self.total - self.done) / rate)} left")
         return ", ".join(parts)
 
 

@@ -16,7 +16,7 @@ from aws import s3
 from bot import pipeline
 from bot.context import Context
 from bot.errors import GtBotError, NotFoundError
-from bot.links import signing_lifetime
+from bot.links import Links, signing_lifetime
 from bot.progress import counted
 from bot.project import ProjectConfig
 from bot.results.cli import format_summary, run_consolidate
@@ -45,11 +45,13 @@ class JobResults:
     pictures: tuple[Path, ...]
     reused: bool
 
-    def text(self) -> str:
-        lines = [self.summary_text, f"Links ({self.link_lifetime.text()}):"]
-        lines += [f"  {name}: {url}" for name, url in self.links]
-        lines.append(f"Local copy: {self.out_dir}")
-        return "\n".join(lines)
+    def link_list(self) -> Links:
+        return Links(f"Links ({self.link_lifetime.text()})", self.links)
+
+    def text(self, with_links: bool = True) -> str:
+        """The summary, the links (as `name: url` lines, for a terminal) and the local copy."""
+        links = self.link_list().lines() if with_links else []
+        return "\n".join([self.summary_text, *links, f"Local copy: {self.out_dir}"])
 
 
 def _sentence(message: str) -> str:
@@ -193,4 +195,6 @@ def completion_results(ctx: Context, watch: object, job: gt.JobInfo) -> Completi
     except ResultsUnavailableError as exc:
         # The completion post says "Results unavailable because <reason>" itself.
         raise GtBotError(exc.reason) from exc
-    return Completion(text=results.text(), files=results.pictures)
+    return Completion(
+        text=results.text(with_links=False), files=results.pictures, links=results.link_list()
+    )

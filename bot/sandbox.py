@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.cards import JobCard
+from bot.links import Links
 from bot.watcher import Posted
 
 REGION = "us-east-2"
@@ -52,10 +53,24 @@ class ConsoleNotifier:
         self.out(_boxed(f"{channel} · job card updated", card.text()))
 
     def post_thread(
-        self, channel: str, thread_ts: str | None, text: str, key: str | None = None
+        self,
+        channel: str,
+        thread_ts: str | None,
+        text: str,
+        key: str | None = None,
+        *,
+        mention: tuple[str, ...] = (),
+        links: Links | None = None,
+        skip: frozenset[str] = frozenset(),
     ) -> str:
-        self.out(_boxed(f"{channel} · in the job's thread", text))
+        body = "\n".join([" ".join(f"@{u}" for u in mention), text] if mention else [text])
+        if links is not None:
+            body += "\n" + "\n".join(links.lines())
+        self.out(_boxed(f"{channel} · in the job's thread", body))
         return self._ts()
+
+    def open_dm(self, user: str) -> str:
+        return f"DM with {user}"
 
     def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None:
         self.out(_boxed(f"{channel} · file posted: {title}", str(path)))

@@ -40,6 +40,11 @@ class Settings:
     link_hours: int = 24
     slack_api_url: str | None = None
     bind_address: str = "0.0.0.0"
+    # Long commands (upload, frames, submit, results, consolidate, ...) running at once; more
+    # wait their turn, told how many are ahead.
+    long_jobs: int = 2
+    # A running job whose counts have not moved for this long is "stalled": told once.
+    stall_hours: float = 6.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -74,6 +79,8 @@ class Settings:
             link_hours=_positive_int(env, "GTBOT_LINK_HOURS", 24, most=168),
             slack_api_url=env.get("SLACK_API_URL") or None,
             bind_address=env.get("GTBOT_BIND", "0.0.0.0"),
+            long_jobs=_positive_int(env, "GTBOT_LONG_JOBS", 2, most=16),
+            stall_hours=_positive_hours(env, "GTBOT_STALL_HOURS", 6.0),
         )
 
 
@@ -92,6 +99,23 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, most: int | N
     if most is not None and value > most:
         # S3 refuses presigned links that live longer than 7 days.
         raise ConfigError(f"{name}={raw} is more than {most}. Write e.g. {name}={default}.")
+    return value
+
+
+def _positive_hours(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    # A stall is worth telling after minutes at the least; a year is as good as never.
+    if not 0.01 <= value <= 8760:
+        raise ConfigError(
+            f"{name}={raw!r} is not a number of hours from 0.01 to 8760. Write e.g. "
+            f"{name}={default:g} (fractions allowed: 0.5 is half an hour)."
+        )
     return value
 
 

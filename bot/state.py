@@ -95,6 +95,20 @@ watches = sa.Table(
     sa.Column("park_reason", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # When the job's counts last moved, and when its stall was told (None: not stalled).
+    sa.Column("progress_at", sa.DateTime(timezone=True)),
+    sa.Column("stall_told_at", sa.DateTime(timezone=True)),
+    # The channel is gone: no card; the people to tell are told in direct messages.
+    sa.Column("dm_only", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+)
+
+# Who asked `watch <job> --notify`: mentioned when the job ends, fails or stalls.
+subscribers = sa.Table(
+    "gtbot_subscribers",
+    metadata,
+    sa.Column("job_name", sa.String(63), primary_key=True),
+    sa.Column("user_id", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 # The end of a job, told once: a record of steps (the text, then each file), each done once.
@@ -184,6 +198,9 @@ class WatchRow:
     parked: bool
     park_reason: str | None
     created_at: datetime
+    progress_at: datetime | None = None
+    stall_told_at: datetime | None = None
+    dm_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -406,6 +423,7 @@ class Store:
                         thread_ts=thread_ts,
                         parked=False,
                         park_reason=None,
+                        dm_only=False,
                         updated_at=now,
                         last_status=None,
                         last_counters=None,
@@ -429,6 +447,47 @@ class Store:
                 )
             )
         return True
+
+    def add_subscriber(self, job_name: str, user: str) -> None:
+        """`watch <job> --notify`: `user` is mentioned at the job's end (once, however often
+        they ask)."""
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                sa.select(subscribers.c.user_id).where(
+                    subscribers.c.job_name == job_name, subscribers.c.user_id == user
+                )
+            ).first()
+            if exists is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            sa.insert(subscribers).values(
+                                job_name=job_name, user_id=user, created_at=utcnow()
+                            )
+                        )
+                except sa.exc.IntegrityError:  # the same request twice at once
+                    pass
+
+    def subscribers(self, job_name: str) -> list[str]:
+        """Who asked to be told about this job, first asker first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(subscribers.c.user_id)
+                .where(subscribers.c.job_name == job_name)
+                .order_by(subscribers.c.created_at, subscribers.c.user_id)
+            ).all()
+        return [str(r.user_id) for r in rows]
+
+    def claim_stall(self, job_name: str) -> bool:
+        """Compare-and-set: True for the one caller that tells this stall. Counts that move
+        clear `stall_told_at` (with `progress_at`), so the next stall is told again."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(watches)
+                .where(watches.c.job_name == job_name, watches.c.stall_told_at.is_(None))
+                .values(stall_told_at=utcnow())
+            )
+        return result.rowcount == 1
 
     def remove_watch(self, job_name: str) -> bool:
         with self.engine.begin() as conn:
@@ -540,6 +599,10 @@ class Store:
             )
         if result.rowcount != 1:
             raise ClaimLost(job_name)
+
+    def renew_announcement(self, job_name: str, holder: str) -> None:
+        """Keep a claim fresh while its results are built (raises ClaimLost if it was taken)."""
+        self._held(job_name, holder)
 
     def save_steps(self, job_name: str, holder: str, steps: list[dict[str, Any]]) -> None:
         """Record the steps' progress; each call also renews the claim."""
@@ -695,4 +758,7 @@ def _watch(row: Any) -> WatchRow:
         parked=bool(row.parked),
         park_reason=row.park_reason,
         created_at=_aware(row.created_at) or utcnow(),
+        progress_at=_aware(row.progress_at),
+        stall_told_at=_aware(row.stall_told_at),
+        dm_only=bool(row.dm_only),
     )

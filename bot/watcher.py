@@ -6,6 +6,13 @@ a lease row makes one replica at a time do the polling. Every replica ticks; a t
 take or renew the lease does nothing, so when the holder dies the lease lapses (it last renewed
 it at most `lease` seconds before) and the next tick of another replica takes it: a takeover
 within lease + poll seconds (`bot.settings.takeover_bound`).
+
+The end of a job is told to the people it concerns: whoever launched it from Slack and whoever
+asked `watch <job> --notify` are mentioned in the post (and when a running job has made no
+progress for GTBOT_STALL_HOURS); when the channel is gone they are told in direct messages.
+Building a finished job's results can take minutes, so with a `background` runner (the long
+lane in `gtbot serve`) it runs outside the tick: the other cards keep moving, and the claim on
+the announcement (and the lease) are renewed while it runs.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -28,8 +36,9 @@ from bot import logs
 from bot.cards import JobCard
 from bot.context import Context
 from bot.errors import GtBotError, NotFoundError
+from bot.links import Links
 from bot.settings import takeover_bound
-from bot.state import AnnouncementRow, ClaimLost, Store, WatchRow
+from bot.state import AnnouncementRow, ClaimLost, Store, WatchRow, utcnow
 
 log = logging.getLogger("gtbot.watcher")
 LEASE_NAME = "watcher"
@@ -54,9 +63,24 @@ class Notifier(Protocol):
     def update_card(self, channel: str, ts: str, card: JobCard) -> None: ...
 
     def post_thread(
-        self, channel: str, thread_ts: str | None, text: str, key: str | None = None
+        self,
+        channel: str,
+        thread_ts: str | None,
+        text: str,
+        key: str | None = None,
+        *,
+        mention: tuple[str, ...] = (),
+        links: Links | None = None,
+        skip: frozenset[str] = frozenset(),
     ) -> str:
-        """Post `text`; a `key` is stored with the message so `posted` can find it later."""
+        """Post `text` mentioning `mention` (user ids), with `links`; a `key` is stored with the
+        message so `posted` can find it later. A post that needs several messages stores
+        `key#1`, `key#2`... on all but its last and leaves out the parts whose keys are in
+        `skip` (found in the thread after a crash)."""
+        ...
+
+    def open_dm(self, user: str) -> str:
+        """The direct-message channel with `user`, for posts when a job's channel is gone."""
         ...
 
     def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None: ...
@@ -89,9 +113,12 @@ class Completion:
 
     text: str
     files: tuple[Path, ...] = ()
+    links: Links | None = None
 
 
 ResultsHook = Callable[[Context, WatchRow, gt.JobInfo], Completion | None]
+# Runs an announcement outside the tick: (name, run, abandon(reason)), e.g. the long lane.
+Background = Callable[[str, Callable[[], None], Callable[[str], None]], object]
 
 
 @dataclass
@@ -119,16 +146,32 @@ def completion_text(ctx: Context, job: gt.JobInfo, region: str) -> str:
             "manifest, the template, and the workteam (`doctor` checks them)."
         )
     lines = [f"{job.name} {job.status.lower()}. Counts: {counts}."]
-    uri = job.output_manifest_uri
-    if uri:
-        from bot.links import signing_lifetime
-
-        bucket, key = s3.split_s3_uri(uri)
-        lifetime = signing_lifetime(ctx)
-        link = s3.presign_get(ctx.clients.s3(region), bucket, key, lifetime.seconds)
-        lines.append(f"Output manifest (link {lifetime.text()}): {link}")
-        lines.append(f"S3: {uri}")
+    if job.output_manifest_uri:
+        lines.append(f"Output manifest: {job.output_manifest_uri}")
     return "\n".join(lines)
+
+
+def completion_links(ctx: Context, job: gt.JobInfo, region: str) -> Links | None:
+    """A fresh link to the output manifest, under the title that says how long it lives."""
+    uri = job.output_manifest_uri
+    if not uri or job.status == "Failed":
+        return None
+    from bot.links import signing_lifetime
+
+    bucket, key = s3.split_s3_uri(uri)
+    lifetime = signing_lifetime(ctx)
+    link = s3.presign_get(ctx.clients.s3(region), bucket, key, lifetime.seconds)
+    return Links(f"Links ({lifetime.text()})", (("output.manifest", link),))
+
+
+def stall_text(job: gt.JobInfo, hours: float) -> str:
+    c = job.counters
+    return (
+        f"{job.name} has made no progress for {hours:g} h ({job.status}): {c.total_labeled} "
+        f"labeled, {c.failed} failed, {c.unlabeled} not labeled. Workers may be passing its "
+        "tasks by (price, instructions, task time) or the workteam may have nobody free. "
+        f"`status {job.name}` shows it; `stop {job.name}` stops it and keeps the labels made."
+    )
 
 
 class Watcher:
@@ -142,6 +185,7 @@ class Watcher:
         lease_seconds: float | None = None,
         results: ResultsHook | None = None,
         after_tick: Callable[[Watcher], None] | None = None,
+        background: Background | None = None,
     ) -> None:
         self.ctx = ctx
         self.store = store
@@ -151,8 +195,17 @@ class Watcher:
         self.results = results
         # Work that only the lease holder does, after the watches (bot/relabel.advance_chains).
         self.after_tick = after_tick
+        self.background = background
         self._renewed = 0.0
         self._held = False
+        self._inflight: set[str] = set()
+        self._inflight_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """No more ticks or lease renewals (a tick still running stops at its next watch), so
+        the lease, once released, stays free for another replica."""
+        self._stopping.set()
 
     def tick(self) -> TickReport:
         with logs.traced():
@@ -160,6 +213,8 @@ class Watcher:
 
     def _tick(self) -> TickReport:
         report = TickReport()
+        if self._stopping.is_set():
+            return report
         held = self.store.acquire_lease(LEASE_NAME, self.holder, self.lease_seconds)
         if held != self._held:
             self._held = held
@@ -188,28 +243,73 @@ class Watcher:
                 if not self._renew():
                     log.warning("lost the watcher lease mid-tick; leaving the rest to its holder")
                     return report
-                try:
-                    self._one(watch, jobs.get(watch.job_name), region, report)
-                except DestinationGone as exc:
-                    self._park(watch, f"cannot post to channel {watch.channel}: {exc}", report)
-                except PostFailed as exc:
-                    log.warning("watch %s: Slack said %s (will retry)", watch.job_name, exc.error)
-                except GtBotError as exc:
-                    log.warning("watch %s: %s (will retry)", watch.job_name, exc.user_message)
-                except Exception:
-                    log.exception("watch %s failed this tick (will retry)", watch.job_name)
+                self._guarded(watch, report, self._one, watch, jobs.get(watch.job_name), region)
         if self.after_tick is not None and self._renew():
+            self._after_tick()
+        return report
+
+    def _after_tick(self) -> None:
+        """The lease holder's work after the watches (automatic rounds consolidate results and
+        plan jobs): in the background runner when there is one, so that it never holds up the
+        cards, and never two at once."""
+        after = self.after_tick
+        assert after is not None
+
+        def run() -> None:
             try:
-                self.after_tick(self)
+                with logs.traced():
+                    after(self)
             except Exception:
                 log.exception("the watcher's after-tick work failed (will retry)")
-        return report
+
+        if self.background is None:
+            run()
+            return
+        key = ":after-tick"  # no job name has a colon
+        with self._inflight_lock:
+            if key in self._inflight:
+                return
+            self._inflight.add(key)
+
+        def done() -> None:
+            with self._inflight_lock:
+                self._inflight.discard(key)
+
+        def in_background() -> None:
+            try:
+                run()
+            finally:
+                done()
+
+        try:
+            self.background("automatic rounds", in_background, lambda reason: done())
+        except Exception:
+            done()
+            log.exception("could not hand the automatic rounds to the background")
+
+    def _guarded(
+        self, watch: WatchRow, report: TickReport, func: Callable[..., None], *args: Any
+    ) -> None:
+        """One watch's work: what fails is logged (and retried next tick), never raised."""
+        try:
+            func(*args, report)
+        except DestinationGone as exc:
+            if not self._move_to_dm(watch, exc.error):
+                self._park(watch, f"cannot post to channel {watch.channel}: {exc}", report)
+        except PostFailed as exc:
+            log.warning("watch %s: Slack said %s (will retry)", watch.job_name, exc.error)
+        except GtBotError as exc:
+            log.warning("watch %s: %s (will retry)", watch.job_name, exc.user_message)
+        except Exception:
+            log.exception("watch %s failed this tick (will retry)", watch.job_name)
 
     def holds_lease(self) -> bool:
         """Whether this replica is the watcher now, as the database says."""
         return self.store.lease_holder(LEASE_NAME) == self.holder
 
     def _renew(self) -> bool:
+        if self._stopping.is_set():
+            return False
         now = time.monotonic()
         if now - self._renewed < self.lease_seconds / 3:
             return True
@@ -247,6 +347,10 @@ class Watcher:
                     watch, "the labeling job no longer exists in this account/region", report
                 )
                 return
+        if watch.dm_only:
+            self._without_card(watch, job, region, report)
+            return
+        before = watch
         counters = card_counters(job)
         if job.status != watch.last_status or counters != watch.last_counters:
             card = JobCard.from_job(job, project=watch.project, owner=watch.owner)
@@ -274,10 +378,124 @@ class Watcher:
             )
             report.updated.append(job.name)
             watch = self.store.get_watch(watch.job_name) or watch
+        self._check_stall(before, job)
         if job.terminal:
-            self._complete(watch, job, region, report)
+            self._announce(watch, job, region, report)
+
+    # ------------------------------------------------------------------ people
+
+    def _people(self, job_name: str) -> list[str]:
+        """Who is mentioned about a job: whoever launched it from Slack, then whoever asked
+        `watch <job> --notify`."""
+        plan = self.store.plan_for_job(job_name)
+        launcher = [plan.requested_by] if plan and plan.state in ("launching", "launched") else []
+        return list(dict.fromkeys(launcher + self.store.subscribers(job_name)))
+
+    def _dm_people(self, watch: WatchRow) -> list[str]:
+        """Who is told in a direct message when the channel is gone: the people above, and the
+        person who asked for the watch (nobody else would learn where the card went)."""
+        everyone = self._people(watch.job_name) + ([watch.owner] if watch.owner else [])
+        return list(dict.fromkeys(everyone))
+
+    def _move_to_dm(self, watch: WatchRow, error: str) -> bool:
+        """The watch's channel is gone: its people are told so in direct messages, and about
+        the job's end there later. False when there is nobody to tell (the watch is parked)."""
+        people = self._dm_people(watch)
+        if not people or watch.dm_only:
+            return False
+        log.warning(
+            "the channel of %s is gone (%s): telling its people in DMs", watch.job_name, error
+        )
+        self.store.update_watch(watch.job_name, dm_only=True)
+        for user in people:
+            try:
+                self.notifier.post_thread(
+                    self.notifier.open_dm(user),
+                    None,
+                    f"gtbot can no longer post in the channel where the card of {watch.job_name} "
+                    f"was (Slack said {error}). It will tell you here when the job ends; "
+                    f"`/gt watch {watch.job_name}` in another channel shows its card there.",
+                )
+            except PostFailed as exc:
+                log.warning("could not tell %s about %s: %s", user, watch.job_name, exc.error)
+        return True
+
+    def _without_card(
+        self, watch: WatchRow, job: gt.JobInfo, region: str, report: TickReport
+    ) -> None:
+        """A watch whose channel is gone: no card to update; stalls and the end go to DMs."""
+        counters = card_counters(job)
+        if job.status != watch.last_status or counters != watch.last_counters:
+            self.store.update_watch(watch.job_name, last_status=job.status, last_counters=counters)
+        self._check_stall(watch, job)
+        if job.terminal:
+            self._announce(watch, job, region, report)
+
+    def _check_stall(self, watch: WatchRow, job: gt.JobInfo) -> None:
+        """A running job whose counts have not moved for GTBOT_STALL_HOURS is told once (in the
+        card's thread, mentioning its people), and again only after it moves and stalls anew.
+        Told at most once: the claim is taken before the post and given back only when Slack
+        answers with an error worth retrying."""
+        if job.terminal or job.status == "Stopping":
+            return
+        now = utcnow()
+        if card_counters(job) != watch.last_counters or watch.progress_at is None:
+            self.store.update_watch(watch.job_name, progress_at=now, stall_told_at=None)
+            return
+        hours = self.ctx.settings.stall_hours
+        if watch.stall_told_at is not None or now - watch.progress_at < timedelta(hours=hours):
+            return
+        if not self.store.claim_stall(watch.job_name):
+            return
+        text = stall_text(job, hours)
+        people = tuple(self._people(watch.job_name))
+        try:
+            if watch.dm_only:
+                for user in self._dm_people(watch):
+                    self.notifier.post_thread(self.notifier.open_dm(user), None, text)
+            else:
+                self.notifier.post_thread(watch.channel, watch.thread_ts, text, mention=people)
+        except PostFailed as exc:
+            if not exc.permanent:
+                self.store.update_watch(watch.job_name, stall_told_at=None)
+            raise
+        log.info("told that %s has stalled for %g h", job.name, hours)
 
     # ------------------------------------------------------------------ the announcement
+
+    def _announce(self, watch: WatchRow, job: gt.JobInfo, region: str, report: TickReport) -> None:
+        """The end of a job: in this tick, or handed to the background runner so that building
+        the results never holds up the other cards. One announcement per job at a time."""
+        if self.background is None:
+            self._complete(watch, job, region, report)
+            return
+        with self._inflight_lock:
+            if job.name in self._inflight:
+                return
+            self._inflight.add(job.name)
+
+        def done() -> None:
+            with self._inflight_lock:
+                self._inflight.discard(job.name)
+
+        def run() -> None:
+            try:
+                with logs.traced():
+                    self._guarded(watch, TickReport(), self._complete, watch, job, region)
+            finally:
+                done()
+
+        def abandon(reason: str) -> None:
+            """gtbot is stopping: give the claim back, so the next watcher takes it at once."""
+            log.warning("announcement of %s %s by a stop; handed back", job.name, reason)
+            self.store.release_announcement(job.name, self.holder)
+            done()
+
+        try:
+            self.background(f"announce {job.name}", run, abandon)
+        except Exception:
+            done()
+            log.exception("could not hand the announcement of %s to the background", job.name)
 
     def _complete(self, watch: WatchRow, job: gt.JobInfo, region: str, report: TickReport) -> None:
         """The end of a job, told once: a record of steps in the database, each done once.
@@ -291,7 +509,7 @@ class Watcher:
         if existing is not None and existing.state == "done":
             self.store.update_watch(job.name, completion_announced=True)
             return
-        if self._announce(
+        if self._run_announcement(
             job.name, watch.channel, watch.thread_ts, lambda: self._compose(watch, job, region)
         ):
             report.announced.append(job.name)
@@ -301,9 +519,9 @@ class Watcher:
         of one step. `key` must not be a job name (those announce the job's end)."""
         existing = self.store.get_announcement(key)
         if existing is None or existing.state != "done":
-            self._announce(key, channel, thread_ts, lambda: [_step("text", key, text=text)])
+            self._run_announcement(key, channel, thread_ts, lambda: [_step("text", key, text=text)])
 
-    def _announce(
+    def _run_announcement(
         self,
         key: str,
         channel: str,
@@ -316,6 +534,11 @@ class Watcher:
         )
         if ann is None:
             return False
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(key, stop), name="gtbot-claim", daemon=True
+        )
+        beat.start()
         try:
             steps = ann.steps
             if steps is None:
@@ -330,10 +553,29 @@ class Watcher:
         except BaseException:
             self.store.release_announcement(key, self.holder)
             raise
+        finally:
+            stop.set()
+
+    def _heartbeat(self, job_name: str, stop: threading.Event) -> None:
+        """While an announcement is worked on (its results can take minutes), its claim is
+        renewed, so no other watcher takes it over, and so is the lease, which a tick blocked
+        by this work could not renew."""
+        while not stop.wait(self.lease_seconds / 3):
+            try:
+                self.store.renew_announcement(job_name, self.holder)
+                if self._held and not self._stopping.is_set():
+                    self._held = self.store.acquire_lease(
+                        LEASE_NAME, self.holder, self.lease_seconds
+                    )
+            except ClaimLost:
+                return
+            except Exception:  # the database may be back at the next beat
+                log.exception("could not renew the claim on the announcement of %s", job_name)
 
     def _compose(self, watch: WatchRow, job: gt.JobInfo, region: str) -> list[dict[str, Any]]:
         """The steps: the text (with the results, or why there are none), then each picture."""
         text = completion_text(self.ctx, job, region)  # first: it may fail and be retried
+        links = completion_links(self.ctx, job, region)
         completion: Completion | None = None
         why_not = ""
         if self.results is not None and job.status in ("Completed", "Stopped"):
@@ -349,27 +591,63 @@ class Watcher:
                 )
         if completion is not None:
             text += "\n" + completion.text
+            if completion.links is not None:
+                links = completion.links if links is None else links + completion.links
         elif why_not:
             log.warning("results for %s unavailable: %s", job.name, why_not)
             text += (
                 f"\nResults unavailable because {why_not.rstrip('.')}. "
                 f"`/gt results {job.name}` tries again."
             )
-        steps: list[dict[str, Any]] = [_step("text", f"{job.name}:completion", text=text)]
+        first = _step("text", f"{job.name}:completion", text=text)
+        first["mention"] = self._people(job.name)
+        first["links"] = links.to_json() if links is not None else None
+        if watch.dm_only:
+            dms = self._dm_steps(job.name, first, self._dm_people(watch))
+            return dms or [dict(first, state="failed", error="channel gone, nobody to tell")]
+        steps: list[dict[str, Any]] = [first]
         for path in completion.files if completion is not None else ():
             title = f"{job.name}: {path.name}"
             steps.append(_step("file", title, path=str(path), title=title))
         return steps
 
+    def _dm_steps(
+        self, job_name: str, text_step: dict[str, Any], people: list[str]
+    ) -> list[dict[str, Any]]:
+        """The completion text once more, as a direct message to each of `people`."""
+        return [
+            _step(
+                "dm",
+                f"{job_name}:dm:{user}",
+                user=user,
+                text=text_step["text"]
+                + "\n(Told here because gtbot can no longer post in the job's channel.)",
+                links=text_step.get("links"),
+            )
+            for user in people
+        ]
+
     def _run_steps(self, ann: AnnouncementRow, steps: list[dict[str, Any]]) -> None:
-        seen: Posted | None = None
+        seen: dict[str | None, Posted | None] = {}
         for step in steps:  # a failed file may append a note, taken in this same loop
             if step["state"] in ("done", "failed"):
                 continue
+            if step["kind"] == "dm" and not step.get("channel"):
+                try:
+                    step["channel"] = self.notifier.open_dm(step["user"])
+                except PostFailed as exc:
+                    if not exc.permanent:
+                        raise
+                    self._give_up(ann, steps, step, exc.error)
+                    continue
+                self.store.save_steps(ann.job_name, self.holder, steps)
+            where = step.get("channel") if step["kind"] == "dm" else None
             if step["state"] == "attempted":
-                seen = seen or self._read_back(ann)
-                if seen is not None and (
-                    step["key"] in seen.keys or step["key"] in seen.file_titles
+                if where not in seen:
+                    seen[where] = self._read_back(ann, where)
+                found = seen[where]
+                if found is not None and (
+                    step["key"] in found.keys or step["key"] in found.file_titles
                 ):
                     step["state"] = "done"
                     self.store.save_steps(ann.job_name, self.holder, steps)
@@ -386,11 +664,24 @@ class Watcher:
             step["attempts"] += 1
             self.store.save_steps(ann.job_name, self.holder, steps)
             try:
-                self._post(ann, step)
+                self._post(ann, step, seen.get(where))
             except DestinationGone as exc:
+                if step["kind"] == "dm":  # that person's DM: the others are still told
+                    self._give_up(ann, steps, step, exc.error)
+                    continue
                 for rest in steps:
                     if rest["state"] != "done":
                         rest.update(state="failed", error=exc.error)
+                watch = self.store.get_watch(ann.job_name)
+                people = self._dm_people(watch) if watch is not None else []
+                text = next((s for s in steps if s["kind"] == "text"), None)
+                if people and text is not None:
+                    log.warning(
+                        "the channel of %s is gone (%s): its end goes to DMs", ann.job_name, exc
+                    )
+                    steps.extend(self._dm_steps(ann.job_name, text, people))
+                    self.store.save_steps(ann.job_name, self.holder, steps)
+                    continue
                 self.store.save_steps(ann.job_name, self.holder, steps)
                 self.store.finish_announcement(ann.job_name, self.holder)
                 raise
@@ -405,18 +696,32 @@ class Watcher:
             step["error"] = None
             self.store.save_steps(ann.job_name, self.holder, steps)
 
-    def _post(self, ann: AnnouncementRow, step: dict[str, Any]) -> None:
+    def _post(self, ann: AnnouncementRow, step: dict[str, Any], seen: Posted | None) -> None:
         if step["kind"] == "file":
             path = Path(step["path"])
             if not path.is_file():
                 raise PostFailed(f"{path.name} is no longer on the bot's disk", permanent=True)
             self.notifier.upload_file(ann.channel, ann.thread_ts, path, step["title"])
-        else:
-            self.notifier.post_thread(ann.channel, ann.thread_ts, step["text"], key=step["key"])
+            return
+        channel, thread = ann.channel, ann.thread_ts
+        if step["kind"] == "dm":
+            channel, thread = step["channel"], None
+        self.notifier.post_thread(
+            channel,
+            thread,
+            step["text"],
+            key=step["key"],
+            mention=tuple(step.get("mention") or ()),
+            links=Links.from_json(step.get("links")),
+            skip=seen.keys if seen is not None else frozenset(),
+        )
 
-    def _read_back(self, ann: AnnouncementRow) -> Posted | None:
-        """What the thread holds; None when it cannot be read (then posting may repeat)."""
+    def _read_back(self, ann: AnnouncementRow, channel: str | None = None) -> Posted | None:
+        """What the thread (or a DM: `channel`) holds; None when it cannot be read (then
+        posting may repeat)."""
         try:
+            if channel is not None:
+                return self.notifier.posted(channel, None)
             return self.notifier.posted(ann.channel, ann.thread_ts)
         except PostFailed as exc:
             if not exc.permanent:
@@ -456,7 +761,7 @@ def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _step(kind: str, key: str, **fields: str) -> dict[str, Any]:
+def _step(kind: str, key: str, **fields: Any) -> dict[str, Any]:
     return {"kind": kind, "key": key, "state": "pending", "attempts": 0, "error": None, **fields}
 
 
@@ -468,11 +773,20 @@ def start_watcher(
     results: ResultsHook | None = None,
     holder: str | None = None,
     after_tick: Callable[[Watcher], None] | None = None,
+    background: Background | None = None,
 ) -> Callable[[], None]:
     """Run ticks on APScheduler's cadence; returns a function that stops it and frees the lease."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    watcher = Watcher(ctx, store, notifier, results=results, holder=holder, after_tick=after_tick)
+    watcher = Watcher(
+        ctx,
+        store,
+        notifier,
+        results=results,
+        holder=holder,
+        after_tick=after_tick,
+        background=background,
+    )
     scheduler = BackgroundScheduler(timezone="UTC")
     scheduler.add_job(
         watcher.tick,
@@ -486,6 +800,7 @@ def start_watcher(
     scheduler.start()
 
     def stop() -> None:
+        watcher.stop()
         scheduler.shutdown(wait=False)
         store.release_lease(LEASE_NAME, watcher.holder)
 

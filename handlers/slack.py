@@ -1,21 +1,24 @@
 """The Bolt app: `/gt` and the plan/job card buttons. Slack glue only.
 
-Every request is acknowledged first (Slack allows 3 seconds) and only then authorized and handed
-to bot/. The ack runs on the HTTP request's own thread and the work as a Bolt lazy listener: with
-Bolt's default runner the ack itself waited for a free listener thread (5 of them), so a few slow
-AWS calls in flight made every further command miss its 3 seconds. Dependencies are closed over
-by factories, because Bolt injects listener arguments by name.
+Every request is acknowledged first (Slack allows 3 seconds) on its own HTTP (or Socket Mode)
+thread, and its work handed to one of gtbot's two lanes (bot/lanes.py): quick commands and
+clicks to the quick lane, where they are authorized and answered through `response_url`; long
+commands, once authorized there, to the long lane (GTBOT_LONG_JOBS at once). A long command
+reports through messages, because `response_url` takes at most 5 posts within 30 minutes
+(https://docs.slack.dev/interactivity/handling-user-interaction): a progress message in the
+channel where it was asked, kept current (handlers/progress.py), and its answer in that
+message's thread, mentioning who asked, however long it took. Dependencies are closed over by
+factories, because Bolt injects listener arguments by name.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import re
-import time
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +34,18 @@ from slack_sdk.http_retry.builtin_handlers import (
 from aws.groundtruth import JobInfo
 from bot import launcher, logs, pipeline
 from bot.cards import JobCard
-from bot.commands import Reply, Router, parse
+from bot.commands import COMMANDS, Command, Reply, Router, parse
 from bot.context import Context
 from bot.errors import GtBotError
-from bot.progress import Meter, Progress, Task
+from bot.lanes import LaneFullError, Lanes
+from bot.links import Links
 from bot.render import escape_mrkdwn
 from bot.state import PlanRow, Store
 from bot.watcher import DestinationGone, Posted, PostFailed, card_counters
 from handlers import blocks
 from handlers.auth import Authorizer
+from handlers.blocks import public_text, say
+from handlers.progress import ProgressBoard, ProgressMessage
 
 log = logging.getLogger("gtbot.slack")
 audit = logging.getLogger("gtbot.audit")
@@ -52,6 +58,8 @@ class SlackDeps:
     store: Store
     client: WebClient
     auth: Authorizer
+    lanes: Lanes = field(default_factory=lambda: Lanes(2))
+    board: ProgressBoard = field(default_factory=ProgressBoard)
 
     @property
     def router(self) -> Router:
@@ -80,37 +88,32 @@ def apology(exc: BaseException) -> str:
 
 
 def _traced(handler: Callable[..., None]) -> Callable[..., None]:
-    """Each request, click or event runs under its own trace id (Bolt's lazy listeners run on
-    threads of their own, so the id is set here, not at the HTTP edge)."""
+    """Each request, click or event gets its own trace id, and the user who sent it; the lane
+    that does the work runs it in a copy of this context, so every log line carries both."""
 
     @functools.wraps(handler)
     def run(*args: Any, **kwargs: Any) -> None:
-        with logs.traced():
+        body = kwargs.get("body") or kwargs.get("event") or {}
+        user = body.get("user_id") or (body.get("user") or {})
+        if isinstance(user, dict):
+            user = user.get("id")
+        # The HTTP edge has already given this request its trace id; Socket Mode has not.
+        with logs.traced(
+            logs.current_trace_id(), user=str(user or "") or None, command=_verb(body)
+        ):
             handler(*args, **kwargs)
 
     return run
 
 
-# An absolute path on the bot's host: a slash not preceded by a word, a dot, a colon or a slash
-# (so URLs, s3:// URIs, ARNs and `/gt` stay), then two or more segments.
-_HOST_PATH = re.compile(r"(?<![\w.:/~@-])~?/(?:[\w.@+-]+/)+[\w.@+-]*")
-
-
-def public_text(text: str) -> str:
-    """Text for a channel: the bot's own folders are its business, so an absolute path keeps
-    only its last two parts (`…/demo/project-config.yml` still says which file)."""
-
-    def shorten(match: re.Match[str]) -> str:
-        parts = [p for p in match.group(0).split("/") if p]
-        tail = "/".join(parts[-2:] if len(parts) > 2 else parts[-1:])
-        return "…/" + tail + ("/" if match.group(0).endswith("/") else "")
-
-    return _HOST_PATH.sub(shorten, text)
-
-
-def say(text: str) -> str:
-    """Any text gtbot puts in Slack: no host paths, and mrkdwn escaped."""
-    return escape_mrkdwn(public_text(text))
+def _verb(body: dict[str, Any]) -> str | None:
+    """The command's verb for the log (never its arguments: they are the user's text)."""
+    if "command" in body:
+        words = str(body.get("text") or "").split()
+        verb = words[0].lower() if words else "help"
+        return verb if verb in COMMANDS else "?"
+    actions = body.get("actions") or []
+    return str(actions[0].get("action_id")) if actions else None
 
 
 def guarded_run(respond: Callable[..., Any], work: Callable[[], None]) -> None:
@@ -131,6 +134,26 @@ def guarded_run(respond: Callable[..., Any], work: Callable[[], None]) -> None:
             respond(text=apology(exc), response_type="ephemeral")
     except Exception as exc:  # the edge: never a stack trace in chat
         respond(text=apology(exc), response_type="ephemeral")
+
+
+def _quick(deps: SlackDeps, respond: Callable[..., Any], work: Callable[[], None]) -> None:
+    """Hand `work` to the quick lane (called on the request's thread, right after the ack)."""
+
+    def abandon(reason: str) -> None:
+        respond(
+            text="gtbot restarted before it could answer. Run the command again in a minute.",
+            response_type="ephemeral",
+        )
+
+    def run() -> None:
+        guarded_run(respond, work)
+
+    try:
+        deps.lanes.quick.submit(run, name=getattr(work, "__qualname__", "quick"), abandon=abandon)
+    except LaneFullError as exc:  # rare: answer from a thread of its own, the ack goes now
+        threading.Thread(
+            target=respond, kwargs={"text": say(exc.user_message), "response_type": "ephemeral"}
+        ).start()
 
 
 _GONE = frozenset({"channel_not_found", "not_in_channel", "is_archived", "account_inactive"})
@@ -173,6 +196,16 @@ _PERMANENT = _GONE | {
     "file_uploads_disabled",
     "file_uploads_except_images_disabled",
     "file_upload_size_restricted",
+    # conversations.open (https://docs.slack.dev/reference/methods/conversations.open): the
+    # person cannot be written to (deactivated, unknown, a bot).
+    "user_disabled",
+    "user_not_found",
+    "cannot_dm_bot",
+    "users_list_not_supplied",
+    "not_enough_users",
+    "too_many_users",
+    "invalid_user_combination",
+    "method_not_supported_for_channel_type",
 }
 # The metadata event type on gtbot's step posts (https://docs.slack.dev/messaging/message-metadata:
 # `metadata` on chat.postMessage is {event_type, event_payload}; conversations.replies returns it
@@ -222,16 +255,31 @@ class SlackNotifier:
             )
 
     def post_thread(
-        self, channel: str, thread_ts: str | None, text: str, key: str | None = None
+        self,
+        channel: str,
+        thread_ts: str | None,
+        text: str,
+        key: str | None = None,
+        *,
+        mention: tuple[str, ...] = (),
+        links: Links | None = None,
+        skip: frozenset[str] = frozenset(),
     ) -> str:
-        metadata = (
-            None if key is None else {"event_type": STEP_EVENT, "event_payload": {"key": key}}
-        )
-        with _slack_errors():
-            response = self.client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, text=say(text), metadata=metadata
-            )
-        return str(response["ts"])
+        """The text fitted to Slack (handlers/blocks.fit), mentioning `mention`; a part of it
+        whose key is in `skip` is already in the thread and is not posted again."""
+        messages = blocks.fit(public_text(text), mention=mention, links=links)
+        ts = ""
+        for n, message in enumerate(messages, start=1):
+            part = key if key is None or n == len(messages) else f"{key}#{n}"
+            if part is not None and part in skip:
+                continue
+            ts = post_message(self.client, channel, message, thread_ts=thread_ts, key=part)
+        return ts
+
+    def open_dm(self, user: str) -> str:
+        """conversations.open with one user (https://docs.slack.dev/reference/methods/
+        conversations.open: a bot needs im:write) opens or resumes the DM with them."""
+        return open_dm(self.client, user)
 
     def upload_files(
         self, channel: str, thread_ts: str | None, files: list[Path], title: str
@@ -280,6 +328,35 @@ class SlackNotifier:
         return Posted(frozenset(keys), frozenset(titles))
 
 
+def post_message(
+    client: WebClient,
+    channel: str,
+    message: blocks.Message,
+    *,
+    thread_ts: str | None = None,
+    key: str | None = None,
+) -> str:
+    """chat.postMessage of one fitted message (https://docs.slack.dev/reference/methods/
+    chat.postMessage: with blocks, `text` is the notification's fallback); a `key` goes in its
+    metadata, for reading the thread back. Slack's errors come out as PostFailed."""
+    metadata = None if key is None else {"event_type": STEP_EVENT, "event_payload": {"key": key}}
+    with _slack_errors():
+        response = client.chat_postMessage(
+            channel=channel,
+            thread_ts=thread_ts,
+            text=message.text,
+            blocks=message.blocks,
+            metadata=metadata,
+        )
+    return str(response["ts"])
+
+
+def open_dm(client: WebClient, user: str) -> str:
+    with _slack_errors():
+        response = client.conversations_open(users=user)
+    return str((response.get("channel") or {}).get("id") or "")
+
+
 def _post_plan(deps: SlackDeps, plan: pipeline.Plan, user: str, channel: str) -> None:
     # A follow-up round's card goes in its parent's thread when the parent is followed here.
     parent = deps.store.get_watch(plan.parent) if plan.parent else None
@@ -295,22 +372,28 @@ def _post_plan(deps: SlackDeps, plan: pipeline.Plan, user: str, channel: str) ->
     deps.store.set_plan_message(plan_id, str(response["ts"]))
 
 
-def _reply_to_slack(respond: Respond, reply: Reply) -> None:
-    text = public_text(reply.text)
-    respond(
-        text=escape_mrkdwn(text[:300]),
-        blocks=blocks.text_blocks(text),
-        response_type="ephemeral",
+def _more(reply: Reply, cmd: Command) -> str:
+    return reply.more or (f"A terminal on gtbot's host shows all of it: `gtbot {cmd.name} ...`.")
+
+
+def _reply_to_slack(respond: Respond, reply: Reply, cmd: Command) -> None:
+    """A quick command's answer, ephemeral, through response_url (one use; at most three when
+    its links need messages of their own)."""
+    messages = blocks.fit(
+        public_text(reply.text_without_links()), links=reply.links, more=_more(reply, cmd)
     )
+    for message in messages[:3]:
+        respond(text=message.text, blocks=message.blocks, response_type="ephemeral")
 
 
 def acknowledge(ack: Ack) -> None:
-    """The whole synchronous part of every listener: nothing here may wait on AWS or Slack."""
+    """The whole synchronous part of a listener: nothing here may wait on AWS or Slack."""
     ack()
 
 
 def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
-    def handle_gt(body: dict[str, Any], respond: Respond) -> None:
+    def handle_gt(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
         text = str(body.get("text") or "")
         user = str(body.get("user_id") or "")
         channel = str(body.get("channel_id") or "")
@@ -322,122 +405,220 @@ def make_gt_command(deps: SlackDeps) -> Callable[..., None]:
             # The channel first: outside GTBOT_CHANNELS even a typo gets only "not here".
             deps.auth.check_channel(channel)
             cmd, args, options = parse(text)
+            logs.set_command(cmd.name)
             deps.auth.check_command(cmd, user, channel, options)
             if cmd.spends_with(options):
                 audit_line(cmd.name, user=user, channel=channel, args=args, options=options)
-            if cmd.name == "submit":
-                respond(
-                    text=f"Preparing `{escape_mrkdwn(args[0])}`: buckets, interface, frames, "
-                    "manifest. The plan card follows here.",
-                    response_type="ephemeral",
+            if cmd.long:
+                # Its quick checks first: a typo is answered here, to the asker alone.
+                Router(deps.ctx).check(
+                    cmd, args, options, interface="slack", user=user, channel=channel
                 )
-            elif cmd.name == "relabel" and not options.get("stop"):
-                respond(
-                    text=f"Choosing the least certain frames of `{escape_mrkdwn(args[0])}` from "
-                    "the results of every round so far. The plan card follows (in the job's "
-                    "thread when the job is followed here).",
-                    response_type="ephemeral",
-                )
-            progress = ProgressMessage(deps.client, channel, f"/gt {cmd.name}")
-            router = Router(deps.ctx.with_progress(progress))
-            try:
-                reply = router.run(text, interface="slack", user=user, channel=channel, guard=guard)
-            finally:
-                progress.finish()
-            if reply.plan is not None:
-                _post_plan(deps, reply.plan, user, channel)
-            elif cmd.name == "watch" and reply.job is not None:
+                LongCommand(deps, cmd, args, options, text, user, channel, respond).queue()
+                return
+            reply = Router(deps.ctx).call(
+                cmd, args, options, interface="slack", user=user, channel=channel, guard=guard
+            )
+            if cmd.name == "watch" and reply.job is not None:
                 _start_watch_card(deps, reply.job, channel)
-                _reply_to_slack(respond, reply)
-            elif cmd.name == "results" and reply.files:
-                _post_results(deps, reply, channel)
-                respond(
-                    text=f"Results of `{escape_mrkdwn(args[0])}` posted in the channel.",
-                    response_type="ephemeral",
-                )
-            elif cmd.name in ("template", "iam-policy") and reply.files:
-                _reply_to_slack(respond, reply)
-                title = "Annotation interface preview" if cmd.name == "template" else "IAM policies"
+            _reply_to_slack(respond, reply, cmd)
+            if reply.files:
+                title = "IAM policies" if cmd.name == "iam-policy" else f"/gt {cmd.name}"
                 SlackNotifier(deps.client).upload_files(
                     channel, None, [Path(f) for f in reply.files], title
                 )
-            else:
-                _reply_to_slack(respond, reply)
 
-        guarded_run(respond, work)
+        _quick(deps, respond, work)
 
     return _traced(handle_gt)
 
 
-class ProgressMessage(Progress):
-    """Long commands (frames, upload, submit) show their progress as one message kept updated.
+class LongCommand:
+    """A long command's life in Slack: queued in the long lane; one progress message in the
+    channel where it was asked (queued, running with rate and time left, finished); its answer
+    in that message's thread, mentioning who asked. When the channel refuses the bot from the
+    start, the command does not run and the asker is told to invite it; when the channel goes
+    away later, the answer goes to the asker's DM."""
 
-    The message is posted on the first progress line and then edited at most every
-    `interval` seconds, so a 10,000-frame upload does not flood the channel or hit rate limits.
-    A counted task shows its count, rate and time left (bot.progress.Meter).
-    """
+    def __init__(
+        self,
+        deps: SlackDeps,
+        cmd: Command,
+        args: list[str],
+        options: dict[str, str | bool],
+        text: str,
+        user: str,
+        channel: str,
+        respond: Callable[..., Any],
+    ) -> None:
+        self.deps, self.cmd, self.args, self.options = deps, cmd, args, options
+        self.user, self.channel, self.respond = user, channel, respond
+        self.shown = f"/gt {' '.join(text.split())}"[:200]
+        self.progress = ProgressMessage(deps.board, deps.client, channel, self.shown)
+        self.opened = threading.Event()
+        self.cancelled = False
+        self.closed = threading.Lock()
+        self.done = False
 
-    def __init__(self, client: WebClient, channel: str, title: str, interval: float = 2.0) -> None:
-        self.client = client
-        self.channel = channel
-        self.title = title
-        self.interval = interval
-        self.ts: str | None = None
-        self.last_sent = 0.0
-        self.last_line = ""
+    @property
+    def slots(self) -> int:
+        return self.deps.lanes.long.workers
 
-    def _send(self, line: str) -> None:
-        text = f"{say(self.title)}: {say(line)}"
+    def queue(self) -> None:
+        """Into the long lane, then the progress message (the work waits for it)."""
+        ahead = self.deps.lanes.long.submit(
+            self.run,
+            name=f"{self.cmd.name} for {self.user}",
+            abandon=self.abandon,
+            moved=lambda n: self.progress.moved(n, self.slots),
+        )
         try:
-            if self.ts is None:
-                self.ts = str(self.client.chat_postMessage(channel=self.channel, text=text)["ts"])
-            else:
-                self.client.chat_update(channel=self.channel, ts=self.ts, text=text)
-        except SlackApiError as exc:  # progress is a courtesy; the command goes on
-            log.warning("progress message failed: %s", exc.response.get("error"))
-        self.last_sent = time.monotonic()
+            self.progress.open(ahead, self.slots)
+        except SlackApiError:
+            self.cancelled = True
+            raise  # guarded_run says how to invite the bot; the work sees `cancelled`
+        finally:
+            self.opened.set()
 
-    def update(self, line: str) -> None:
-        self.last_line = line
-        if self.ts is None or time.monotonic() - self.last_sent >= self.interval:
-            self._send(line)
+    def run(self) -> None:
+        self.opened.wait(30)
+        if self.cancelled or self.progress.ts is None:
+            return
+        self.progress.start()
+        ctx = self.deps.ctx.with_progress(self.progress)
 
-    def note(self, message: str) -> None:
-        self.update(message)
+        def guard(job_name: str, verb: str) -> None:
+            self.deps.auth.check_job_control(self.deps.store, job_name, self.user, verb)
 
-    def task(self, description: str, total: int | None, unit: str = "") -> Task:
-        return _MessageTask(self, Meter(description, total, unit))
+        try:
+            reply = Router(ctx).call(
+                self.cmd,
+                self.args,
+                self.options,
+                interface="slack",
+                user=self.user,
+                channel=self.channel,
+                guard=guard,
+            )
+            self.deliver(reply)
+        except GtBotError as exc:
+            self.answer(f"`{self.shown}` failed:", exc.user_message, failed=True)
+        except Exception as exc:  # the edge: an apology with the trace id, never a trace
+            self.answer(f"`{self.shown}` failed:", apology(exc), failed=True)
 
-    def finish(self) -> None:
-        """The message ends on the last line reported, so it never shows a stale percentage."""
-        if self.ts is not None:
-            self._send(f"{self.last_line} (finished)")
+    def deliver(self, reply: Reply) -> None:
+        """The command's own answer: a plan card, results in the job's thread, or text."""
+        if reply.plan is not None:
+            _post_plan(self.deps, reply.plan, self.user, self.channel)
+            self.finish(f"finished in {self.progress.summary()}: the plan card is below.")
+            return
+        files = [Path(f) for f in reply.files]
+        if self.cmd.name == "results" and files:
+            thread = _job_thread(self.deps, reply, self.channel)
+            if thread is not None:
+                notifier = SlackNotifier(self.deps.client)
+                notifier.post_thread(
+                    self.channel, thread, reply.text_without_links(), links=reply.links
+                )
+                notifier.upload_files(self.channel, thread, files, f"{self.args[0]}: results")
+                self.answer(
+                    f"`{self.shown}` finished:",
+                    f"The results of {self.args[0]} are in the thread of its card.",
+                )
+                return
+        self.answer(
+            f"`{self.shown}` finished:",
+            reply.text_without_links(),
+            links=reply.links,
+            files=files,
+            more=_more(reply, self.cmd),
+        )
+
+    def answer(
+        self,
+        head: str,
+        body: str,
+        *,
+        failed: bool = False,
+        links: Links | None = None,
+        files: list[Path] | None = None,
+        more: str = "",
+    ) -> None:
+        """The answer in the progress message's thread, mentioning the asker; the progress
+        message says finished or failed. Once only: a stop may have answered already."""
+        with self.closed:
+            if self.done:
+                return
+            self.done = True
+        messages = blocks.fit(
+            public_text(body), head=head, mention=(self.user,), links=links, more=more
+        )
+        where, thread = self.channel, self.progress.ts
+        try:
+            for message in messages:
+                post_message(self.deps.client, where, message, thread_ts=thread)
+            if files:
+                SlackNotifier(self.deps.client).upload_files(where, thread, files, head.rstrip(":"))
+        except DestinationGone:
+            dm = self._to_dm(messages)
+            if dm and files:
+                SlackNotifier(self.deps.client).upload_files(dm, None, files, head.rstrip(":"))
+        except PostFailed as exc:
+            log.warning("could not post the answer to %s: %s", self.shown, exc.error)
+        if failed:
+            self.progress.finish(
+                f"failed after {self.progress.summary()}; the thread says why.", ":warning:"
+            )
+        else:
+            self.progress.finish(
+                f"finished in {self.progress.summary()}; the answer is in the thread."
+            )
+
+    def _to_dm(self, messages: list[blocks.Message]) -> str | None:
+        """The channel is gone: the answer goes to the asker's DM (im:write); failing that, to
+        response_url while it still takes posts."""
+        try:
+            dm = open_dm(self.deps.client, self.user)
+            for message in messages:
+                post_message(self.deps.client, dm, message)
+            return dm
+        except PostFailed as exc:
+            log.warning("could not DM the answer to %s: %s", self.shown, exc.error)
+        try:
+            self.respond(
+                text=messages[0].text, blocks=messages[0].blocks, response_type="ephemeral"
+            )
+        except Exception:
+            log.exception("could not answer %s at all", self.shown)
+        return None
+
+    def finish(self, line: str) -> None:
+        with self.closed:
+            self.done = True
+        self.progress.finish(line)
+
+    def abandon(self, reason: str) -> None:
+        """gtbot is stopping: the asker is told, so the command is never silently lost."""
+        if self.cancelled:
+            return
+        self.opened.wait(5)
+        if reason == "not started":
+            body = f"gtbot restarted before `{self.shown}` began. Run it again."
+        else:
+            body = (
+                f"gtbot restarted while `{self.shown}` ran. Run it again: what was done is kept "
+                "and not done twice (an upload skips what is there, frames tops up)."
+            )
+        self.answer(f"`{self.shown}` {reason}:", body, failed=True)
 
 
-class _MessageTask:
-    def __init__(self, message: ProgressMessage, meter: Meter) -> None:
-        self.message, self.meter = message, meter
-
-    def advance(self, n: int = 1) -> None:
-        self.meter.advance(n)
-        self.message.update(self.meter.line())
-
-    def set_total(self, total: int | None) -> None:
-        self.meter.total = total
-
-    def close(self) -> None:
-        self.message.last_line = self.meter.line(finished=True)
-
-
-def _post_results(deps: SlackDeps, reply: Reply, channel: str) -> None:
-    """Results go to the job's thread when the job is watched here, else to the channel."""
-    results = reply.data
-    job_name = getattr(results, "job_name", "")
+def _job_thread(deps: SlackDeps, reply: Reply, channel: str) -> str | None:
+    """The thread of the job's card when the job is watched in this channel."""
+    job_name = getattr(reply.data, "job_name", "")
     watch = deps.store.get_watch(job_name) if job_name else None
-    thread = watch.thread_ts if watch is not None and watch.channel == channel else None
-    notifier = SlackNotifier(deps.client)
-    notifier.post_thread(channel, thread, public_text(reply.text))
-    notifier.upload_files(channel, thread, [Path(f) for f in reply.files], f"{job_name}: results")
+    if watch is None or watch.channel != channel or watch.dm_only:
+        return None
+    return watch.thread_ts
 
 
 def _start_watch_card(deps: SlackDeps, job: JobInfo, channel: str) -> None:
@@ -474,7 +655,8 @@ def _actor(body: dict[str, Any]) -> tuple[str, str]:
 def make_plan_action(deps: SlackDeps, action: str) -> Callable[..., None]:
     """Launch or Cancel on a plan card; a compare-and-set makes every extra click harmless."""
 
-    def handle_plan_button(body: dict[str, Any], respond: Respond) -> None:
+    def handle_plan_button(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
         plan_id = _action_value(body)
         user, channel = _actor(body)
 
@@ -527,7 +709,7 @@ def make_plan_action(deps: SlackDeps, action: str) -> Callable[..., None]:
                 replace_original=False,
             )
 
-        guarded_run(respond, work)
+        _quick(deps, respond, work)
 
     return _traced(handle_plan_button)
 
@@ -553,7 +735,8 @@ def _show_launched(deps: SlackDeps, plan: PlanRow, job: JobInfo) -> bool:
 
 
 def make_stop_action(deps: SlackDeps) -> Callable[..., None]:
-    def handle_stop_button(body: dict[str, Any], respond: Respond) -> None:
+    def handle_stop_button(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
         job_name = _action_value(body)
         user, channel = _actor(body)
 
@@ -572,7 +755,7 @@ def make_stop_action(deps: SlackDeps) -> Callable[..., None]:
                 replace_original=False,
             )
 
-        guarded_run(respond, work)
+        _quick(deps, respond, work)
 
     return _traced(handle_stop_button)
 
@@ -586,18 +769,28 @@ MENTION_REPLY = (
 def make_mention_reply(deps: SlackDeps) -> Callable[..., None]:
     """Someone @-mentions the bot: point them at `/gt` in the mention's thread."""
 
-    def reply_to_mention(event: dict[str, Any]) -> None:
+    def reply_to_mention(ack: Ack, event: dict[str, Any]) -> None:
+        ack()
         channel = str(event.get("channel") or "")
         if not deps.auth.channel_allowed(channel):
             return
+
+        def work() -> None:
+            try:
+                deps.client.chat_postMessage(
+                    channel=channel,
+                    thread_ts=event.get("thread_ts") or event.get("ts"),
+                    text=MENTION_REPLY,
+                )
+            except SlackApiError as exc:
+                log.warning(
+                    "could not answer a mention in %s: %s", channel, exc.response.get("error")
+                )
+
         try:
-            deps.client.chat_postMessage(
-                channel=channel,
-                thread_ts=event.get("thread_ts") or event.get("ts"),
-                text=MENTION_REPLY,
-            )
-        except SlackApiError as exc:
-            log.warning("could not answer a mention in %s: %s", channel, exc.response.get("error"))
+            deps.lanes.quick.submit(work, name="mention")
+        except LaneFullError:
+            log.warning("too busy to answer a mention in %s", channel)
 
     return _traced(reply_to_mention)
 
@@ -621,29 +814,43 @@ def web_client(token: str, api_url: str | None) -> WebClient:
 
 
 def build_app(
-    ctx: Context, store: Store, *, token: str, signing_secret: str, api_url: str | None = None
+    ctx: Context,
+    store: Store,
+    *,
+    token: str,
+    signing_secret: str | None = None,
+    api_url: str | None = None,
+    lanes: Lanes | None = None,
 ) -> tuple[App, SlackDeps]:
+    """The Bolt app and what its listeners share. `signing_secret` is for HTTP only (the WSGI
+    layer checks it); Socket Mode is authenticated by its app-level token instead."""
     client = web_client(token, api_url)
     app = App(
         token=token,
-        signing_secret=signing_secret,
+        signing_secret=signing_secret or "socket-mode-needs-no-signing-secret",
         client=client,
         # Signatures are checked, with the body size capped first, by the WSGI app in front
         # (handlers/server.make_wsgi), which Bolt's docs allow for "a proxy that verifies
         # request signature in front of the Bolt app". Bolt's own check would log a rejected
         # body whole at INFO (RequestVerification._debug_log_error). Socket Mode needs none.
         request_verification_enabled=False,
-        # The listener's synchronous part (`acknowledge`) answers the HTTP request; the work
-        # runs in Bolt's lazy-listener threads, so it never delays an ack.
+        # Each listener acks and hands its work to a lane, on the request's own thread, and
+        # returns at once: the ack never waits for a thread of Bolt's 5-thread pool.
         process_before_response=True,
     )
-    deps = SlackDeps(ctx=ctx, store=store, client=client, auth=Authorizer(ctx.settings, client))
+    deps = SlackDeps(
+        ctx=ctx,
+        store=store,
+        client=client,
+        auth=Authorizer(ctx.settings, client),
+        lanes=lanes or Lanes(ctx.settings.long_jobs),
+    )
     app.middleware(ignore_retries)
-    app.command("/gt")(ack=acknowledge, lazy=[make_gt_command(deps)])
-    app.action(blocks.LAUNCH_ACTION)(ack=acknowledge, lazy=[make_plan_action(deps, "launch")])
-    app.action(blocks.CANCEL_ACTION)(ack=acknowledge, lazy=[make_plan_action(deps, "cancel")])
-    app.action(blocks.STOP_ACTION)(ack=acknowledge, lazy=[make_stop_action(deps)])
-    app.event("app_mention")(ack=acknowledge, lazy=[make_mention_reply(deps)])
+    app.command("/gt")(make_gt_command(deps))
+    app.action(blocks.LAUNCH_ACTION)(make_plan_action(deps, "launch"))
+    app.action(blocks.CANCEL_ACTION)(make_plan_action(deps, "cancel"))
+    app.action(blocks.STOP_ACTION)(make_stop_action(deps))
+    app.event("app_mention")(make_mention_reply(deps))
     return app, deps
 
 

@@ -34,6 +34,7 @@ from aws.emulator.groundtruth import (
 )
 from bot.settings import Settings
 from handlers import blocks
+from handlers.blocks import say
 from handlers.server import Running, start_bot
 
 TOKEN = "xoxb-000000000000-not-a-real-token"
@@ -226,6 +227,77 @@ class Harness:
             )
         )
 
+    def progress_messages(self, text: str, channel: str = CHANNEL) -> list[dict[str, Any]]:
+        """The progress messages long commands `/gt <text>` posted in the channel, in order."""
+        shown = say("/gt " + text.replace("`", "'"))
+        title = f"`{shown}`"
+        return [
+            m
+            for m in self.stub.messages.get(channel, [])
+            if title in str(m.get("text")) and not m.get("thread_ts")
+        ]
+
+    def progress_message(self, text: str, channel: str = CHANNEL) -> dict[str, Any] | None:
+        """The last progress message of `/gt <text>` in the channel."""
+        found = self.progress_messages(text, channel)
+        return found[-1] if found else None
+
+    def replies(self, parent: dict[str, Any], channel: str = CHANNEL) -> list[dict[str, Any]]:
+        """The replies in a message's thread, oldest first."""
+        return [m for m in self.stub.thread(channel, parent["ts"]) if m["ts"] != parent["ts"]]
+
+    def progress_lines(self, text: str, channel: str = CHANNEL) -> list[str]:
+        """What the progress message of `/gt <text>` said, in order: posted, then updated."""
+        parent = self.progress_message(text, channel)
+        if parent is None:
+            return []
+        updates = [
+            str(c.params.get("text"))
+            for c in self.stub.of("chat.update")
+            if c.params.get("ts") == parent["ts"]
+        ]
+        return [str(parent["text"]), *updates]
+
+    def said(
+        self, text: str, *, user: str = ADMIN, channel: str = CHANNEL, timeout: float = 30.0
+    ) -> str:
+        """`/gt <text>`, and what its asker reads: the response_url answers (a quick command,
+        a refusal, a failed quick check), or a long command's replies in the thread of its
+        progress message once that message says it ended."""
+        before = len(self.progress_messages(text, channel))
+        sent = self.command(text, user=user, channel=channel)
+
+        def answer() -> str | None:
+            if responses := self.stub.responses(sent.response_id):
+                return texts(responses)
+            posted = self.progress_messages(text, channel)
+            if len(posted) <= before:
+                return None
+            replies = self.replies(posted[-1], channel)
+            last = self.progress_now(text, channel)
+            ended = any(w in last for w in ("finished in", "failed after", "interrupted"))
+            return texts(replies) if replies and ended else None
+
+        return str(self.wait_for(answer, timeout, f"the answer to /gt {text}"))
+
+    def progress_now(self, text: str, channel: str = CHANNEL) -> str:
+        """What the progress message of `/gt <text>` says now ("" before it is posted)."""
+        lines = self.progress_lines(text, channel)
+        return lines[-1] if lines else ""
+
+    def long_reply(
+        self, text: str, *, channel: str = CHANNEL, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """The answer of a long command `/gt <text>`: the first reply in its progress
+        message's thread (Slack's stored message: `text` and `blocks`)."""
+
+        def answer() -> dict[str, Any] | None:
+            parent = self.progress_message(text, channel)
+            replies = self.replies(parent, channel) if parent is not None else []
+            return replies[0] if replies else None
+
+        return dict(self.wait_for(answer, timeout, f"the answer to /gt {text}"))
+
     def buckets(self) -> list[str]:
         s3 = boto3.client("s3", endpoint_url=self.s3_url, region_name="us-east-2")
         return sorted(b["Name"] for b in s3.list_buckets().get("Buckets", []))
@@ -254,6 +326,11 @@ class Harness:
         before = len(self.plan_cards())
         self.command(f"submit {project}", user=user)
         self.wait_for(lambda: len(self.plan_cards()) > before, 30, "the plan card")
+        self.wait_for(
+            lambda: "the plan card is below" in self.progress_now(f"submit {project}"),
+            10,
+            "the end of submit's progress message",
+        )
         return self.plan_at(before)
 
     def launch(self, project: str = "demo", *, user: str = SUBMITTER) -> tuple[str, str]:
@@ -304,9 +381,11 @@ def start_harness(
     frames: int = 3,
     stub: RecordingStub | None = None,
     setenv: Callable[[str, str], None] = os.environ.__setitem__,
+    settings_env: Mapping[str, str] | None = None,
 ) -> Harness:
     """A bot on 127.0.0.1:0 with a `demo` project; `setenv` (monkeypatch's in tests) sets the
-    variables boto3 and `start_bot` read, so a test leaves the process as it found it."""
+    variables boto3 and `start_bot` read, so a test leaves the process as it found it.
+    `settings_env` adds GTBOT_ settings (e.g. GTBOT_LONG_JOBS)."""
     from conftest import write_project
 
     projects = workdir / "projects"
@@ -332,6 +411,7 @@ def start_harness(
             "SLACK_API_URL": stub.api_url,
             "GTBOT_BIND": "127.0.0.1",
         }
+        | dict(settings_env or {})
     )
     running = start_bot(settings, port=0, host="127.0.0.1", watcher=watcher)
     stub.clear()  # auth.test at start-up is not a side effect of any request

@@ -36,6 +36,8 @@ class SlackStub:
         self.groups: dict[str, list[str]] = {}
         self.rate_limit_next: int = 0
         self.gone_channels: set[str] = set()
+        # Users whose direct messages conversations.open refuses (user_disabled).
+        self.disabled_users: set[str] = set()
         self._ts = 1700000000.000100
         self.uploads: dict[str, bytes] = {}
         # Answer `{"ok": false, "error": ...}` to every call of a method (a missing scope).
@@ -232,6 +234,17 @@ class SlackStub:
                     message["thread_ts"] = str(params["thread_ts"])
                 self._keep(str(channel), message)
             return {"ok": True, "files": [{"id": f["id"]} for f in files]}
+        if method == "conversations.open":
+            # https://docs.slack.dev/reference/methods/conversations.open: `users`, one id for
+            # a 1:1 DM (the channel's id is a D...); errors as its table names them.
+            users = str(params.get("users") or "")
+            if not users:
+                return {"ok": False, "error": "users_list_not_supplied"}
+            if users in self.disabled_users:
+                return {"ok": False, "error": "user_disabled"}
+            if "," in users:
+                return {"ok": False, "error": "method_not_supported_for_channel_type"}
+            return {"ok": True, "channel": {"id": "D" + users}}
         if method == "conversations.info":
             return {"ok": True, "channel": {"id": params.get("channel")}}
         if method == "response_url":

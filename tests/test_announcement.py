@@ -172,16 +172,24 @@ def test_a_permanent_error_on_the_completion_text_is_not_retried(
     store = _finished_job(ctx, rig, job)
     stub.fail_text["Counts:"] = error
     watcher = Watcher(ctx, store, _notifier(ctx), holder="w", lease_seconds=30)
-    reports = _ticks(watcher, 4)
-    tries = [c for c in stub.of("chat.postMessage") if "Counts:" in str(c.params.get("text"))]
+    _ticks(watcher, 4)
+    tries = [
+        c
+        for c in stub.of("chat.postMessage")
+        if "Counts:" in text_of(c) and c.params["channel"] == CHANNEL
+    ]
     assert len(tries) == 1
     announcement = store.get_announcement(job)
     assert announcement is not None and announcement.state == "done"
     watch = store.get_watch(job)
     assert watch is not None and watch.completion_announced
-    if error == "not_in_channel":  # nothing more can be said there: the watch is parked
-        assert reports[0].parked == [job]
-        assert watch.parked and error in (watch.park_reason or "")
+    dms = [c for c in stub.delivered("chat.postMessage") if c.params["channel"] == "DU1"]
+    if error == "not_in_channel":  # the channel is gone: the end goes to the owner's DM, once
+        assert [c.params["users"] for c in stub.of("conversations.open")] == ["U1"]
+        assert len(dms) == 1 and "Counts:" in text_of(dms[0])
+        assert "can no longer post in the job's channel" in text_of(dms[0])
+    else:  # the same error would meet a DM: nothing more is tried
+        assert dms == [] and stub.of("conversations.open") == []
 
 
 @pytest.mark.parametrize("method", ["post_thread", "upload_file"])

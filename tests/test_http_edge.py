@@ -14,12 +14,14 @@ import socket
 import sqlite3
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from slack_harness import ADMIN, CHANNEL, Harness, signature_headers, start_harness
+from test_install_files import healthcheck
 
 from bot import logs
 from handlers.server import MAX_BODY_BYTES
@@ -144,6 +146,8 @@ def test_healthz_is_unhealthy_while_the_database_cannot_be_written(bot: Harness)
             return exc.code, json.loads(exc.read())
 
     assert health() == (200, {"ok": True, "holds_lease": False})  # no watcher in this harness
+    port = urllib.parse.urlsplit(bot.url).port or 80
+    assert healthcheck(port) == 0  # the Dockerfile's HEALTHCHECK agrees
     path = bot.running.deps.store.url.removeprefix("sqlite:///")
     other = sqlite3.connect(path)  # another writer holds the database
     other.execute("BEGIN EXCLUSIVE")
@@ -151,6 +155,7 @@ def test_healthz_is_unhealthy_while_the_database_cannot_be_written(bot: Harness)
         started = time.monotonic()
         assert health() == (503, {"ok": False, "error": "OperationalError"})
         assert time.monotonic() - started < 5.0
+        assert healthcheck(port) == 1
     finally:
         other.rollback()
         other.close()

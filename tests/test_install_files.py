@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -45,6 +50,61 @@ def test_dockerfile_copies_every_package_and_runs_serve_as_non_root() -> None:
     assert "USER gtbot" in docker
     assert "HEALTHCHECK" in docker and "/healthz" in docker
     assert 'CMD ["gtbot", "serve", "--port", "3000"]' in docker
+
+
+def _final_stage(docker: str) -> list[str]:
+    """The instructions of the image's last stage, continuation lines joined."""
+    lines = docker.replace("\\\n", " ").splitlines()
+    last = max(i for i, line in enumerate(lines) if line.startswith("FROM "))
+    return [line for line in lines[last:] if line and not line.startswith("#")]
+
+
+def test_dependencies_sit_in_a_layer_that_code_changes_do_not_invalidate() -> None:
+    """Docker reuses a layer while its instruction and the files it copied are unchanged: the
+    dependencies are installed from pyproject.toml alone, before any of gtbot's code arrives,
+    and the image carries the built wheel, not the sources, tests or benchmarks."""
+    stage = _final_stage((ROOT / "Dockerfile").read_text())
+    copies = [line for line in stage if line.startswith("COPY ")]
+    assert copies == [
+        "COPY pyproject.toml /tmp/pyproject.toml",
+        "COPY --from=wheel /wheel /wheel",
+    ]
+    deps = next(i for i, line in enumerate(stage) if "-r /tmp/requirements.txt" in line)
+    assert stage.index(copies[0]) < deps < stage.index(copies[1])
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "tests", "bench"} <= set(ignored)
+
+
+def test_the_dependency_layer_installs_exactly_what_pyproject_lists(tmp_path: Path) -> None:
+    """The Dockerfile's own command, run on pyproject.toml: the dependencies and the
+    PostgreSQL driver, nothing of the dev or sandbox extras."""
+    stage = _final_stage((ROOT / "Dockerfile").read_text())
+    (run,) = [line for line in stage if "requirements.txt" in line and "tomllib" in line]
+    program = re.search(r'python -c "([^"]+)"', run)
+    assert program
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    code = program[1].replace("/tmp/pyproject.toml", str(tmp_path / "pyproject.toml"))
+    printed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    expected = project["dependencies"] + project["optional-dependencies"]["postgresql"]
+    assert [line for line in printed if line] == expected
+    assert any(d.startswith("psycopg[binary]") for d in expected)
+
+
+def healthcheck(port: int) -> int:
+    """Run the Dockerfile's HEALTHCHECK command against 127.0.0.1:`port`: its exit status."""
+    docker = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    found = re.search(r"^HEALTHCHECK .*? CMD (\[.*\])$", docker, re.MULTILINE)
+    assert found, "HEALTHCHECK must use the exec form"
+    argv = json.loads(found[1])
+    assert argv[0] == "python" and "127.0.0.1:3000/healthz" in argv[2]
+    argv = [sys.executable, *argv[1:2], argv[2].replace(":3000/", f":{port}/")]
+    return subprocess.run(argv, capture_output=True, timeout=20).returncode
 
 
 def test_every_package_and_template_file_goes_into_the_wheel() -> None:

@@ -49,7 +49,7 @@ def bot(tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> It
 
 
 def _said(bot: Harness, text: str, user: str, channel: str = CHANNEL) -> str:
-    return texts(bot.wait_responses(bot.command(text, user=user, channel=channel)))
+    return bot.said(text, user=user, channel=channel)
 
 
 def _clicked(bot: Harness, job: str, user: str) -> str:

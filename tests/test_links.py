@@ -14,7 +14,7 @@ from aws.groundtruth import JobInfo
 from aws.s3 import link_lifetime
 from bot.context import Context
 from bot.settings import Settings
-from bot.watcher import completion_text
+from bot.watcher import completion_links, completion_text
 
 NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 
@@ -59,7 +59,13 @@ def test_a_completion_post_states_and_signs_the_real_lifetime(
         created=None,
         output_dataset_uri="s3://out/demo/demo-1/manifests/output/output.manifest",
     )
-    text = completion_text(ctx, job, "us-east-2")
-    assert "Output manifest (link valid for only 29 min" in text or "only 30 min" in text
-    signed = re.search(r"X-Amz-Expires=(\d+)", text)
+    assert "X-Amz" not in completion_text(ctx, job, "us-east-2")  # the text names, links sign
+    links = completion_links(ctx, job, "us-east-2")
+    assert links is not None
+    assert links.title in ("Links (valid for only 29 min", "Links (valid for only 30 min") or (
+        links.title.startswith(("Links (valid for only 29 min", "Links (valid for only 30 min"))
+    )
+    ((name, url),) = links.items
+    assert name == "output.manifest"
+    signed = re.search(r"X-Amz-Expires=(\d+)", url)
     assert signed is not None and 1700 < int(signed.group(1)) <= 1800

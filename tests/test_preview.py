@@ -212,18 +212,19 @@ def test_the_frame_loads_in_chromium_through_the_rendered_link(
 def test_slack_posts_the_screenshot_in_the_channel(
     tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from slack_harness import CHANNEL, SUBMITTER, start_harness, texts
+    from slack_harness import CHANNEL, SUBMITTER, start_harness
 
     bot = start_harness(tmp_path, s3_endpoint, setenv=monkeypatch.setenv, frames=1)
     try:
-        bot.command("setup demo", user=SUBMITTER)
-        bot.wait_for(lambda: len(bot.buckets()) == 3, 15, "the buckets")
+        bot.said("setup demo", user=SUBMITTER)
         bot.stub.clear()
-        sent = bot.command("template demo --preview", user=SUBMITTER)
-        seen = texts(bot.wait_responses(sent, timeout=60))
+        seen = bot.said("template demo --preview", user=SUBMITTER, timeout=60)
         assert "a screenshot is attached" in seen
         complete = bot.wait_for(lambda: bot.stub.of("files.completeUploadExternal"), 30, "upload")
-        assert complete[0].params["channel_id"] == CHANNEL
+        # In the thread of the command's progress message, beside its answer.
+        progress = bot.progress_message("template demo --preview")
+        assert progress is not None and complete[0].params["channel_id"] == CHANNEL
+        assert complete[0].params["thread_ts"] == progress["ts"]
         (shot,) = bot.stub.uploads.values()
         with Image.open(io.BytesIO(shot)) as picture:
             assert picture.format == "PNG" and picture.size == (1280, 1000)

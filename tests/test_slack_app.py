@@ -110,11 +110,17 @@ def _job_card_updates(bot: Harness) -> list[dict[str, Any]]:
 def test_submit_then_launch_creates_one_job_and_turns_the_card(bot: Harness) -> None:
     sent = bot.command("submit demo", user=SUBMITTER)
     assert sent.status == 200
-    first = bot.wait_responses(sent)[0]
-    assert first["response_type"] == "ephemeral"
-    assert "Preparing `demo`" in first["text"]
+    # A long command: a progress message in the channel, then the plan card; no response_url.
+    progress = bot.wait_for(lambda: bot.progress_message("submit demo"), 10, "the progress")
+    assert progress["text"].startswith(":hourglass") and "starting" in progress["text"]
 
     bot.wait_for(lambda: bot.plan_cards(), 30, "the plan card")
+    bot.wait_for(
+        lambda: "the plan card is below" in bot.progress_now("submit demo"),
+        10,
+        "the progress message's last state",
+    )
+    assert bot.stub.responses(sent.response_id) == []
     card = bot.plan_cards()[0].params
     assert card["channel"] == CHANNEL
     actions = [e.get("action_id") for b in card["blocks"] for e in b.get("elements") or []]
@@ -272,11 +278,14 @@ def test_expected_error_is_ephemeral_and_says_what_to_do(bot: Harness) -> None:
     sent = bot.command("status", user=SUBMITTER)  # warm up: nothing to do with the error
     bot.wait_responses(sent)
     sent = bot.command("submit nosuch", user=SUBMITTER)
-    replies = bot.wait_responses(sent, count=2)
+    # A long command's quick checks run before it queues: the answer is at once, ephemeral,
+    # and nothing is posted in the channel.
+    replies = bot.wait_responses(sent)
     assert all(r["response_type"] == "ephemeral" for r in replies)
-    error = replies[1]["text"]
+    error = replies[0]["text"]
     assert "nosuch" in error and "init nosuch" in error, error
     assert "trace id" not in error
+    assert bot.progress_message("submit nosuch") is None
     sent = bot.command("stop", user=SUBMITTER)
     assert "stop needs &lt;job&gt;. Usage: stop &lt;job&gt;" in bot.wait_responses(sent)[0]["text"]
     assert bot.plan_cards() == []
@@ -320,21 +329,29 @@ def test_user_text_is_escaped_for_mrkdwn(bot: Harness) -> None:
         "jobs <!channel>",
     ):
         sent = bot.command(text, user=SUBMITTER)
-        bot.wait_responses(sent, count=2 if text.startswith("submit") else 1)
+        if text.startswith("results"):  # a long command: its answer is a message
+            bot.long_reply(text)
+        else:
+            bot.wait_responses(sent)
     said = _everything_said(bot)
     assert "&lt;!channel&gt;" in said
     for raw in ("<!channel>", "<!here", "<@U0BOSS>"):
         assert raw not in said, said
 
 
+def _replies(bot: Harness) -> list[dict[str, Any]]:
+    """Thread replies in the channel: long commands' answers."""
+    return [m for m in bot.stub.messages.get(CHANNEL, []) if m.get("thread_ts")]
+
+
 def test_two_submits_in_one_second_do_not_crash(bot: Harness) -> None:
     """Job names carry the second; the second plan for the same name is refused, politely."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        sent = list(pool.map(lambda _: bot.command("submit demo", user=SUBMITTER), range(2)))
+        list(pool.map(lambda _: bot.command("submit demo", user=SUBMITTER), range(2)))
     bot.wait_for(
         lambda: (
             len(bot.plan_cards())
-            + sum("made a moment ago" in texts(bot.stub.responses(s.response_id)) for s in sent)
+            + sum("made a moment ago" in texts(m.get("blocks")) for m in _replies(bot))
             == 2
         ),
         30,

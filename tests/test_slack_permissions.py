@@ -99,12 +99,26 @@ def _channel_posts(bot: Harness) -> int:
     return sum(1 for c in bot.stub.api_calls() if c.method.startswith("chat."))
 
 
-def _finish(bot: Harness, sent: Sent, command: str, allowed: bool, posts_before: int) -> str:
-    """Wait for the command's last visible effect and return what its caller read."""
-    if allowed and command == "submit":
-        bot.wait_for(lambda: _channel_posts(bot) > posts_before, 30, "the plan card")
-        return texts(bot.stub.responses(sent.response_id))
-    return texts(bot.wait_responses(sent))
+def _finish(bot: Harness, sent: Sent, command: str, text: str, before: int) -> str:
+    """Wait for the command's last visible effect and return what its caller read: a refusal
+    (or a failed quick check) through response_url, a long command's answer in the thread of
+    its progress message (a plan card for submit). `before`: its progress messages before."""
+    if not COMMANDS[command].long:
+        return texts(bot.wait_responses(sent))
+
+    def said() -> str | None:
+        if responses := bot.stub.responses(sent.response_id):
+            return texts(responses)
+        posted = bot.progress_messages(text)
+        if len(posted) <= before:
+            return None
+        if command == "submit":
+            return "plan card" if bot.plan_cards() else None
+        replies = bot.replies(posted[-1])
+        ended = any(w in bot.progress_now(text) for w in ("finished in", "failed after"))
+        return texts(replies) if replies and ended else None
+
+    return str(bot.wait_for(said, 30, f"the answer to /gt {text}"))
 
 
 def test_the_table_matches_the_router() -> None:
@@ -125,9 +139,10 @@ def test_command_permissions(
         bot.buckets(),
         _channel_posts(bot),
     )
+    progress_before = len(bot.progress_messages(text))
     sent = bot.command(text, user=user, channel=channel)
     assert sent.status == 200
-    seen = _finish(bot, sent, command, allowed, posts_before)
+    seen = _finish(bot, sent, command, text, progress_before)
     refused = any(r in seen for r in REFUSALS)
     assert refused == (not allowed), seen
     if refused:
@@ -152,17 +167,18 @@ def test_without_submitters_spending_is_refused_with_how_to_configure(
     nobody_bot: Harness,
 ) -> None:
     bot = nobody_bot
-    for _, text, spends in TABLE:
+    for command, text, spends in TABLE:
+        posts_before = _channel_posts(bot)
         sent = bot.command(text, user=OTHER)
-        seen = texts(bot.wait_responses(sent))
+        seen = _finish(bot, sent, command, text, 0)
         if spends:
             assert "no one may run it yet" in seen, seen
             assert "GTBOT_SUBMITTERS" in seen and "GTBOT_ADMINS" in seen
+            assert _channel_posts(bot) == posts_before  # a refusal posts nothing
         else:
             assert not any(r in seen for r in REFUSALS), seen
     assert bot.aws_calls("CreateLabelingJob") == [] and bot.aws_calls("StopLabelingJob") == []
     assert bot.buckets() == []
-    assert _channel_posts(bot) == 0
 
 
 def test_unknown_command_elsewhere_says_nothing_but_the_channel(bot: Harness) -> None:
@@ -236,7 +252,7 @@ def test_only_the_requester_or_an_admin_may_press_the_buttons(button_bot: Harnes
 
 def test_user_group_is_resolved_through_slack(button_bot: Harness) -> None:
     bot = button_bot
-    sent = bot.command("setup demo", user=GROUP_MEMBER)
-    assert "Buckets ready" in texts(bot.wait_responses(sent))
+    bot.command("setup demo", user=GROUP_MEMBER)
+    assert "Buckets ready" in texts([bot.long_reply("setup demo")])
     lookups = bot.stub.of("usergroups.users.list")
     assert [c.params.get("usergroup") for c in lookups] == [GROUP]

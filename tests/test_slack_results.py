@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 from slack_harness import ADMIN, CHANNEL, SUBMITTER, Harness, start_harness, texts
+from slack_stub import Call
 
 from aws.emulator.groundtruth import EmulatorSettings
+
+
+def _text(call: Call) -> str:
+    """All a message says: its fallback text and its blocks (JSON, escapes as sent)."""
+    return texts([{"text": call.params.get("text"), "blocks": call.params.get("blocks")}])
 
 
 @pytest.fixture
@@ -35,27 +43,19 @@ def test_results_go_to_the_jobs_thread_with_pictures(bot: Harness) -> None:
         "the job to complete",
     )
     bot.stub.clear()
-    sent = bot.command(f"results {job}", user=ADMIN)
-    seen = texts(bot.wait_responses(sent, timeout=30))
-    assert f"Results of `{job}` posted in the channel." in seen
+    seen = bot.said(f"results {job}", user=ADMIN)
+    assert f"&lt;@{ADMIN}&gt;" not in seen and f"<@{ADMIN}>" in seen  # the asker, mentioned
+    assert f"The results of {job} are in the thread of its card." in seen
 
-    posts = bot.wait_for(
-        lambda: [
-            c
-            for c in bot.stub.of("chat.postMessage")
-            if "frames consolidated" in str(c.params.get("text"))
-        ],
-        15,
-        "the results post",
-    )
+    posts = [c for c in bot.stub.of("chat.postMessage") if "frames consolidated" in _text(c)]
     assert posts[0].params["channel"] == CHANNEL and posts[0].params["thread_ts"] == card_ts
-    assert "4 frames consolidated, 0 skipped." in posts[0].params["text"]
-    assert (
-        "coco-keypoints.json" in posts[0].params["text"]
-        and "valid for 24 h" in posts[0].params["text"]
-    )
+    text = _text(posts[0])
+    assert "4 frames consolidated, 0 skipped." in text
+    # The links are names, not the 9 raw presigned URLs of before.
+    assert "|coco-keypoints.json>" in text and "valid for 24 h" in text
+    shown = re.sub(r"<https?://[^|>]+\|([^>]+)>", r"\1", text)  # what a reader sees
+    assert "X-Amz" not in shown and "coco-keypoints.json" in shown
     # The per-worker report: ranked, and who to review (or that nobody stands out).
-    text = posts[0].params["text"]
     assert "Workers, furthest from the consensus first" in text and "  1. " in text
     assert "Workers to review" in text or "No worker stands out for review." in text
     assert "CollectedData_gtbot.csv" in text and "problems.csv" in text
@@ -78,26 +78,29 @@ def test_results_go_to_the_jobs_thread_with_pictures(bot: Harness) -> None:
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     manifest = next(k for k in keys if k.endswith(f"{job}/manifests/output/output.manifest"))
     s3.put_object(Bucket=bucket, Key=manifest, Body=b'{"source-ref": "s3://b/f.jpg"}\n')
-    seen = texts(
-        bot.wait_responses(bot.command(f"results {job} --rebuild", user=ADMIN), timeout=30)
-    )
+    seen = bot.said(f"results {job} --rebuild", user=ADMIN)
     assert f"Results of {job} are unavailable because consolidating its output failed" in seen
     assert "input manifest" in seen
 
 
 def test_progress_is_one_message_kept_updated(bot: Harness) -> None:
-    bot.command("setup demo", user=SUBMITTER)
-    bot.wait_for(lambda: len(bot.buckets()) == 3, 15, "the buckets")
+    """A long command: one progress message from start to end, its answer in the thread
+    (mentioning the asker), and nothing through response_url."""
+    assert "Buckets ready" in bot.said("setup demo", user=SUBMITTER)
     bot.stub.clear()
     sent = bot.command("upload demo", user=SUBMITTER)
-    assert "4 uploaded" in texts(bot.wait_responses(sent, timeout=20))
-    posted = [
-        c for c in bot.stub.of("chat.postMessage") if "/gt upload" in str(c.params.get("text"))
-    ]
-    assert len(posted) == 1 and "Uploading frames" in posted[0].params["text"]
-    updates = bot.stub.of("chat.update")
-    assert updates and updates[-1].params["text"].endswith("(finished)")
-    assert updates[-1].params["text"].startswith("/gt upload: Uploading frames: 4/4 (100%)")
+    answer = bot.long_reply("upload demo")
+    assert "4 uploaded" in texts([answer]) and f"<@{SUBMITTER}>" in answer["text"]
+    assert [c.params["text"] for c in bot.stub.of("chat.postMessage")][0] == (
+        ":hourglass: `/gt upload demo`: starting"
+    )
+    bot.wait_for(lambda: "finished in" in bot.progress_now("upload demo"), 10, "the end")
+    lines = bot.progress_lines("upload demo")
+    assert len(bot.progress_messages("upload demo")) == 1
+    assert lines[1] == ":hourglass_flowing_sand: `/gt upload demo`: started"
+    assert lines[-1].startswith(":white_check_mark: `/gt upload demo`: finished in ")
+    assert lines[-1].endswith("; the answer is in the thread.")
+    assert bot.stub.responses(sent.response_id) == []
 
 
 @pytest.mark.parametrize(
@@ -142,10 +145,11 @@ def test_watch_attaches_a_job_the_bot_did_not_launch_and_unwatch_detaches(bot: H
 def test_a_channel_the_bot_is_not_in_gets_told_to_invite_it(bot: Harness) -> None:
     bot.stub.gone_channels.add(CHANNEL)
     sent = bot.command("submit demo", user=SUBMITTER)
-    seen = texts(bot.wait_responses(sent, count=2, timeout=30))
+    seen = texts(bot.wait_responses(sent, timeout=30))
     assert "Invite it with `/invite @gtbot`" in seen
     assert "trace id" not in seen
-    assert bot.aws_calls("CreateLabelingJob") == []
+    time.sleep(0.3)  # the queued work would have started by now: it must not run
+    assert bot.aws_calls() == [] and bot.buckets() == []
 
 
 def test_mentions_get_a_pointer_to_gt_and_url_verification_is_answered(bot: Harness) -> None:

@@ -11,18 +11,23 @@ import base64
 import hashlib
 import json
 import os
+import re
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from slack_stub import SlackStub
+from test_install_files import healthcheck
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -115,8 +120,33 @@ def stub() -> Iterator[GatewayStub]:
     server.stop()
 
 
+def _listening_port(bot: subprocess.Popen[bytes], lines: list[str], timeout: float) -> int:
+    """The port of /healthz, from the JSON log line `gtbot listening on http://...`."""
+    assert bot.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = bot.stdout.readline().decode(errors="replace")
+        if not line:
+            break
+        lines.append(line)
+        found = re.search(r"gtbot listening on http://127\.0\.0\.1:(\d+)/healthz", line)
+        if found:
+            return int(found.group(1))
+    raise AssertionError("no /healthz address in the log:\n" + "".join(lines)[-2000:])
+
+
+def _health(port: int) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 @pytest.mark.slow
 def test_socket_mode_answers_a_slash_command(stub: GatewayStub, tmp_path: Path) -> None:
+    """`gtbot socket` with no signing secret: it connects, acks and answers over the socket,
+    serves /healthz (what the Docker HEALTHCHECK probes), and stops cleanly on SIGTERM."""
     gateway = Gateway(
         {
             "envelope_id": "env-1",
@@ -136,20 +166,22 @@ def test_socket_mode_answers_a_slash_command(stub: GatewayStub, tmp_path: Path) 
     stub.gateway_url = gateway.url
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GTBOT_", "SLACK_"))} | {
         "SLACK_BOT_TOKEN": "xoxb-test",
-        "SLACK_SIGNING_SECRET": "secret",
         "SLACK_APP_TOKEN": "xapp-test",
         "SLACK_API_URL": stub.api_url,
         "GTBOT_DATABASE_URL": f"sqlite:///{tmp_path / 'gtbot.db'}",
         "GTBOT_PROJECTS_DIR": str(tmp_path / "projects"),
+        "GTBOT_BIND": "127.0.0.1",
     }
     bot = subprocess.Popen(
-        [sys.executable, "-m", "bot", "socket"],
+        [sys.executable, "-m", "bot", "socket", "--port", "0"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    lines: list[str] = []
     try:
+        port = _listening_port(bot, lines, 20)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not stub.of("response_url"):
             time.sleep(0.1)
@@ -158,7 +190,31 @@ def test_socket_mode_answers_a_slash_command(stub: GatewayStub, tmp_path: Path) 
         assert replies, "no answer to /gt help"
         assert "Commands" in json.dumps(replies[0].params)
         assert stub.of("apps.connections.open")
+        status, health = _health(port)
+        assert status == 200 and health["ok"] and health["socket_mode"] is True, health
+        assert healthcheck(port) == 0  # the Dockerfile's HEALTHCHECK works here too
+        assert "holds_lease" in health
     finally:
-        bot.terminate()
+        bot.send_signal(signal.SIGTERM)
         out, _ = bot.communicate(timeout=20)
-    assert b"Traceback" not in out, out.decode(errors="replace")[-2000:]
+    log = "".join(lines) + out.decode(errors="replace")
+    assert bot.returncode == 0, log[-2000:]
+    assert "Traceback" not in log, log[-2000:]
+    assert "SIGTERM: stopping" in log and "gtbot stopped" in log
+
+
+def test_socket_mode_needs_its_app_token_but_no_signing_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bot.errors import ConfigError
+    from handlers.server import slack_credentials
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
+    monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match=r"^SLACK_APP_TOKEN not set.*manifest\.socket\.yml"):
+        slack_credentials(socket_mode=True)
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-test")
+    assert slack_credentials(socket_mode=True) == ("xoxb-test", None, "xapp-test")
+    with pytest.raises(ConfigError, match=r"^SLACK_SIGNING_SECRET not set"):
+        slack_credentials(socket_mode=False)

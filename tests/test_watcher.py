@@ -10,6 +10,7 @@ must end in the same single completion post, or in one parked watch and one log 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import urllib.parse
 import urllib.request
@@ -142,7 +143,11 @@ def test_job_from_creation_to_completed(
     text = text_of(completions[0])
     assert "completed" in text and "6 labeled, 0 failed, 0 not labeled" in text
     assert f"valid for {LINK_HOURS} h" in text
-    link = next(w for w in text.split() if w.startswith("http"))
+    # A link, not a wall of URL: Slack shows `output.manifest`, the URL sits behind it.
+    found = re.search(r"<(https?://[^|>]+)\|output\.manifest>", text)
+    assert found is not None, text
+    link = found.group(1)
+    assert text.count("X-Amz-Signature") == 1
     query = urllib.parse.parse_qs(urllib.parse.urlparse(link).query)
     assert query["X-Amz-Expires"] == [str(LINK_HOURS * 3600)]
     with urllib.request.urlopen(link, timeout=10) as response:

@@ -128,7 +128,7 @@ class RecordingSlackStub(SlackStub):
         return [
             c
             for c in self.delivered("chat.postMessage")
-            if c.params.get("thread_ts") and not c.params.get("blocks")
+            if c.params.get("thread_ts")
             if channel is None or c.params.get("channel") == channel
         ]
 
@@ -154,8 +154,15 @@ def card_state(call: Call) -> tuple[str, int, int]:
 
 
 def text_of(call: Call) -> str:
-    """A posted text as a reader sees it (Slack shows `&amp;` as `&`)."""
-    return html.unescape(str(call.params.get("text", "")))
+    """A posted text as a reader sees it (Slack shows `&amp;` as `&`): the text of every block,
+    one per line, or the message's `text` when it has no blocks."""
+    blocks = call.params.get("blocks") or []
+    parts = [] if blocks else [str(call.params.get("text", ""))]
+    for block in blocks:
+        if isinstance(block.get("text"), dict):
+            parts.append(str(block["text"].get("text", "")))
+        parts += [str(e.get("text", "")) for e in block.get("elements") or [] if "text" in e]
+    return html.unescape("\n".join(parts))
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.1) -> None:
