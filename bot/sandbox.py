@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import textwrap
@@ -377,13 +378,31 @@ def serve_sandbox(*, rate: float, profile: str = "public-crowd", out: Print = pr
     out(f'\nthen e.g. `gtbot run "init demo-mice --region {REGION}"`. Ctrl-C stops the emulators')
     out(f"(their state is in memory; files go to {workdir}).")
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
+        _until_interrupted()
         out("\nStopping the emulators.")
     finally:
         emulators.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _until_interrupted() -> None:
+    """Return on SIGINT (Ctrl-C) or SIGTERM. Both get a handler of their own: a process started
+    with SIGINT ignored (a background job of a shell script, CI runners) keeps it ignored in
+    Python, so waiting for KeyboardInterrupt would never end. The handler only sets a flag (an
+    Event's lock could be held by the very bytecode it interrupts) and the short sleeps let the
+    main thread see it even when the kernel delivers the signal to another thread."""
+    received: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not received:
+            time.sleep(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main_sandbox(
