@@ -108,6 +108,33 @@ def test_consensus_beats_single_workers_and_corrects_flips(spec: LabelSpec) -> N
     assert result.n_workers[4].min() == 4 and result.n_workers.sum() == 6 * 5 * 14 - 1
 
 
+def test_swapped_points_move_the_consensus_to_where_the_majority_put_them() -> None:
+    """Two of five workers named the ears the other way round. Swapping them back must move
+    the consensus too: before the swap the median of the left ear is the third of
+    x = [10, 11, 12, 50, 52], 12; after it, the third of [9, 10, 11, 12, 13], 11."""
+    ears = LabelSpec("mouse", (), ("left ear", "right ear"), (("left ear", "right ear"),))
+    left = [[10, 20], [11, 21], [12, 22], [50, 60], [52, 62]]
+    right = [[50, 60], [51, 61], [52, 62], [9, 19], [13, 23]]
+    coords = np.array([[[lft, rgt] for lft, rgt in zip(left, right, strict=True)]], dtype=float)
+    result = consensus_batch(coords, ears)
+    assert result.flipped[0].tolist() == [False, False, False, True, True]
+    np.testing.assert_array_equal(result.points[0], [[11, 21], [51, 61]])
+    # What is reported agrees with itself: the points are the medians of the corrected clicks,
+    # and each distance is measured to them.
+    np.testing.assert_array_equal(result.points, nanmedian_workers(result.coords))
+    assert result.distance[0, 3, 0] == pytest.approx(np.hypot(9 - 11, 19 - 21))
+
+
+def test_consensus_is_the_median_of_the_corrected_clicks(spec: LabelSpec) -> None:
+    frames, _ = _frames(spec, RECIPE.read_text().splitlines())
+    coords = np.array([f.coords for f in frames]).reshape(6, 5, 14, 2)
+    result = consensus_batch(coords, spec)
+    assert result.flipped.any()
+    np.testing.assert_array_equal(result.points, nanmedian_workers(result.coords))
+    expected = np.sqrt(((result.coords - result.points[:, None]) ** 2).sum(-1))
+    np.testing.assert_array_equal(result.distance, expected)
+
+
 @pytest.mark.parametrize("workers", [1, 2, 3, 5, 6, 8, 9, 14])
 def test_nanmedian_matches_numpy(workers: int) -> None:
     # Up to 8 workers a sorting network orders the values, beyond that np.sort: both exact.
