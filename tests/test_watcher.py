@@ -14,9 +14,12 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.stub import ANY, Stubber
 from watcher_support import (
     DATA,
     TEAM,
@@ -27,9 +30,11 @@ from watcher_support import (
     wait_until,
 )
 
+from aws.clients import ClientFactory
 from aws.emulator.groundtruth import (
     GroundTruthEmulator,
 )
+from bot.cards import JobCard
 from bot.context import Context
 from bot.settings import Settings
 from bot.state import Store
@@ -366,3 +371,81 @@ class _NullNotifier:
 
     def posted(self, channel: str, thread_ts: str | None) -> Posted:
         return Posted()
+
+
+class _OneSageMaker(ClientFactory):
+    """Every region's SageMaker calls go to one (stubbed) client."""
+
+    def __init__(self, client: object) -> None:
+        super().__init__()
+        self._sagemaker = client
+
+    def sagemaker(self, region: str) -> object:
+        return self._sagemaker
+
+
+class _Cards:
+    """A notifier that keeps the cards it was given: what a channel would show."""
+
+    def __init__(self) -> None:
+        self.cards: list[JobCard] = []
+
+    def post_card(self, channel: str, card: JobCard, thread_ts: str | None = None) -> str:
+        self.cards.append(card)
+        return f"1700000000.{len(self.cards):06d}"
+
+    def update_card(self, channel: str, ts: str, card: JobCard) -> None:
+        self.cards.append(card)
+
+    def post_thread(
+        self, channel: str, thread_ts: str | None, text: str, key: str | None = None
+    ) -> str:
+        return "1700000001.000001"
+
+    def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None:
+        pass
+
+    def posted(self, channel: str, thread_ts: str | None) -> Posted:
+        return Posted()
+
+
+def _summary(name: str, labeled: int) -> dict[str, object]:
+    when = datetime(2026, 11, 20, tzinfo=UTC)
+    return {
+        "LabelingJobName": name,
+        "LabelingJobArn": f"arn:aws:sagemaker:us-east-2:123456789012:labeling-job/{name}",
+        "CreationTime": when,
+        "LastModifiedTime": when,
+        "LabelingJobStatus": "InProgress",
+        "LabelCounters": {"TotalLabeled": labeled, "Unlabeled": 10 - labeled},
+        "WorkteamArn": TEAM,
+    }
+
+
+def test_a_job_on_the_second_page_of_the_listing_is_read_from_that_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lab with more than a page of jobs (ListLabelingJobs pages at MaxResults): the watcher
+    reads every page of its one listing, so a job on page 2 needs no DescribeLabelingJob."""
+    monkeypatch.setenv("GTBOT_PROJECTS_DIR", str(tmp_path / "projects"))
+    client = boto3.client("sagemaker", region_name="us-east-2")
+    listing = {"SortBy": "CreationTime", "SortOrder": "Descending", "CreationTimeAfter": ANY}
+    with Stubber(client) as stubbed:
+        stubbed.add_response(
+            "list_labeling_jobs",
+            {"LabelingJobSummaryList": [_summary("mice-newer", 1)], "NextToken": "page-2"},
+            listing | {"MaxResults": 100},
+        )
+        stubbed.add_response(
+            "list_labeling_jobs",
+            {"LabelingJobSummaryList": [_summary("mice-on-page-2", 4)]},
+            listing | {"MaxResults": 100, "NextToken": "page-2"},
+        )
+        store = Store(f"sqlite:///{tmp_path / 'gtbot.db'}")
+        store.add_watch(job_name="mice-on-page-2", region="us-east-2", channel="CPAGES")
+        ctx = Context(settings=Settings.from_env(), clients=_OneSageMaker(client), store=store)
+        cards = _Cards()
+        report = Watcher(ctx, store, cards, lease_seconds=30).tick()
+        stubbed.assert_no_pending_responses()
+    assert report.updated == ["mice-on-page-2"] and report.aws_calls == 2
+    assert [(c.job_name, c.counters.total_labeled) for c in cards.cards] == [("mice-on-page-2", 4)]
