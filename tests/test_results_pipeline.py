@@ -240,6 +240,25 @@ def test_coco_export_round_trips_with_pycocotools(spec: LabelSpec, tmp_path: Pat
     assert skeleton(spec) == [[1, 2], [1, 3], [2, 4], [3, 4], [4, 5], [4, 6], [5, 7], [6, 7]]
 
 
+def test_coco_ids_are_manifest_line_numbers(spec: LabelSpec, tmp_path: Path) -> None:
+    """The README's promise: an image's id is its line in the manifest (1-based, blank and
+    refused lines counted), so an annotation leads back to the workers' answers; an
+    annotation's id is (line - 1) x individuals + individual + 1."""
+    lines = RECIPE.read_text().splitlines()
+    shifted = ["", lines[0], "{not json", *lines[1:]]
+    summary = consolidate(shifted, spec, tmp_path, fetch=no_fetch, load_image=no_image)
+    coco = json.loads(summary.files.coco.read_text())
+    refs = {
+        json.loads(line)["source-ref"]: n for n, line in enumerate(shifted, 1) if n not in (1, 3)
+    }
+    assert {image["coco_url"]: image["id"] for image in coco["images"]} == refs
+    assert sorted(refs.values()) == [2, 4, 5, 6, 7, 8]
+    individuals = len(spec.animal_names)
+    for ann in coco["annotations"]:
+        assert ann["id"] == (ann["image_id"] - 1) * individuals + ann["category_id"]
+    assert sorted(a["image_id"] for a in coco["annotations"]) == sorted(2 * list(refs.values()))
+
+
 def test_csv_mars_agreement_and_pictures(spec: LabelSpec, tmp_path: Path) -> None:
     summary = consolidate(
         NO_LAMBDA.read_text().splitlines(),
