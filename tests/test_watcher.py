@@ -9,6 +9,7 @@ must end in the same single completion post, or in one parked watch and one log 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import urllib.parse
@@ -575,3 +576,17 @@ def test_a_thread_deleted_mid_announcement_gets_the_end_in_the_channel(
     told = [c for c in stub.delivered("chat.postMessage") if "Counts:" in text_of(c)]
     assert len(told) == 1 and not told[0].params.get("thread_ts")
 
+
+def test_the_rig_gives_each_job_everything_ground_truth_reads(rig: JobRig) -> None:
+    """The rig's job points only at objects that exist: the annotation interface, the manifest
+    and every frame it names. A job whose inputs are missing would fail in AWS, so a test on it
+    would pass only because the emulator was kinder than the service."""
+    rig.emulator.settings.update({"rate": 0})
+    rig.create_job("mice-rig-inputs", frames=2)
+    job = rig.sm.describe_labeling_job(LabelingJobName="mice-rig-inputs")
+    template = rig.read(job["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"]).decode()
+    assert "<crowd-keypoint" in template and "grant_read_access" in template
+    manifest = rig.read(job["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"])
+    refs = [json.loads(line)["source-ref"] for line in manifest.decode().splitlines()]
+    assert len(refs) == 2
+    assert all(rig.read(ref)[:2] == b"\xff\xd8" or rig.read(ref)[:4] == b"\x89PNG" for ref in refs)
