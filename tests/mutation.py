@@ -200,6 +200,8 @@ def run(name: str, fresh: bool, children: int) -> int:
     tests changed since (mutmut itself re-runs only mutants of changed functions)."""
     target = TARGETS[name]
     work = _prepare(name, target, fresh)
+    # The tests as copied for this run: a test edited while it runs is checked next time.
+    digest = _tests_digest(target)
     before = (
         json.loads((work / "summary.json").read_text()) if (work / "summary.json").exists() else {}
     )
@@ -208,7 +210,6 @@ def run(name: str, fresh: bool, children: int) -> int:
     env = {k: v for k, v in os.environ.items() if k != "GTBOT_TEST_POSTGRES_URL"}
     print(f"{name}: {' '.join(cmd + list(target.names))} (in {work})", flush=True)
     code = subprocess.run(cmd + list(target.names), cwd=work, env=env).returncode
-    digest = _tests_digest(target)
     if before and before.get("tests") != digest:
         last = summarize(name)
         again = [*last["unexplained"], *last["explained"]]  # type: ignore[misc]

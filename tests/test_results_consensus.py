@@ -14,6 +14,7 @@ import pytest
 
 from bot.results import LabelSpec
 from bot.results.consensus import MAX_FLIP_ROUNDS, _match_instances, consensus_batch
+from bot.results.spec import MAX_NUM_OBJ
 
 Array = npt.NDArray[np.float64]
 EPS = 1e-6  # the margin a swap must win by (consensus._SWAP_EPS)
@@ -210,19 +211,38 @@ def test_four_instances_are_matched_across_workers() -> None:
     medians: two instances with nearly the same x, placed in either order, stay apart."""
     four = LabelSpec("mouse", (), ("nose",), (), num_obj=4)
     worker_a = [[0, 0], [50, 0], [52, 100], [100, 0]]
-    worker_b = [[1, 1], [53, 99], [51, 1], [101, 1]]  # x order puts the low mouse second
+    worker_b = [[1, 1], [53, 1], [51, 99], [101, 1]]  # x order would swap the middle mice
     worker_c = [[0, 1], [49, 1], [51, 101], [99, 1]]
     result = consensus_batch(np.array([[worker_a, worker_b, worker_c]], dtype=float), four)
-    np.testing.assert_array_equal(result.points[0], [[0, 1], [50, 1], [52, 100], [100, 1]])
+    np.testing.assert_array_equal(result.points[0], [[0, 1], [50, 1], [51, 100], [100, 1]])
+    np.testing.assert_array_equal(result.coords[0, 1], worker_b)  # not [51, 99] second
+
+
+def test_workers_who_each_placed_one_of_two_mice_agree_on_that_mouse() -> None:
+    """A mouse nobody else placed gives no median to match against: that must not pull a
+    worker's lone click there. Three workers each placed one mouse, a few pixels apart:
+    one instance, with all three."""
+    two = LabelSpec("mouse", (), ("nose",), (), num_obj=2)
+    nan = np.nan
+    clicks = np.array([[[[nan, nan], [5, 18]], [[18, 5], [nan, nan]], [[6, 4], [nan, nan]]]])
+    result = consensus_batch(clicks, two)
+    assert sorted(result.n_workers[0].tolist()) == [0, 3]
+    (together,) = np.flatnonzero(result.n_workers[0] == 3)
+    np.testing.assert_array_equal(result.points[0, together], [6, 5])
 
 
 def test_more_than_four_instances_keep_the_workers_order_on_equal_x() -> None:
     """Beyond four instances only the left-to-right order is used; points on one vertical
-    line keep the order the worker placed them in (a stable sort)."""
+    line keep the order the worker placed them in (a stable sort, up to the 20 instances a
+    project may have: numpy's default sort reorders equal keys in rows that long)."""
     five = LabelSpec("mouse", (), ("nose",), (), num_obj=5)
     column = [[40, 10 * i] for i in range(5)]
     result = consensus_batch(np.array([[column]], dtype=float), five)
     np.testing.assert_array_equal(result.points[0], column)
+    twenty = LabelSpec("mouse", (), ("nose",), (), num_obj=MAX_NUM_OBJ)
+    two_columns = [[10 if i % 3 == 0 else 40, 10 * i] for i in range(MAX_NUM_OBJ)]
+    result = consensus_batch(np.array([[two_columns]], dtype=float), twenty)
+    np.testing.assert_array_equal(result.points[0], sorted(two_columns, key=lambda p: p[0]))
 
 
 def test_integer_clicks_give_float_results_and_leave_the_input_alone() -> None:
