@@ -144,7 +144,9 @@ def test_sigkill_mid_job_then_restart_resumes_without_duplicates(
     # than after the lease left by a dead process lapses.
     bots.start("xoxb-second", port)
     emulator.settings.update({"rate": 2.0})
-    wait_until(lambda: any(u.at > killed_at for u in stub.updates(channel)), 10, "the resumed card")
+    # 30 s as for the first start: the wait includes starting a Python process, which on a
+    # loaded 2-core machine takes many seconds (a lapsing lease would cost only LEASE more).
+    wait_until(lambda: any(u.at > killed_at for u in stub.updates(channel)), 30, "the resumed card")
     wait_until(lambda: len(stub.completions(channel)) >= 1, 40, "the completion post")
     time.sleep(2.5)  # two more ticks: nothing may follow
 
