@@ -4,14 +4,15 @@ Generates N frames x 5 workers x 14 keypoints (the demo two-mouse project) in th
 manifest form to a temp file, then measures in the same run:
   - the parse floor: `orjson.loads` of every line and of every worker content string, from the
     same binary file handle. `bot.results` reads lines with orjson and content strings with
-    msgspec; msgspec's plain decode of the content strings measured the same (17.3 against
-    17.5 us a frame), so the floor keeps orjson for both;
+    msgspec; `bench/phases.py` prints both decoders' time per frame on the same answers;
   - the full consolidation (read, consensus with flip correction, agreement, every result
     file: four exports, agreement.json, three pictures, problems.csv), with
     the manifest passed as a binary file handle, so it uses two processes on a 2-core machine
     (`--workers 1` forces the single-process path for comparison).
 Peak memory is ru_maxrss after each phase (tracemalloc would slow the run), of this process and
-of its largest child (the second reading process); their sum bounds the run's peak.
+of its largest child (the second reading process); their sum bounds the run's peak. Processor
+time (user + system, both processes) moves far less than wall clock on a shared machine, so
+it is printed too, for comparing two versions of the code run alternately.
 
     .venv/bin/python bench/consolidate.py [--frames 100000] [--workers 1|2] [--consensus robust]
 """
@@ -108,6 +109,15 @@ def rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0
 
 
+def cpu_seconds() -> float:
+    """User and system time of this process and its finished children."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=100_000)
@@ -137,7 +147,7 @@ def main() -> None:
         def no_fetch(uri: str) -> bytes:
             raise FileNotFoundError(uri)
 
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         with open(manifest, "rb") as lines:
             summary = consolidate(
                 lines,
@@ -149,12 +159,13 @@ def main() -> None:
                 consensus=args.consensus,
             )
         took = time.perf_counter() - start
+        cpu = cpu_seconds() - cpu_start
         peak = rss_mb()
         child = rss_mb(resource.RUSAGE_CHILDREN)
         sizes = {p.name: p.stat().st_size / 1e6 for p in summary.files.all()}
         print(
             f"consolidate: {took:.2f} s ({summary.frames_consolidated / took:,.0f} frames/s), "
-            f"{took / floor:.2f}x the parse floor"
+            f"{took / floor:.2f}x the parse floor; processor time {cpu:.2f} s (both processes)"
         )
         print(
             f"peak rss: {peak:.0f} MB (before consolidate {rss_before:.0f} MB); "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import textwrap
@@ -396,22 +397,45 @@ def _play(
 
 def serve_sandbox(*, rate: float, profile: str = "public-crowd", out: Print = print) -> None:
     """Keep the emulators up for another shell or the Slack bot, until Ctrl-C."""
-    workdir = Path(tempfile.mkdtemp(prefix="gtbot-sandbox-"))
-    emulators = start_emulators(rate, profile)
-    env = emulators.env() | {"GTBOT_PROJECTS_DIR": str(workdir / "projects")}
-    out("gtbot sandbox: emulators running. In another shell, run:\n")
-    for key, value in env.items():
-        out(f"  export {key}={value}")
-    out(f"\nthen e.g. `gtbot init demo-mice --region {REGION}`. Ctrl-C stops the emulators")
-    out(f"(their state is in memory; files go to {workdir}).")
+    # The stop signals are caught before anything is started or printed: a script that waits
+    # for the "then e.g." line and then signals must never meet the process still ignoring it.
+    with _stop_signals() as received:
+        workdir = Path(tempfile.mkdtemp(prefix="gtbot-sandbox-"))
+        emulators = start_emulators(rate, profile)
+        try:
+            env = emulators.env() | {"GTBOT_PROJECTS_DIR": str(workdir / "projects")}
+            out("gtbot sandbox: emulators running. In another shell, run:\n")
+            for key, value in env.items():
+                out(f"  export {key}={value}")
+            out(f"\nthen e.g. `gtbot init demo-mice --region {REGION}`. Ctrl-C stops the emulators")
+            out(f"(their state is in memory; files go to {workdir}).")
+            while not received:
+                time.sleep(0.2)
+            out("\nStopping the emulators.")
+        finally:
+            emulators.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """The SIGINT (Ctrl-C) and SIGTERM received while inside. Both get a handler of their own:
+    a process started with SIGINT ignored (a background job of a shell script, CI runners)
+    keeps it ignored in Python, so waiting for KeyboardInterrupt would never end. The handler
+    only records the signal (an Event's lock could be held by the very bytecode it interrupts);
+    the caller polls with short sleeps, so the main thread sees it even when the kernel
+    delivers the signal to another thread."""
+    received: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        out("\nStopping the emulators.")
+        yield received
     finally:
-        emulators.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # What the emulators import that a gtbot for real AWS does not install (the `sandbox` extra).

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -105,6 +105,23 @@ class DestinationGone(PostFailed):
 
     def __init__(self, error: str) -> None:
         super().__init__(error, permanent=True)
+
+
+class MessageGone(PostFailed):
+    """The message a watch points at was deleted (its card, or the card its thread hangs on):
+    a new card is posted, or the news goes to the channel; the old one is never retried."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error, permanent=True)
+
+
+class NotifierUnauthorized(PostFailed):
+    """The notifier's credentials are refused (a revoked or wrong token): nothing can be
+    posted anywhere until an admin fixes them, so a tick stops at the first refusal and no
+    step counts it as an attempt."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error, permanent=False)
 
 
 @dataclass(frozen=True)
@@ -243,7 +260,9 @@ class Watcher:
                 if not self._renew():
                     log.warning("lost the watcher lease mid-tick; leaving the rest to its holder")
                     return report
-                self._guarded(watch, report, self._one, watch, jobs.get(watch.job_name), region)
+                job = jobs.get(watch.job_name)
+                if not self._guarded(watch, report, self._one, watch, job, region):
+                    return report
         if self.after_tick is not None and self._renew():
             self._after_tick()
         return report
@@ -289,10 +308,18 @@ class Watcher:
 
     def _guarded(
         self, watch: WatchRow, report: TickReport, func: Callable[..., None], *args: Any
-    ) -> None:
-        """One watch's work: what fails is logged (and retried next tick), never raised."""
+    ) -> bool:
+        """One watch's work: what fails is logged (and retried next tick), never raised. False
+        when Slack refuses gtbot's token: then no other watch can be told either."""
         try:
             func(*args, report)
+        except NotifierUnauthorized as exc:
+            log.error(
+                "Slack refuses gtbot's token (%s): nothing is posted until an admin fixes "
+                "SLACK_BOT_TOKEN; the watches wait",
+                exc.error,
+            )
+            return False
         except DestinationGone as exc:
             if not self._move_to_dm(watch, exc.error):
                 self._park(watch, f"cannot post to channel {watch.channel}: {exc}", report)
@@ -302,6 +329,7 @@ class Watcher:
             log.warning("watch %s: %s (will retry)", watch.job_name, exc.user_message)
         except Exception:
             log.exception("watch %s failed this tick (will retry)", watch.job_name)
+        return True
 
     def holds_lease(self) -> bool:
         """Whether this replica is the watcher now, as the database says."""
@@ -356,17 +384,21 @@ class Watcher:
             card = JobCard.from_job(job, project=watch.project, owner=watch.owner)
             message_ts, thread_ts = watch.message_ts, watch.thread_ts
             if message_ts:
-                self.notifier.update_card(watch.channel, message_ts, card)
-            else:
-                # A follow-up round's card goes in its parent's thread.
-                message_ts = self.notifier.post_card(watch.channel, card, watch.thread_ts)
+                message_ts = self._update_card(watch, message_ts, card)
+                if message_ts is None:  # deleted: the new card carries the job's news
+                    thread_ts = None
+            if not message_ts:
+                message_ts = self._post_card(watch, card)
                 thread_ts = thread_ts or message_ts
                 # Remembered before anything else can fail (the status reply, a crash): a card
                 # the database does not know about would make the next tick post a second one.
                 self.store.update_watch(watch.job_name, message_ts=message_ts, thread_ts=thread_ts)
             if watch.last_status is not None and job.status != watch.last_status:
-                self.notifier.post_thread(
-                    watch.channel, thread_ts, f"{job.name}: {watch.last_status} → {job.status}"
+                self._refused_is_logged(
+                    watch,
+                    lambda: self.notifier.post_thread(
+                        watch.channel, thread_ts, f"{job.name}: {watch.last_status} → {job.status}"
+                    ),
                 )
             self.store.update_watch(
                 watch.job_name,
@@ -460,6 +492,40 @@ class Watcher:
                 self.store.update_watch(watch.job_name, stall_told_at=None)
             raise
         log.info("told that %s has stalled for %g h", job.name, hours)
+
+    def _update_card(self, watch: WatchRow, ts: str, card: JobCard) -> str | None:
+        """The card's ts, or None when it was deleted (a new one is posted)."""
+        try:
+            self.notifier.update_card(watch.channel, ts, card)
+        except MessageGone as exc:
+            log.warning("the card of %s was deleted (%s); posting a new one", watch.job_name, exc)
+            return None
+        except PostFailed as exc:
+            if isinstance(exc, DestinationGone) or not exc.permanent:
+                raise
+            # Slack refuses this card for good: said once per change, and the job goes on.
+            log.warning("the card of %s was not updated: Slack said %s", watch.job_name, exc)
+        return ts
+
+    def _post_card(self, watch: WatchRow, card: JobCard) -> str | None:
+        """A new card's ts; None when Slack refuses it for good (the news then goes to the
+        channel without a thread, and the end is still announced)."""
+        # A follow-up round's card goes in its parent's thread (a job's own card has no thread).
+        thread = watch.thread_ts if watch.thread_ts != watch.message_ts else None
+        return self._refused_is_logged(
+            watch, lambda: self.notifier.post_card(watch.channel, card, thread)
+        )
+
+    def _refused_is_logged(self, watch: WatchRow, post: Callable[[], str]) -> str | None:
+        """Run a post; a message Slack refuses for good is logged instead of retried every tick.
+        A gone channel, a refused token and passing failures still raise."""
+        try:
+            return post()
+        except PostFailed as exc:
+            if isinstance(exc, DestinationGone) or not exc.permanent:
+                raise
+            log.warning("%s: Slack refused a post for good: %s", watch.job_name, exc)
+            return None
 
     # ------------------------------------------------------------------ the announcement
 
@@ -664,7 +730,11 @@ class Watcher:
             step["attempts"] += 1
             self.store.save_steps(ann.job_name, self.holder, steps)
             try:
-                self._post(ann, step, seen.get(where))
+                ann = self._post(ann, step, seen.get(where))
+            except NotifierUnauthorized:
+                step.update(state="pending", attempts=step["attempts"] - 1)
+                self.store.save_steps(ann.job_name, self.holder, steps)
+                raise
             except DestinationGone as exc:
                 if step["kind"] == "dm":  # that person's DM: the others are still told
                     self._give_up(ann, steps, step, exc.error)
@@ -696,7 +766,24 @@ class Watcher:
             step["error"] = None
             self.store.save_steps(ann.job_name, self.holder, steps)
 
-    def _post(self, ann: AnnouncementRow, step: dict[str, Any], seen: Posted | None) -> None:
+    def _post(
+        self, ann: AnnouncementRow, step: dict[str, Any], seen: Posted | None
+    ) -> AnnouncementRow:
+        """Post a step in the job's thread; if that thread was deleted, in the channel (the
+        rest of this run's steps follow it there)."""
+        try:
+            self._send(ann, step, seen)
+        except MessageGone as exc:
+            if ann.thread_ts is None:
+                raise
+            log.warning(
+                "the thread of %s is gone (%s); announcing in the channel", ann.job_name, exc
+            )
+            ann = replace(ann, thread_ts=None)
+            self._send(ann, step, seen)
+        return ann
+
+    def _send(self, ann: AnnouncementRow, step: dict[str, Any], seen: Posted | None) -> None:
         if step["kind"] == "file":
             path = Path(step["path"])
             if not path.is_file():

@@ -13,6 +13,7 @@ factories, because Bolt injects listener arguments by name.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -41,7 +42,14 @@ from bot.lanes import LaneFullError, Lanes
 from bot.links import Links
 from bot.render import escape_mrkdwn
 from bot.state import PlanRow, Store
-from bot.watcher import DestinationGone, Posted, PostFailed, card_counters
+from bot.watcher import (
+    DestinationGone,
+    MessageGone,
+    NotifierUnauthorized,
+    Posted,
+    PostFailed,
+    card_counters,
+)
 from handlers import blocks
 from handlers.auth import Authorizer
 from handlers.blocks import public_text, say
@@ -160,16 +168,19 @@ _GONE = frozenset({"channel_not_found", "not_in_channel", "is_archived", "accoun
 # A private channel the bot was never invited to answers channel_not_found, a public one
 # not_in_channel: either way the fix is an invitation.
 _NOT_IN_CHANNEL = frozenset({"channel_not_found", "not_in_channel"})
+# The message is gone: chat.update and chat.delete answer message_not_found for a deleted or
+# unknown ts (https://docs.slack.dev/reference/methods/chat.update), and a reply to a deleted
+# parent, or reading its thread, answers thread_not_found
+# (https://docs.slack.dev/reference/methods/conversations.replies).
+_MESSAGE_GONE = frozenset({"message_not_found", "thread_not_found"})
+# The token itself is refused (the "Errors" tables of every Web API method): no call can work.
+_UNAUTHORIZED = frozenset({"not_authed", "invalid_auth", "token_revoked", "token_expired"})
 # Errors that the same call will meet again however often it is retried: the app's scopes or
 # token, or a message Slack refuses (the "Errors" tables of chat.postMessage, chat.update,
 # files.completeUploadExternal and conversations.replies on docs.slack.dev). Anything else
 # (ratelimited after the client's own retries, internal_error, fatal_error, timeouts) may pass.
 _PERMANENT = _GONE | {
     "missing_scope",
-    "not_authed",
-    "invalid_auth",
-    "token_revoked",
-    "token_expired",
     "no_permission",
     "access_denied",
     "not_allowed_token_type",
@@ -189,10 +200,8 @@ _PERMANENT = _GONE | {
     "invalid_metadata_schema",
     "metadata_too_large",
     "invalid_arguments",
-    "message_not_found",
     "cant_update_message",
     "edit_window_closed",
-    "thread_not_found",
     "file_uploads_disabled",
     "file_uploads_except_images_disabled",
     "file_upload_size_restricted",
@@ -224,6 +233,10 @@ def _slack_errors() -> Iterator[None]:
         error = str(exc.response.get("error", "")) or f"HTTP {exc.response.status_code}"
         if error in _GONE:
             raise DestinationGone(error) from None
+        if error in _MESSAGE_GONE:
+            raise MessageGone(error) from None
+        if error in _UNAUTHORIZED:
+            raise NotifierUnauthorized(error) from None
         raise PostFailed(error, permanent=error in _PERMANENT) from None
     except (OSError, SlackClientError) as exc:  # network: connection refused, timeouts
         raise PostFailed(type(exc).__name__, permanent=False) from None
@@ -748,7 +761,9 @@ def make_stop_action(deps: SlackDeps) -> Callable[..., None]:
             watch = deps.store.get_watch(job_name)
             if watch and watch.message_ts:
                 card = JobCard.from_job(job, project=watch.project, owner=watch.owner)
-                SlackNotifier(deps.client).update_card(watch.channel, watch.message_ts, card)
+                # A deleted card: the watcher posts a new one at its next tick.
+                with contextlib.suppress(MessageGone):
+                    SlackNotifier(deps.client).update_card(watch.channel, watch.message_ts, card)
             respond(
                 text=say(f"Stopping {job_name}: labels already made are kept."),
                 response_type="ephemeral",

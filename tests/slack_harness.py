@@ -251,12 +251,22 @@ class Harness:
         parent = self.progress_message(text, channel)
         if parent is None:
             return []
+        # The stub keeps a message as last edited (as Slack does); what was first posted is in
+        # the chat.postMessage call.
+        title = "`" + say("/gt " + text.replace("`", "'")) + "`"
+        posted = [
+            str(c.params.get("text"))
+            for c in self.stub.of("chat.postMessage")
+            if c.params.get("channel") == channel
+            and title in str(c.params.get("text"))
+            and not c.params.get("thread_ts")
+        ]
         updates = [
             str(c.params.get("text"))
             for c in self.stub.of("chat.update")
             if c.params.get("ts") == parent["ts"]
         ]
-        return [str(parent["text"]), *updates]
+        return [posted[-1] if posted else str(parent["text"]), *updates]
 
     def said(
         self, text: str, *, user: str = ADMIN, channel: str = CHANNEL, timeout: float = 30.0

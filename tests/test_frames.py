@@ -23,6 +23,7 @@ from bot.errors import NotFoundError, UsageError
 from bot.frames import (
     CSV_COLUMNS,
     FramesProgress,
+    _apportion,
     extract_frames,
     format_frames_result,
 )
@@ -377,3 +378,20 @@ def test_long_videos_are_split_into_chunks_without_duplicates_at_the_cuts(
     assert sum(1 for n in still if n >= 40) <= 1
     rows = csv_rows(project)
     assert {r["file"] for r in rows} >= set(names)
+
+
+def test_apportion_never_gives_a_video_more_frames_than_it_has() -> None:
+    """Three equal videos share 5 frames, the first has 1: the remainders go to the others.
+    A remainder handed to a full video would ask it for a frame it does not have."""
+    assert _apportion([1.0, 1.0, 1.0], 5, [1, 5, 5]) == [1, 2, 2]
+    assert _apportion([5.0, 1.0], 4, [2, 9]) == [2, 2]
+    assert _apportion([0.0, 0.0, 3.0], 7, [2, 2, 2]) == [2, 2, 2]  # more asked than there is
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        n = int(rng.integers(1, 6))
+        weights = [float(w) for w in rng.integers(0, 4, n)]
+        caps = [int(c) for c in rng.integers(0, 6, n)]
+        total = int(rng.integers(0, 25))
+        out = _apportion(weights, total, caps)
+        assert all(0 <= o <= c for o, c in zip(out, caps, strict=True)), (weights, caps, total)
+        assert sum(out) == min(total, sum(caps)), (weights, caps, total, out)

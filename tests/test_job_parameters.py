@@ -11,6 +11,7 @@ import pytest
 import yaml
 from conftest import POST_LAMBDA, SANDBOX_TEAM, write_project
 
+from aws import groundtruth as gt
 from aws.checks import MANAGED_POLICY_BUCKET_WORDS
 from aws.emulator.groundtruth import GroundTruthEmulator
 from bot import pipeline
@@ -125,3 +126,18 @@ def test_the_request_carries_the_workforce_default(
     ctx = Context(settings=Settings.from_env())
     plan = pipeline.prepare_submission(ctx, ctx.project("demo"))
     assert plan.request["HumanTaskConfig"]["TaskAvailabilityLifetimeInSeconds"] == 2_592_000
+
+
+@pytest.mark.parametrize("output_path", ["s3://lab-out/jobs", "s3://lab-out/jobs/"])
+def test_output_manifest_is_under_the_job_name_before_aws_reports_it(output_path: str) -> None:
+    """Before a job reports LabelingJobOutput (a job stopped before anything was written has
+    none), its manifest's place follows from the output path: Ground Truth writes
+    <S3OutputPath>/<job name>/manifests/output/output.manifest (AWS developer guide, "Labeling
+    job output data", https://docs.aws.amazon.com/sagemaker/latest/dg/sms-data-output.html)."""
+    job = gt.JobInfo("mice-20261120", "arn:x", "Stopped", None, output_path=output_path)
+    assert job.output_manifest_uri == (
+        "s3://lab-out/jobs/mice-20261120/manifests/output/output.manifest"
+    )
+    reported = "s3://lab-out/jobs/mice-20261120/manifests/output/output.manifest"
+    assert gt.JobInfo("m", "a", "Completed", None, output_dataset_uri=reported).output_manifest_uri
+    assert gt.JobInfo("m", "a", "Failed", None).output_manifest_uri is None

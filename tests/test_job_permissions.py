@@ -14,19 +14,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 import sqlalchemy as sa
 from slack_harness import (
     CHANNEL,
     OTHER,
-    SANDBOX_TEAM,
     SUBMITTER,
     Harness,
     restart,
     start_harness,
     texts,
 )
+from watcher_support import JobRig
 
 from handlers import blocks
 
@@ -79,24 +78,10 @@ def test_watching_a_job_gives_no_right_over_it(bot: Harness) -> None:
     assert bot.aws_calls("StopLabelingJob") == ["StopLabelingJob"]
 
 
-def test_a_job_not_launched_here_belongs_to_the_submitters(bot: Harness) -> None:
+def test_a_job_not_launched_here_belongs_to_the_submitters(bot: Harness, tmp_path: Path) -> None:
     job = "demo-20260101000001"
-    sm = boto3.client("sagemaker", region_name="us-east-2", endpoint_url=bot.emu.url)
-    sm.create_labeling_job(
-        LabelingJobName=job,
-        LabelAttributeName="annotatedResult",
-        InputConfig={"DataSource": {"S3DataSource": {"ManifestS3Uri": "s3://demo-frames/m"}}},
-        OutputConfig={"S3OutputPath": "s3://demo-frames-output/demo/"},
-        RoleArn="arn:aws:iam::123456789012:role/service-role/R",
-        HumanTaskConfig={
-            "WorkteamArn": SANDBOX_TEAM,
-            "UiConfig": {"UiTemplateS3Uri": "s3://demo-ui/t.html"},
-            "TaskTitle": "t",
-            "TaskDescription": "d",
-            "NumberOfHumanWorkersPerDataObject": 1,
-            "TaskTimeLimitInSeconds": 300,
-        },
-    )
+    # A real job: its frames, manifest and annotation interface are in S3, as AWS needs them.
+    JobRig(bot.emu, bot.s3_url, tmp_path / "frames").create_job(job, frames=2)
     assert job in _said(bot, f"watch {job}", OTHER)  # OTHER now "owns" the watch...
     assert "Only a submitter, or an admin, may stop" in _clicked(bot, job, OTHER)  # ...no more
     assert bot.aws_calls("StopLabelingJob") == []

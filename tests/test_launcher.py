@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from conftest import SANDBOX_TEAM, write_project
 
 from aws.emulator.groundtruth import GroundTruthEmulator
@@ -75,3 +77,30 @@ def test_a_launch_whose_job_already_exists_adopts_it(
     assert decision.job.name == plan.job_name
     assert emu.calls.count("CreateLabelingJob") == 2  # the second was refused: ResourceInUse
     assert len(emu.job_names()) == 1
+
+
+def test_a_launch_in_flight_is_left_alone_until_it_is_stale(
+    make_emulator: Callable[..., GroundTruthEmulator],
+    projects_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A second click while another launch of the plan is under way must not ask AWS: the job
+    is not there yet, and settling the plan back to pending would let this click launch too.
+    Only a launch older than STALE_LAUNCH (a crashed process) is settled from AWS."""
+    emu = make_emulator(rate=50.0)
+    ctx, store = demo(projects_dir, tmp_path)
+    plan_id, plan = _plan(ctx, store)
+    assert store.transition_plan(plan_id, ("pending",), "launching", by="U1")  # click one
+    calls = len(emu.calls)
+
+    second = launcher.launch_plan(ctx, store, plan_id, user="U1", is_admin=False, is_submitter=True)
+    assert second.kind == "already" and "is being launched" in second.message
+    assert emu.calls[calls:] == [] and emu.job_names() == []
+    assert (store.get_plan(plan_id) or plan).state == "launching"
+
+    later = launcher.utcnow() + launcher.STALE_LAUNCH + timedelta(seconds=5)
+    monkeypatch.setattr(launcher, "utcnow", lambda: later)
+    third = launcher.launch_plan(ctx, store, plan_id, user="U1", is_admin=False, is_submitter=True)
+    assert third.kind == "launched" and emu.job_names() == [plan.job_name]
+    assert emu.calls[calls:].count("DescribeLabelingJob") >= 1  # asked AWS before relaunching

@@ -65,6 +65,13 @@ def _quirky_lines() -> list[str]:
         _edit(base, 4, point(2, x="12")),
         _edit(base, 3, point(1, x=10**400)),  # beyond floats: reported, not a crash
         _edit(base, 3, point(1, y=2**60)),
+        # The image is 1024x570: its edges are in, a hair beyond them is out, on every side.
+        _edit(base, 1, point(4, x=1024, y=570)),
+        _edit(base, 1, point(4, x=0, y=0)),
+        _edit(base, 1, point(5, y=570.5)),
+        _edit(base, 2, point(5, x=1024.5)),
+        _edit(base, 3, point(5, y=-0.5)),
+        _edit(base, 4, point(5, x=-0.5)),
         _edit(base, 0, drop_size),
         _edit(base, 2, other_size),
         json.dumps({**json.loads(base), "source-ref": "s3://x/\ud800.jpg"}),
@@ -102,6 +109,8 @@ def test_batch_path_matches_careful_path(spec: LabelSpec) -> None:
     assert "worker 4: 'black mouse right ear' is outside the image" in reasons
     assert any("not valid Unicode" in r for r in reasons)
     assert any("placed twice" in r for r in reasons)
+    outside = [r for r in reasons if "(1024.5, " in r or ", 570.5)" in r or "-0.5" in r]
+    assert len(outside) == 4, reasons
 
 
 def test_py_round_is_pythons_round() -> None:

@@ -108,6 +108,33 @@ def test_consensus_beats_single_workers_and_corrects_flips(spec: LabelSpec) -> N
     assert result.n_workers[4].min() == 4 and result.n_workers.sum() == 6 * 5 * 14 - 1
 
 
+def test_swapped_points_move_the_consensus_to_where_the_majority_put_them() -> None:
+    """Two of five workers named the ears the other way round. Swapping them back must move
+    the consensus too: before the swap the median of the left ear is the third of
+    x = [10, 11, 12, 50, 52], 12; after it, the third of [9, 10, 11, 12, 13], 11."""
+    ears = LabelSpec("mouse", (), ("left ear", "right ear"), (("left ear", "right ear"),))
+    left = [[10, 20], [11, 21], [12, 22], [50, 60], [52, 62]]
+    right = [[50, 60], [51, 61], [52, 62], [9, 19], [13, 23]]
+    coords = np.array([[[lft, rgt] for lft, rgt in zip(left, right, strict=True)]], dtype=float)
+    result = consensus_batch(coords, ears)
+    assert result.flipped[0].tolist() == [False, False, False, True, True]
+    np.testing.assert_array_equal(result.points[0], [[11, 21], [51, 61]])
+    # What is reported agrees with itself: the points are the medians of the corrected clicks,
+    # and each distance is measured to them.
+    np.testing.assert_array_equal(result.points, nanmedian_workers(result.coords))
+    assert result.distance[0, 3, 0] == pytest.approx(np.hypot(9 - 11, 19 - 21))
+
+
+def test_consensus_is_the_median_of_the_corrected_clicks(spec: LabelSpec) -> None:
+    frames, _ = _frames(spec, RECIPE.read_text().splitlines())
+    coords = np.array([f.coords for f in frames]).reshape(6, 5, 14, 2)
+    result = consensus_batch(coords, spec)
+    assert result.flipped.any()
+    np.testing.assert_array_equal(result.points, nanmedian_workers(result.coords))
+    expected = np.sqrt(((result.coords - result.points[:, None]) ** 2).sum(-1))
+    np.testing.assert_array_equal(result.distance, expected)
+
+
 @pytest.mark.parametrize("workers", [1, 2, 3, 5, 6, 8, 9, 14])
 def test_nanmedian_matches_numpy(workers: int) -> None:
     # Up to 8 workers a sorting network orders the values, beyond that np.sort: both exact.
@@ -211,6 +238,25 @@ def test_coco_export_round_trips_with_pycocotools(spec: LabelSpec, tmp_path: Pat
             assert ann["area"] == pytest.approx(w * h, abs=0.05) and ann["iscrowd"] == 0
     # The mouse skeleton: nose-ears-neck and neck-knees-tail diamonds.
     assert skeleton(spec) == [[1, 2], [1, 3], [2, 4], [3, 4], [4, 5], [4, 6], [5, 7], [6, 7]]
+
+
+def test_coco_ids_are_manifest_line_numbers(spec: LabelSpec, tmp_path: Path) -> None:
+    """The README's promise: an image's id is its line in the manifest (1-based, blank and
+    refused lines counted), so an annotation leads back to the workers' answers; an
+    annotation's id is (line - 1) x individuals + individual + 1."""
+    lines = RECIPE.read_text().splitlines()
+    shifted = ["", lines[0], "{not json", *lines[1:]]
+    summary = consolidate(shifted, spec, tmp_path, fetch=no_fetch, load_image=no_image)
+    coco = json.loads(summary.files.coco.read_text())
+    refs = {
+        json.loads(line)["source-ref"]: n for n, line in enumerate(shifted, 1) if n not in (1, 3)
+    }
+    assert {image["coco_url"]: image["id"] for image in coco["images"]} == refs
+    assert sorted(refs.values()) == [2, 4, 5, 6, 7, 8]
+    individuals = len(spec.animal_names)
+    for ann in coco["annotations"]:
+        assert ann["id"] == (ann["image_id"] - 1) * individuals + ann["category_id"]
+    assert sorted(a["image_id"] for a in coco["annotations"]) == sorted(2 * list(refs.values()))
 
 
 def test_csv_mars_agreement_and_pictures(spec: LabelSpec, tmp_path: Path) -> None:

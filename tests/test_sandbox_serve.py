@@ -67,6 +67,41 @@ def test_serve_prints_exports_that_another_shell_can_use(tmp_path: Path) -> None
     assert "Stopping the emulators." in out
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_stops_on_a_signal_even_when_started_with_sigint_ignored(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A shell script's background job starts with SIGINT ignored, and Python keeps it so:
+    `--serve` waited for a KeyboardInterrupt that never came (the test above, run from a
+    backgrounded pytest, hung until its timeout)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GTBOT_"))}
+    env["TMPDIR"] = str(tmp_path)
+    server = subprocess.Popen(
+        ["sh", "-c", 'trap "" INT; exec "$0" -m bot sandbox --serve', sys.executable],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stdout is not None
+        deadline = time.monotonic() + 30
+        line = ""
+        while time.monotonic() < deadline and "then e.g." not in line:
+            line = server.stdout.readline()
+        assert "then e.g." in line
+        server.send_signal(sig)
+        out, _ = server.communicate(timeout=20)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert server.returncode == 0, out
+    assert "Stopping the emulators." in out
+    assert not any(tmp_path.glob("gtbot-sandbox-*")), "the sandbox's folder is removed"
+
+
 def test_the_exports_point_every_service_doctor_uses_at_loopback(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -9,15 +9,19 @@ must end in the same single completion post, or in one parked watch and one log 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.stub import ANY, Stubber
 from watcher_support import (
     DATA,
     TEAM,
@@ -28,9 +32,11 @@ from watcher_support import (
     wait_until,
 )
 
+from aws.clients import ClientFactory
 from aws.emulator.groundtruth import (
     GroundTruthEmulator,
 )
+from bot.cards import JobCard
 from bot.context import Context
 from bot.settings import Settings
 from bot.state import Store
@@ -371,3 +377,221 @@ class _NullNotifier:
 
     def posted(self, channel: str, thread_ts: str | None) -> Posted:
         return Posted()
+
+
+class _OneSageMaker(ClientFactory):
+    """Every region's SageMaker calls go to one (stubbed) client."""
+
+    def __init__(self, client: object) -> None:
+        super().__init__()
+        self._sagemaker = client
+
+    def sagemaker(self, region: str) -> object:
+        return self._sagemaker
+
+
+class _Cards:
+    """A notifier that keeps the cards it was given: what a channel would show."""
+
+    def __init__(self) -> None:
+        self.cards: list[JobCard] = []
+
+    def post_card(self, channel: str, card: JobCard, thread_ts: str | None = None) -> str:
+        self.cards.append(card)
+        return f"1700000000.{len(self.cards):06d}"
+
+    def update_card(self, channel: str, ts: str, card: JobCard) -> None:
+        self.cards.append(card)
+
+    def post_thread(
+        self, channel: str, thread_ts: str | None, text: str, key: str | None = None
+    ) -> str:
+        return "1700000001.000001"
+
+    def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None:
+        pass
+
+    def posted(self, channel: str, thread_ts: str | None) -> Posted:
+        return Posted()
+
+
+def _summary(name: str, labeled: int) -> dict[str, object]:
+    when = datetime(2026, 11, 20, tzinfo=UTC)
+    return {
+        "LabelingJobName": name,
+        "LabelingJobArn": f"arn:aws:sagemaker:us-east-2:123456789012:labeling-job/{name}",
+        "CreationTime": when,
+        "LastModifiedTime": when,
+        "LabelingJobStatus": "InProgress",
+        "LabelCounters": {"TotalLabeled": labeled, "Unlabeled": 10 - labeled},
+        "WorkteamArn": TEAM,
+    }
+
+
+def test_a_job_on_the_second_page_of_the_listing_is_read_from_that_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lab with more than a page of jobs (ListLabelingJobs pages at MaxResults): the watcher
+    reads every page of its one listing, so a job on page 2 needs no DescribeLabelingJob."""
+    monkeypatch.setenv("GTBOT_PROJECTS_DIR", str(tmp_path / "projects"))
+    client = boto3.client("sagemaker", region_name="us-east-2")
+    listing = {"SortBy": "CreationTime", "SortOrder": "Descending", "CreationTimeAfter": ANY}
+    with Stubber(client) as stubbed:
+        stubbed.add_response(
+            "list_labeling_jobs",
+            {"LabelingJobSummaryList": [_summary("mice-newer", 1)], "NextToken": "page-2"},
+            listing | {"MaxResults": 100},
+        )
+        stubbed.add_response(
+            "list_labeling_jobs",
+            {"LabelingJobSummaryList": [_summary("mice-on-page-2", 4)]},
+            listing | {"MaxResults": 100, "NextToken": "page-2"},
+        )
+        store = Store(f"sqlite:///{tmp_path / 'gtbot.db'}")
+        store.add_watch(job_name="mice-on-page-2", region="us-east-2", channel="CPAGES")
+        ctx = Context(settings=Settings.from_env(), clients=_OneSageMaker(client), store=store)
+        cards = _Cards()
+        report = Watcher(ctx, store, cards, lease_seconds=30).tick()
+        stubbed.assert_no_pending_responses()
+    assert report.updated == ["mice-on-page-2"] and report.aws_calls == 2
+    assert [(c.job_name, c.counters.total_labeled) for c in cards.cards] == [("mice-on-page-2", 4)]
+
+
+def _refused(stub: RecordingSlackStub, method: str) -> list[object]:
+    """Calls of `method` Slack answered with ok: false."""
+    return [c for c in stub.of(method) if stub.answers.get(id(c)) == (200, False)]
+
+
+def test_a_deleted_card_is_posted_again_and_the_end_told_under_it(
+    ctx: Context, rig: JobRig, stub: RecordingSlackStub, emulator: GroundTruthEmulator
+) -> None:
+    """Someone deletes the job card: Slack answers message_not_found to its update. The watcher
+    posts a new card, which carries the job's thread from then on, instead of retrying the
+    old one every tick; the completion is told once, under the new card."""
+    job, channel = "mice-watch-deleted", "CDELETED"
+    emulator.settings.update({"rate": 0})
+    rig.create_job(job, frames=3)
+    store = _store(ctx)
+    store.add_watch(job_name=job, region="us-east-2", channel=channel)
+    watcher = _watcher(ctx)
+    watcher.tick()
+    first = (store.get_watch(job) or pytest.fail("no watch")).message_ts
+    assert first and len(stub.cards(channel)) == 1
+    stub.delete(channel, first)
+    emulator.settings.update({"rate": 6.0})
+    _tick_until_announced(watcher, job)
+    calls = len(stub.calls)
+    assert watcher.tick().updated == [] and len(stub.calls) == calls  # nothing left to retry
+
+    assert len(_refused(stub, "chat.update")) == 1  # message_not_found, once
+    assert len(stub.cards(channel)) == 2
+    watch = store.get_watch(job)
+    assert watch is not None and watch.message_ts not in (None, first)
+    assert watch.thread_ts == watch.message_ts
+    (completion,) = stub.completions(channel)
+    assert completion.params["thread_ts"] == watch.message_ts
+    # The new card shows the end, by its own post or an update (a loaded machine may see the job
+    # finish in the very tick the card is posted again); no update goes to the old card.
+    reposted = stub.cards(channel)[1]
+    later = [u for u in stub.updates(channel) if u.at > reposted.at]
+    assert card_state(max([reposted, *later], key=lambda c: c.at))[0] == "Completed"
+    assert {u.params["ts"] for u in later} <= {watch.message_ts}
+
+
+def test_a_card_slack_refuses_for_good_does_not_hold_up_the_end(
+    ctx: Context,
+    rig: JobRig,
+    stub: RecordingSlackStub,
+    emulator: GroundTruthEmulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Slack refuses every card update (invalid_blocks, say): each change is tried once and
+    logged, never retried every tick, and the completion is still told."""
+    job, channel = "mice-watch-refused", "CREFUSED"
+    emulator.settings.update({"rate": 0})  # the card is posted before the job ends
+    rig.create_job(job, frames=3)
+    _store(ctx).add_watch(job_name=job, region="us-east-2", channel=channel)
+    stub.fail_methods["chat.update"] = "invalid_blocks"
+    watcher = _watcher(ctx)
+    watcher.tick()
+    assert len(stub.cards(channel)) == 1 and stub.completions(channel) == []
+    emulator.settings.update({"rate": 6.0})
+    with caplog.at_level(logging.WARNING, logger="gtbot.watcher"):
+        reports = _tick_until_announced(watcher, job)
+    changes = sum(1 for r in reports if r.updated)
+    assert changes >= 1
+    assert len(stub.of("chat.update")) == changes
+    assert len(stub.completions(channel)) == 1
+    assert sum("invalid_blocks" in r.getMessage() for r in caplog.records) == changes
+
+
+def test_a_refused_token_holds_everything_and_gives_nothing_up(
+    ctx: Context,
+    rig: JobRig,
+    stub: RecordingSlackStub,
+    emulator: GroundTruthEmulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The bot token is revoked (invalid_auth) while a job ends: each tick stops at the first
+    refusal, says so, and counts no attempt, so once an admin fixes the token the end is told
+    once, however long it took."""
+    job, channel = "mice-watch-token", "CTOKEN"
+    emulator.settings.update({"rate": 0})  # the first tick must see the job unfinished
+    rig.create_job(job, frames=2)
+    store = _store(ctx)
+    store.add_watch(job_name=job, region="us-east-2", channel=channel)
+    watcher = _watcher(ctx)
+    watcher.tick()
+    assert stub.completions(channel) == []
+    emulator.settings.update({"rate": 6.0})
+    wait_until(lambda: rig.status(job) == "Completed", 15, "Completed")
+    stub.revoke("xoxb-test")
+    with caplog.at_level(logging.ERROR, logger="gtbot.watcher"):
+        for _ in range(7):  # more ticks than a step may fail for passing reasons
+            assert watcher.tick().announced == []
+    assert stub.completions(channel) == []
+    assert any("SLACK_BOT_TOKEN" in r.getMessage() for r in caplog.records)
+    announcement = store.get_announcement(job)
+    assert announcement is None or announcement.state == "open"
+
+    stub.revoked.clear()
+    _tick_until_announced(watcher, job)
+    assert len(stub.completions(channel)) == 1
+    assert card_state(stub.updates(channel)[-1])[0] == "Completed"
+
+
+def test_a_thread_deleted_mid_announcement_gets_the_end_in_the_channel(
+    ctx: Context, rig: JobRig, stub: RecordingSlackStub
+) -> None:
+    """The completion post fails for a passing reason, then the card (the thread's parent,
+    with no replies yet) is deleted: the reply answers thread_not_found, and the end is
+    told in the channel instead."""
+    job, channel = "mice-watch-thread", "CTHREAD"
+    rig.create_job(job, frames=2)
+    store = _store(ctx)
+    store.add_watch(job_name=job, region="us-east-2", channel=channel)
+    watcher = _watcher(ctx)
+    wait_until(lambda: rig.status(job) == "Completed", 15, "Completed")
+    stub.fail_text["Counts:"] = "internal_error"
+    watcher.tick()
+    watch = store.get_watch(job)
+    assert watch is not None and not watch.completion_announced and watch.message_ts
+    stub.delete(channel, watch.message_ts)
+    _tick_until_announced(watcher, job)
+    told = [c for c in stub.delivered("chat.postMessage") if "Counts:" in text_of(c)]
+    assert len(told) == 1 and not told[0].params.get("thread_ts")
+
+
+def test_the_rig_gives_each_job_everything_ground_truth_reads(rig: JobRig) -> None:
+    """The rig's job points only at objects that exist: the annotation interface, the manifest
+    and every frame it names. A job whose inputs are missing would fail in AWS, so a test on it
+    would pass only because the emulator was kinder than the service."""
+    rig.emulator.settings.update({"rate": 0})
+    rig.create_job("mice-rig-inputs", frames=2)
+    job = rig.sm.describe_labeling_job(LabelingJobName="mice-rig-inputs")
+    template = rig.read(job["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"]).decode()
+    assert "<crowd-keypoint" in template and "grant_read_access" in template
+    manifest = rig.read(job["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"])
+    refs = [json.loads(line)["source-ref"] for line in manifest.decode().splitlines()]
+    assert len(refs) == 2
+    assert all(rig.read(ref)[:2] == b"\xff\xd8" or rig.read(ref)[:4] == b"\x89PNG" for ref in refs)

@@ -32,7 +32,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def emulator(make_emulator: Callable[..., GroundTruthEmulator]) -> GroundTruthEmulator:
-    return make_emulator(rate=1.0, initializing_seconds=0.3, seed=9)
+    """Workers idle until a test lets them work: a bot process can take many seconds to start
+    on a loaded machine, and a job that ran meanwhile would end before the kill it needs."""
+    return make_emulator(rate=0.0, initializing_seconds=0.3, seed=9)
 
 
 def _free_port() -> int:
@@ -113,17 +115,26 @@ def _labeled_shown(stub: RecordingSlackStub, channel: str) -> int:
     return max((labeled for _, labeled, _ in shown), default=-1)
 
 
+def _in_progress_shown(stub: RecordingSlackStub, channel: str) -> bool:
+    return any(
+        card_state(c)[0] == "InProgress" for c in stub.cards(channel) + stub.updates(channel)
+    )
+
+
 def test_sigkill_mid_job_then_restart_resumes_without_duplicates(
-    bots: Bots, rig: JobRig, stub: RecordingSlackStub
+    bots: Bots, rig: JobRig, stub: RecordingSlackStub, emulator: GroundTruthEmulator
 ) -> None:
     """Killed after showing progress, restarted on the same database: the restarted process
     updates the same card, and the completion is posted once."""
     job, channel = "mice-restart", "CRESTART"
-    rig.create_job(job, frames=6, workers=2)  # 12 tasks at 1 task/s: ~12 s of work
+    rig.create_job(job, frames=6, workers=2)  # 12 tasks
     bots.store.add_watch(job_name=job, region="us-east-2", channel=channel)
     port = _free_port()
     bots.start("xoxb-first", port)
+    wait_until(lambda: _in_progress_shown(stub, channel), 30, "the card of the running job")
+    emulator.settings.update({"rate": 1.0})
     wait_until(lambda: _labeled_shown(stub, channel) >= 1, 20, "the card to show progress")
+    emulator.settings.update({"rate": 0.0})  # the kill lands mid-job however slow the bot is
     bots.kill("xoxb-first")
     killed_at = time.monotonic()
     assert rig.status(job) == "InProgress", "the kill should land mid-job"
@@ -132,7 +143,10 @@ def test_sigkill_mid_job_then_restart_resumes_without_duplicates(
     # Restarted on its port, the bot is the lease's holder again: it resumes at once rather
     # than after the lease left by a dead process lapses.
     bots.start("xoxb-second", port)
-    wait_until(lambda: any(u.at > killed_at for u in stub.updates(channel)), 10, "the resumed card")
+    emulator.settings.update({"rate": 2.0})
+    # 30 s as for the first start: the wait includes starting a Python process, which on a
+    # loaded 2-core machine takes many seconds (a lapsing lease would cost only LEASE more).
+    wait_until(lambda: any(u.at > killed_at for u in stub.updates(channel)), 30, "the resumed card")
     wait_until(lambda: len(stub.completions(channel)) >= 1, 40, "the completion post")
     time.sleep(2.5)  # two more ticks: nothing may follow
 
@@ -158,8 +172,9 @@ def test_two_processes_one_posts_and_the_other_takes_over_after_the_lease(
     rig.create_job(job, frames=8, workers=1)
     bots.store.add_watch(job_name=job, region="us-east-2", channel=channel)
     procs = {bots.start("xoxb-a").pid: "xoxb-a", bots.start("xoxb-b").pid: "xoxb-b"}
-    wait_until(lambda: _labeled_shown(stub, channel) >= 1, 20, "the card to show progress")
-    emulator.settings.update({"rate": 0})  # hold the job mid-way while the lease changes hands
+    # The workers idle (the fixture's rate 0) until the lease has changed hands: a job that
+    # ended while the bots were starting would be announced by the first holder.
+    wait_until(lambda: _in_progress_shown(stub, channel), 30, "the card of the running job")
     time.sleep(2.0)
     holder_pid = bots.holder_pid()
     assert holder_pid in procs

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot.results.agreement import AgreementPart, agreement_part
-from bot.results.consensus import BatchConsensus, consensus_batch
+from bot.results.consensus import BatchConsensus, FloatArray, consensus_batch
 from bot.results.exports import BatchEncoder, BatchTexts, FrameRows
 from bot.results.pictures import PreviewCandidate, PreviewPicker
 from bot.results.reader import FrameBatch
@@ -52,13 +52,18 @@ class BatchWork:
 
     def __call__(self, batch: FrameBatch) -> BatchResult:
         consensus = self.estimate(batch)
-        seconds = np.full(consensus.flipped.shape, math.nan, dtype=np.float64)
-        for b, spent in enumerate(batch.seconds):
-            if spent.count(None) != len(spent):
-                seconds[b, : len(spent)] = [math.nan if s is None else s for s in spent]
         return BatchResult(
             self.encoder.encode(batch, consensus),
-            agreement_part(self.spec, consensus, batch.workers, seconds),
+            agreement_part(self.spec, consensus, batch.workers, worker_seconds(batch)),
             self.picker.candidates(batch, consensus),
             self.frame_rows.encode(batch, consensus),
         )
+
+
+def worker_seconds(batch: FrameBatch) -> FloatArray:
+    """(B, W) the seconds each worker spent, NaN where not reported (padding included)."""
+    seconds = np.full(batch.coords.shape[:2], math.nan, dtype=np.float64)
+    for b, spent in enumerate(batch.seconds):
+        if spent.count(None) != len(spent):
+            seconds[b, : len(spent)] = [math.nan if s is None else s for s in spent]
+    return seconds

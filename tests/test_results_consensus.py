@@ -1,0 +1,255 @@
+"""Consensus against its own rules, stated plainly: the vectorised code (bot/results/consensus.py)
+must give exactly what a per-frame, per-worker loop over the documented rules gives, on random
+batches with gaps, ties, swapped pairs, several animals and several instances; plus the rules
+that a random batch rarely meets (ties, lone members, instance order).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from bot.results import LabelSpec
+from bot.results.consensus import MAX_FLIP_ROUNDS, _match_instances, consensus_batch
+from bot.results.spec import MAX_NUM_OBJ
+
+Array = npt.NDArray[np.float64]
+EPS = 1e-6  # the margin a swap must win by (consensus._SWAP_EPS)
+KEYPOINTS = ("nose", "left ear", "right ear", "neck", "left knee", "right knee")
+PAIRS = (("left ear", "right ear"), ("left knee", "right knee"))
+
+
+def _median(values: Array) -> Array:
+    """np.nanmedian over workers, NaN where nobody placed the point."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice encountered"
+        return np.nanmedian(values, axis=0)
+
+
+def _dist(p: Array, q: Array) -> float:
+    d = p - q
+    return float(np.sqrt(d[0] * d[0] + d[1] * d[1]))
+
+
+def reference(coords: Array, spec: LabelSpec) -> dict[str, object]:
+    """The rules of consensus_batch's docstring, one frame, pair and worker at a time."""
+    coords = np.array(coords, dtype=float)
+    if spec.num_obj > 1:
+        coords = _match_instances(coords, spec.num_obj)
+    frames, workers, slots, _ = coords.shape
+    n_kp, n_obj = len(spec.keypoints), spec.num_obj
+    members = [
+        [
+            ((a * n_kp + k1) * n_obj + j, (a * n_kp + k2) * n_obj + j)
+            for a in range(len(spec.animal_names))
+            for j in range(n_obj)
+        ]
+        for k1, k2 in spec.pair_indices
+    ]
+    median = np.stack([_median(coords[b]) for b in range(frames)])
+    # A swap and a later swap back is no correction: parity per worker and pair member.
+    parity = {
+        (b, w, s1): False
+        for b in range(frames)
+        for w in range(workers)
+        for s1, _ in sum(members, [])
+    }
+    rounds = 0
+    while members and rounds < MAX_FLIP_ROUNDS:
+        rounds += 1
+        changed = False
+        for pair in members:
+            swaps = []
+            for b in range(frames):
+                for s1, s2 in pair:
+                    m1, m2 = median[b, s1], median[b, s2]
+                    wants, active = [], 0
+                    for w in range(workers):
+                        a, c = coords[b, w, s1], coords[b, w, s2]
+                        has_a, has_c = not np.isnan(a[0]), not np.isnan(c[0])
+                        if not (has_a or has_c):
+                            continue
+                        active += 1
+                        keep = (_dist(a, m1) if has_a else 0.0) + (_dist(c, m2) if has_c else 0.0)
+                        swap = (_dist(a, m2) if has_a else 0.0) + (_dist(c, m1) if has_c else 0.0)
+                        if swap < keep - EPS:  # False when a median is missing (NaN)
+                            wants.append(w)
+                    if wants and len(wants) < active:  # everybody swapping is a renaming
+                        swaps += [(b, w, s1, s2) for w in wants]
+            if not swaps:
+                continue
+            changed = True
+            for b, w, s1, s2 in swaps:
+                coords[b, w, [s1, s2]] = coords[b, w, [s2, s1]]
+                parity[b, w, s1] = not parity[b, w, s1]
+            for b in range(frames):
+                for s1, s2 in pair:
+                    median[b, [s1, s2]] = _median(coords[b][:, [s1, s2]])
+        if not changed:
+            break
+    flipped = np.zeros((frames, workers), dtype=bool)
+    for (b, w, _), swapped in parity.items():
+        flipped[b, w] |= swapped
+    d = coords - median[:, None]
+    distance = np.sqrt(d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1])
+    return {
+        "coords": coords,
+        "points": median,
+        "n_workers": (~np.isnan(coords[..., 0])).sum(axis=1),
+        "distance": distance,
+        "spread": np.stack([_median(distance[b][..., None])[..., 0] for b in range(frames)]),
+        "flipped": flipped,
+        "flip_rounds": rounds,
+    }
+
+
+def _batch(rng: np.random.Generator, spec: LabelSpec, frames: int, workers: int) -> Array:
+    """Clicks around a truth, on a 5 px grid (ties) or not, some pairs swapped, some missing,
+    instances in any order."""
+    slots = spec.n_slots
+    truth = rng.uniform(0, 200, (frames, 1, slots, 2))
+    coords = truth + rng.normal(0, rng.choice([2.0, 15.0, 60.0]), (frames, workers, slots, 2))
+    if rng.random() < 0.5:
+        coords = np.round(coords / 5) * 5
+    n_kp, n_obj = len(spec.keypoints), spec.num_obj
+    for k1, k2 in spec.pair_indices:
+        for a in range(len(spec.animal_names)):
+            for j in range(n_obj):
+                s1, s2 = (a * n_kp + k1) * n_obj + j, (a * n_kp + k2) * n_obj + j
+                swap = rng.random((frames, workers)) < rng.choice([0.1, 0.4])
+                left, right = coords[:, :, s1].copy(), coords[:, :, s2].copy()
+                coords[:, :, s1] = np.where(swap[..., None], right, left)
+                coords[:, :, s2] = np.where(swap[..., None], left, right)
+    coords[rng.random((frames, workers, slots)) < rng.choice([0.0, 0.15, 0.5])] = np.nan
+    if n_obj > 1:
+        grouped = coords.reshape(frames, workers, slots // n_obj, n_obj, 2)
+        order = np.argsort(rng.random(grouped.shape[:-1]), axis=3)
+        coords = np.take_along_axis(grouped, order[..., None], axis=3).reshape(coords.shape)
+    return coords
+
+
+@pytest.mark.parametrize(
+    ("animals", "num_obj"), [((), 1), (("black", "white"), 1), (("m",), 2), (("m",), 3)]
+)
+def test_consensus_follows_its_rules_on_random_batches(
+    animals: tuple[str, ...], num_obj: int
+) -> None:
+    spec = LabelSpec("mouse", animals, KEYPOINTS, PAIRS, num_obj=num_obj)
+    rng = np.random.default_rng(num_obj * 10 + len(animals))
+    for _ in range(25):
+        coords = _batch(rng, spec, int(rng.integers(1, 4)), int(rng.integers(1, 11)))
+        with np.errstate(all="ignore"):
+            got = consensus_batch(coords, spec)
+        want = reference(coords, spec)
+        for name, value in want.items():
+            if name == "flip_rounds":
+                assert got.flip_rounds == value
+            else:
+                np.testing.assert_array_equal(getattr(got, name), value, err_msg=name)
+
+
+def test_rounds_are_counted_and_a_batch_without_pairs_takes_none() -> None:
+    plain = LabelSpec("mouse", (), ("nose", "tail"), ())
+    clicks = np.array([[[[1, 1], [9, 9]], [[2, 2], [8, 8]]]], dtype=float)
+    assert consensus_batch(clicks, plain).flip_rounds == 0
+    ears = LabelSpec("mouse", (), ("left ear", "right ear"), (("left ear", "right ear"),))
+    agreed = np.array([[[[10, 0], [50, 0]]] * 3], dtype=float)
+    assert consensus_batch(agreed, ears).flip_rounds == 1  # one look, nothing to swap
+    one_swapped = np.array([[[[10, 0], [50, 0]]] * 3 + [[[50, 0], [10, 0]]]], dtype=float)
+    result = consensus_batch(one_swapped, ears)
+    assert result.flip_rounds == 2 and result.flipped[0].tolist() == [False] * 3 + [True]
+
+
+def test_both_members_on_one_spot_is_not_a_swap() -> None:
+    """Swapping two points at the same place changes nothing: it must not count as a flip
+    (a swap has to win by a margin, or such a worker would swap back and forth)."""
+    ears = LabelSpec("mouse", (), ("left ear", "right ear"), (("left ear", "right ear"),))
+    clicks = np.array([[[[10, 0], [50, 0]], [[11, 0], [49, 0]], [[30, 0], [30, 0]]]], float)
+    result = consensus_batch(clicks, ears)
+    assert result.flipped[0].tolist() == [False, False, False]
+    assert result.flip_rounds == 1
+
+
+def test_a_lone_member_moves_to_the_side_it_was_put_on() -> None:
+    """An unplaced member counts 0: a lone "left ear" put on the right ear moves to the right
+    ear's slot, and a lone one put on the left stays."""
+    ears = LabelSpec("mouse", (), ("left ear", "right ear"), (("left ear", "right ear"),))
+    nan = np.nan
+    clicks = np.array(
+        [
+            [
+                [[10, 0], [50, 0]],
+                [[11, 1], [51, 1]],
+                [[9, 0], [49, 0]],
+                [[50, 2], [nan, nan]],  # a lone left ear on the right ear
+                [[10, 2], [nan, nan]],  # a lone left ear on the left ear
+                [[nan, nan], [11, 2]],  # a lone right ear on the left ear
+            ]
+        ]
+    )
+    result = consensus_batch(clicks, ears)
+    assert result.flipped[0].tolist() == [False, False, False, True, False, True]
+    np.testing.assert_array_equal(result.coords[0, 3], [[nan, nan], [50, 2]])
+    np.testing.assert_array_equal(result.coords[0, 4], [[10, 2], [nan, nan]])
+    np.testing.assert_array_equal(result.coords[0, 5], [[11, 2], [nan, nan]])
+    assert result.n_workers[0].tolist() == [5, 4]
+
+
+def test_instances_are_numbered_left_to_right() -> None:
+    """Two mice, one worker placing the right one first: instance 0 is the left mouse, by x
+    (its y is the larger), as exports number individuals."""
+    two = LabelSpec("mouse", (), ("nose",), (), num_obj=2)
+    clicks = np.array([[[[100, 10], [10, 100]], [[12, 98], [98, 12]]]], dtype=float)
+    np.testing.assert_array_equal(consensus_batch(clicks, two).points[0], [[11, 99], [99, 11]])
+
+
+def test_four_instances_are_matched_across_workers() -> None:
+    """Up to four instances every order of a worker's placements is tried against the
+    medians: two instances with nearly the same x, placed in either order, stay apart."""
+    four = LabelSpec("mouse", (), ("nose",), (), num_obj=4)
+    worker_a = [[0, 0], [50, 0], [52, 100], [100, 0]]
+    worker_b = [[1, 1], [53, 1], [51, 99], [101, 1]]  # x order would swap the middle mice
+    worker_c = [[0, 1], [49, 1], [51, 101], [99, 1]]
+    result = consensus_batch(np.array([[worker_a, worker_b, worker_c]], dtype=float), four)
+    np.testing.assert_array_equal(result.points[0], [[0, 1], [50, 1], [51, 100], [100, 1]])
+    np.testing.assert_array_equal(result.coords[0, 1], worker_b)  # not [51, 99] second
+
+
+def test_workers_who_each_placed_one_of_two_mice_agree_on_that_mouse() -> None:
+    """A mouse nobody else placed gives no median to match against: that must not pull a
+    worker's lone click there. Three workers each placed one mouse, a few pixels apart:
+    one instance, with all three."""
+    two = LabelSpec("mouse", (), ("nose",), (), num_obj=2)
+    nan = np.nan
+    clicks = np.array([[[[nan, nan], [5, 18]], [[18, 5], [nan, nan]], [[6, 4], [nan, nan]]]])
+    result = consensus_batch(clicks, two)
+    assert sorted(result.n_workers[0].tolist()) == [0, 3]
+    (together,) = np.flatnonzero(result.n_workers[0] == 3)
+    np.testing.assert_array_equal(result.points[0, together], [6, 5])
+
+
+def test_more_than_four_instances_keep_the_workers_order_on_equal_x() -> None:
+    """Beyond four instances only the left-to-right order is used; points on one vertical
+    line keep the order the worker placed them in (a stable sort, up to the 20 instances a
+    project may have: numpy's default sort reorders equal keys in rows that long)."""
+    five = LabelSpec("mouse", (), ("nose",), (), num_obj=5)
+    column = [[40, 10 * i] for i in range(5)]
+    result = consensus_batch(np.array([[column]], dtype=float), five)
+    np.testing.assert_array_equal(result.points[0], column)
+    twenty = LabelSpec("mouse", (), ("nose",), (), num_obj=MAX_NUM_OBJ)
+    two_columns = [[10 if i % 3 == 0 else 40, 10 * i] for i in range(MAX_NUM_OBJ)]
+    result = consensus_batch(np.array([[two_columns]], dtype=float), twenty)
+    np.testing.assert_array_equal(result.points[0], sorted(two_columns, key=lambda p: p[0]))
+
+
+def test_integer_clicks_give_float_results_and_leave_the_input_alone() -> None:
+    ears = LabelSpec("mouse", (), ("left ear", "right ear"), (("left ear", "right ear"),))
+    clicks = np.array([[[[10, 0], [50, 0]], [[11, 0], [49, 0]], [[50, 1], [10, 1]]]])
+    before = clicks.copy()
+    result = consensus_batch(clicks, ears)
+    assert result.coords.dtype == np.float64 and result.points.dtype == np.float64
+    assert result.flipped[0].tolist() == [False, False, True]
+    np.testing.assert_array_equal(clicks, before)
