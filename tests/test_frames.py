@@ -363,9 +363,9 @@ def test_bad_input_raises_clear_errors(tmp_path: Path) -> None:
 def test_long_videos_are_split_into_chunks_without_duplicates_at_the_cuts(
     tmp_path: Path, clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bot.frames
+    import bot.frames.worker_pool
 
-    monkeypatch.setattr(bot.frames, "_CHUNK_FRAMES", 40)
+    monkeypatch.setattr(bot.frames.worker_pool, "_CHUNK_FRAMES", 40)
     project = make_project(tmp_path)
     add(project, clips["still"])
     add(project, clips["long"])
