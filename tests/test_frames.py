@@ -360,6 +360,17 @@ def test_bad_input_raises_clear_errors(tmp_path: Path) -> None:
         extract_frames(tmp_path / "bare", count=5)
 
 
+def test_a_mars_project_folder_is_a_project_for_frames_too(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """The same config names as every other command (bot.project), MARS's spelling included."""
+    project = tmp_path / "mars"
+    (project / "annotation-data" / "videos").mkdir(parents=True)
+    (project / "project_config.yaml").write_text("species: mouse\n")
+    add(project, clips["short"])
+    assert extract_frames(project, count=3, workers=1).total == 3
+
+
 def test_long_videos_are_split_into_chunks_without_duplicates_at_the_cuts(
     tmp_path: Path, clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,6 +29,7 @@ from bot.frames.records import (
 from bot.frames.sampling import _VideoOutcome, _VideoTask
 from bot.frames.videos import _probe_frame_count, find_videos
 from bot.frames.worker_pool import _chunk_tasks, _drop_boundary_duplicates, _Reporter, _run_tasks
+from bot.project import require_config_file
 
 _MAX_ROUNDS = 3
 
@@ -211,11 +212,7 @@ def _check_arguments(
             f"Project folder {project_dir} does not exist. Create it with `init <project>` "
             "or check the name and GTBOT_PROJECTS_DIR."
         )
-    if not (project_dir / "project-config.yml").is_file():
-        raise NotFoundError(
-            f"{project_dir} is not a project: it has no project-config.yml. "
-            "Create the project with `init <project>` first."
-        )
+    require_config_file(project_dir, project_dir.name)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise UsageError(f"--count must be a whole number of frames, 1 or more (got {count!r}).")
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:

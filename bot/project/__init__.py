@@ -17,7 +17,13 @@ from bot.project.aws_rules import (
     bucket_name_problem,
     known_regions,
 )
-from bot.project.loading import find_config_file, load_project, parse_project, project_dir_for
+from bot.project.loading import (
+    find_config_file,
+    load_project,
+    parse_project,
+    project_dir_for,
+    require_config_file,
+)
 from bot.project.model import (
     IMAGE_SUFFIXES,
     ProjectConfig,
@@ -39,5 +45,6 @@ __all__ = [
     "load_project",
     "parse_project",
     "project_dir_for",
+    "require_config_file",
     "require_job_identity",
 ]

@@ -10,8 +10,8 @@ from typing import Any
 from bot import yamlio
 from bot.errors import ConfigError, NotFoundError
 from bot.project.model import ProjectConfig
-from bot.project.problems import _Problems, _yaml_lines
-from bot.project.validation import _validate
+from bot.project.problems import ConfigProblems, yaml_lines
+from bot.project.validation import validate_project
 
 CONFIG_NAMES = (
     "project-config.yml",
@@ -25,6 +25,7 @@ PROJECT_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 
 
 def find_config_file(project_dir: Path) -> Path | None:
+    """gtbot's name first, then MARS's spellings, so a MARS project folder works as it is."""
     for name in CONFIG_NAMES:
         candidate = project_dir / name
         if candidate.is_file():
@@ -52,13 +53,18 @@ def load_project(
             f"There is no project {name!r} in {projects_dir}. Create it with `init {name}`, "
             "or set GTBOT_PROJECTS_DIR to the folder that holds your projects."
         )
+    return parse_project(require_config_file(project_dir, name), name, lab_job_defaults or {})
+
+
+def require_config_file(project_dir: Path, name: str) -> Path:
+    """The project's config file, or a message saying how to make `project_dir` a project."""
     config_file = find_config_file(project_dir)
     if config_file is None:
         raise NotFoundError(
             f"{project_dir} has no project-config.yml (nor MARS's project_config.yaml). "
             f"Run `init {name}` in an empty folder to get a commented one."
         )
-    return parse_project(config_file, name, lab_job_defaults or {})
+    return config_file
 
 
 def parse_project(
@@ -70,5 +76,5 @@ def parse_project(
             f"{config_file}: expected `key: value` lines (a mapping), found "
             f"{type(data).__name__}. Start from `init` for a commented example."
         )
-    problems = _Problems(config_file, _yaml_lines(text))
-    return _validate(data, config_file, name, lab_job_defaults, problems)
+    problems = ConfigProblems(config_file, yaml_lines(text))
+    return validate_project(data, config_file, name, lab_job_defaults, problems)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
@@ -165,6 +164,3 @@ def list_images(project: ProjectConfig) -> list[Path]:
     return sorted(
         path for path in root.rglob("*") if path.is_file() and not path.name.startswith(".")
     )
-
-
-ProgressFn = Callable[[str], None]

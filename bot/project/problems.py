@@ -4,6 +4,7 @@ the examples the messages show."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from bot import yamlio
 from bot.errors import ConfigError
 
 
-def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
+def yaml_lines(text: str) -> dict[tuple[str, ...], int]:
     """Map each key path to its 1-based line, so messages can say where to look."""
     lines: dict[tuple[str, ...], int] = {}
     try:
@@ -39,7 +40,7 @@ def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
 
 
 @dataclass
-class _Problems:
+class ConfigProblems:
     """Collects every problem of one config, each pinned to a file, a line and a key."""
 
     file: Path
@@ -64,22 +65,47 @@ class _Problems:
             raise ConfigError(head + "\n" + "\n".join(f"- {item}" for item in self.items))
 
 
-def _suggest(key: str, choices: set[str]) -> str | None:
+def suggest(key: str, choices: set[str]) -> str | None:
     match = difflib.get_close_matches(key, sorted(choices), n=1, cutoff=0.75)
     return match[0] if match else None
 
 
-def _as_str_list(value: Any) -> list[str] | None:
+def check_known_keys(
+    raw: Mapping[Any, Any],
+    known: set[str],
+    section: str,
+    unknown: str,
+    p: ConfigProblems,
+    *,
+    source: str | None = None,
+) -> None:
+    """Report each key of a section the bot does not know, with the nearest known one."""
+    for key in raw:
+        if key not in known:
+            hint = suggest(str(key), known)
+            p.add(
+                f"{section}.{key}",
+                unknown
+                + (
+                    f" Did you mean `{hint}`?"
+                    if hint
+                    else f" Known settings: {', '.join(sorted(known))}."
+                ),
+                source=source,
+            )
+
+
+def as_str_list(value: Any) -> list[str] | None:
     if isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value):
         return [v.strip() for v in value]
     return None
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-_EXAMPLES = {
+EXAMPLES = {
     "species": "species: mouse",
     "data_bucket": "data_bucket: lab-mouse-sagemaker",
     "template_bucket": "template_bucket: lab-mouse-sagemaker-ui",
