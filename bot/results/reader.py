@@ -14,6 +14,7 @@ reports and results do not depend on which path read a line, and lines keep thei
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -21,10 +22,11 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice
-from operator import itemgetter, methodcaller
+from operator import attrgetter, methodcaller
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Union
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import orjson
@@ -68,16 +70,50 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 # Per fast-read point: its line among the fast-read ones, worker position, slot, x, y.
 _Points = tuple[IntArray, IntArray, IntArray, FloatArray, FloatArray]
+_slot_of = attrgetter("slot")
 # An answer whose content could not be fetched (already reported).
 _LOST = object()
 _is_failure_key = methodcaller("endswith", "failure-reason")
-_x_of = itemgetter("x")
-_y_of = itemgetter("y")
-_label_of = itemgetter("label")
-_image_size_of = itemgetter("inputImageProperties")
-# What a coordinate or an image side may be in JSON (a bool is neither).
-_NUMBERS = frozenset((float, int))
-_LIST = {list}
+_x_of = attrgetter("x")
+_y_of = attrgetter("y")
+
+
+class _ImageSize(msgspec.Struct, gc=False):
+    width: float
+    height: float
+
+
+@functools.lru_cache(maxsize=16)
+def _content_decoder(labels: tuple[tuple[str, int], ...]) -> msgspec.json.Decoder[Any]:
+    """The recipe's worker answer as the fast path decodes it, for one project's labels.
+
+    msgspec builds typed records straight from the text (faster than dicts; a number field is
+    never a bool or a string), skips fields nobody reads, and rejects anything else, which the
+    careful path then reads and explains. Each label is its own record type, tagged by the
+    `label` field, so msgspec matches the label in C and the record carries its slot: no label
+    string is made or hashed per point, and a label not spelled exactly as configured is
+    rejected. Records are not garbage-collected: they hold no cycles, and a job makes millions.
+    `labels` pairs every exact label text read (short forms and `label_map` entries included)
+    with its slot.
+    """
+    points = tuple(
+        msgspec.defstruct(
+            f"_Point{slot}",
+            [("x", float), ("y", float)],
+            tag=label,
+            tag_field="label",
+            gc=False,
+            namespace={"slot": labels[slot][1]},
+        )
+        for slot, (label, _) in enumerate(labels)
+    )
+    answer = msgspec.defstruct(
+        "_Answer",
+        [("inputImageProperties", _ImageSize), ("keypoints", list[Union[points]])],  # type: ignore[valid-type]  # noqa: UP007
+        gc=False,
+    )
+    content = msgspec.defstruct("_Content", [("annotatedResult", answer)], gc=False)
+    return msgspec.json.Decoder(content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,21 +461,15 @@ class _Pending:
         items = result.get("annotationsFromAllWorkers")
         if type(items) is not list or not items or len(items) > MAX_WORKERS_PER_LINE:
             return False
+        decode = reader.decode_content
         try:
-            # Anything not shaped like the recipe raises here: orjson's error for bad JSON,
-            # KeyError for a missing field, TypeError for a value of the wrong kind.
-            answers = [
-                orjson.loads(item["annotationData"]["content"])["annotatedResult"] for item in items
-            ]
-            keypoints = [answer["keypoints"] for answer in answers]
-            sides = [(p["width"], p["height"]) for p in map(_image_size_of, answers)]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            # Anything not shaped like the recipe raises here (TypeError, KeyError, and
+            # msgspec's errors for bad JSON, a missing field or a value of the wrong type).
+            answers = [decode(item["annotationData"]["content"]).annotatedResult for item in items]
+        except (msgspec.MsgspecError, KeyError, TypeError):
             return False
-        if set(map(type, keypoints)) != _LIST:
-            return False
-        if not _NUMBERS.issuperset(map(type, chain.from_iterable(sides))):
-            return False
-        sizes = set(sides)
+        keypoints = [answer.keypoints for answer in answers]
+        sizes = {(p.width, p.height) for p in [answer.inputImageProperties for answer in answers]}
         if len(sizes) != 1:
             return False
         counts = list(map(len, keypoints))
@@ -448,23 +478,6 @@ class _Pending:
         ((width, height),) = sizes
         if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
             return False
-        points = list(chain.from_iterable(keypoints))
-        try:
-            # A label spelled otherwise than configured is a KeyError (the careful path
-            # explains it); a point that is not an object a TypeError.
-            slots = list(map(reader.index.__getitem__, map(_label_of, points)))
-            xs = list(map(_x_of, points))
-            ys = list(map(_y_of, points))
-        except (KeyError, TypeError):
-            return False
-        kinds = set(map(type, chain(xs, ys)))
-        if not _NUMBERS.issuperset(kinds):
-            return False
-        if int in kinds:
-            try:
-                xs, ys = list(map(float, xs)), list(map(float, ys))
-            except OverflowError:
-                return False
         workers = [item.get("workerId") for item in items]
         if set(map(type, workers)) != {str}:
             workers = [
@@ -474,10 +487,11 @@ class _Pending:
         seconds = [item.get("timeSpentInSeconds") for item in items]
         if seconds.count(None) != len(seconds):
             seconds = [_seconds(spent) for spent in seconds]
-        # fromlist(list): a C loop over a list beats extend() over an iterator.
-        self.slots.fromlist(slots)
-        self.xs.fromlist(xs)
-        self.ys.fromlist(ys)
+        points = list(chain.from_iterable(keypoints))
+        # fromlist(list(map(...))): a C loop over a list beats extend() over an iterator.
+        self.slots.fromlist(list(map(_slot_of, points)))
+        self.xs.fromlist(list(map(_x_of, points)))
+        self.ys.fromlist(list(map(_y_of, points)))
         self.counts.fromlist(counts)
         self.refs.append(source_ref)
         self.widths.append(float(width))
@@ -573,7 +587,7 @@ class _Pending:
 
     def _check(self, reader: _Reader) -> tuple[list[bool], _Points | None]:
         """Which fast-read lines have every point usable: a known label (exact spelling), a
-        coordinate in the image (already checked to be a number, never a bool), and no label
+        coordinate in the image (msgspec already made it a float, never a bool), and no label
         twice for one worker; and per point its (fast line, worker position, slot, x, y) for
         the assembly."""
         n_lines = len(self.refs)
@@ -666,6 +680,7 @@ class _Reader:
         self.report = report
         self.label_attribute = label_attribute
         self.index = spec.label_index
+        self.decode_content = _content_decoder(tuple(spec.label_index.items())).decode
         # Points one answer may hold: the template asks for each slot once; beyond a few times
         # that, the answer is not a keypoint answer of this project.
         self.max_points = 4 * spec.n_slots + 16
