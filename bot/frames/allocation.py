@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 @dataclass
-class _VideoEntry:
+class VideoEntry:
     path: Path
     key: str
     prefix: str
@@ -19,14 +19,14 @@ class _VideoEntry:
 
 
 @dataclass
-class _VideoStats:
+class VideoStats:
     existing: int
     wanted: int = 0
     added: int = 0
     duplicates: int = 0
 
 
-def _video_key(path: Path, project_dir: Path) -> str:
+def video_key(path: Path, project_dir: Path) -> str:
     """How frames.csv names a video: relative to the project when inside it, else absolute."""
     resolved = path.resolve()
     try:
@@ -35,7 +35,7 @@ def _video_key(path: Path, project_dir: Path) -> str:
         return resolved.as_posix()
 
 
-def _file_prefixes(videos: Sequence[Path], videos_dir: Path) -> dict[Path, str]:
+def file_prefixes(videos: Sequence[Path], videos_dir: Path) -> dict[Path, str]:
     """Video stem, or the relative path flattened when two videos share a stem."""
     stems: dict[str, int] = {}
     for p in videos:
@@ -50,7 +50,7 @@ def _file_prefixes(videos: Sequence[Path], videos_dir: Path) -> dict[Path, str]:
     return prefixes
 
 
-def _apportion(weights: Sequence[float], total: int, caps: Sequence[int]) -> list[int]:
+def apportion(weights: Sequence[float], total: int, caps: Sequence[int]) -> list[int]:
     """Largest-remainder split of `total` by weight, never above a cap (water-filling).
 
     When only zero-weight slots have room left, they share what remains equally, so a total
@@ -84,8 +84,8 @@ def _apportion(weights: Sequence[float], total: int, caps: Sequence[int]) -> lis
     return out
 
 
-def _allocate_missing(
-    entries: Sequence[_VideoEntry], count: int, existing_total: int
+def allocate_missing(
+    entries: Sequence[VideoEntry], count: int, existing_total: int
 ) -> dict[str, int]:
     """Per-video frames to add so that the whole set approaches `count` proportionally.
 
@@ -94,7 +94,7 @@ def _allocate_missing(
     """
     existing_here = sum(len(e.kept) for e in entries)
     from_other = existing_total - existing_here
-    fair = _apportion(
+    fair = apportion(
         [float(e.frames) for e in entries],
         max(0, count - from_other),
         [e.frames for e in entries],
@@ -102,11 +102,11 @@ def _allocate_missing(
     deficits = [max(0, f - len(e.kept)) for f, e in zip(fair, entries, strict=True)]
     need = count - existing_total
     room = [max(0, e.frames - len(e.kept) - len(e.rejected)) for e in entries]
-    shares = _apportion(
+    shares = apportion(
         [float(d) for d in deficits], need, [min(r, d) for r, d in zip(room, deficits, strict=True)]
     )
     if sum(shares) < need:
-        extra = _apportion(
+        extra = apportion(
             [float(e.frames) for e in entries],
             need - sum(shares),
             [r - s for r, s in zip(room, shares, strict=True)],
@@ -115,11 +115,9 @@ def _allocate_missing(
     return {e.key: s for e, s in zip(entries, shares, strict=True)}
 
 
-def _redistribute(
-    entries: Sequence[_VideoEntry], exhausted: set[str], short: int
-) -> dict[str, int]:
+def redistribute(entries: Sequence[VideoEntry], exhausted: set[str], short: int) -> dict[str, int]:
     """Hand a shortfall (static or broken videos) to videos that still gave all they were asked."""
     open_entries = [e for e in entries if e.key not in exhausted]
     caps = [max(0, e.frames - len(e.kept) - len(e.rejected)) for e in open_entries]
-    shares = _apportion([float(e.frames) for e in open_entries], short, caps)
+    shares = apportion([float(e.frames) for e in open_entries], short, caps)
     return {e.key: s for e, s in zip(open_entries, shares, strict=True) if s > 0}

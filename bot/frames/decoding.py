@@ -10,10 +10,10 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-_THUMB = 64
+THUMB_SIDE = 64
 
 
-class _Decoded(Protocol):
+class DecodedFrame(Protocol):
     index: int
     timestamp_s: float
 
@@ -22,30 +22,30 @@ class _Decoded(Protocol):
     def image(self) -> Image.Image: ...
 
 
-class _Reader(Protocol):
+class VideoReader(Protocol):
     frame_count: int
     declared_count: bool
 
-    def read(self, index: int) -> _Decoded | None: ...
+    def read(self, index: int) -> DecodedFrame | None: ...
 
     def close(self) -> None: ...
 
 
-class _VideoUnreadable(Exception):
+class VideoUnreadable(Exception):
     """The file cannot be opened or parsed as a video."""
 
 
-def _thumb_from_file(path: Path) -> NDArray[np.float32]:
+def thumb_from_file(path: Path) -> NDArray[np.float32]:
     with Image.open(path) as im:
-        im.draft("L", (_THUMB * 2, _THUMB * 2))
-        return _thumb_from_image(im)
+        im.draft("L", (THUMB_SIDE * 2, THUMB_SIDE * 2))
+        return thumb_from_image(im)
 
 
-def _thumb_from_image(im: Image.Image) -> NDArray[np.float32]:
-    small = im.convert("L").resize((_THUMB, _THUMB), Image.Resampling.BOX)
+def thumb_from_image(im: Image.Image) -> NDArray[np.float32]:
+    small = im.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.float32)
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."

@@ -9,15 +9,15 @@ from pathlib import Path
 
 from bot.errors import NotFoundError, UsageError
 from bot.frames.allocation import (
-    _allocate_missing,
-    _file_prefixes,
-    _redistribute,
-    _video_key,
-    _VideoEntry,
-    _VideoStats,
+    VideoEntry,
+    VideoStats,
+    allocate_missing,
+    file_prefixes,
+    redistribute,
+    video_key,
 )
-from bot.frames.decoding import _VideoUnreadable
-from bot.frames.ledger import FRAMES_CSV, _append_ledger, _read_ledger
+from bot.frames.decoding import VideoUnreadable
+from bot.frames.ledger import FRAMES_CSV, append_ledger, read_ledger
 from bot.frames.records import (
     DEFAULT_DUPLICATE_THRESHOLD,
     ExtractedFrame,
@@ -26,9 +26,14 @@ from bot.frames.records import (
     FramesResult,
     VideoSummary,
 )
-from bot.frames.sampling import _VideoOutcome, _VideoTask
-from bot.frames.videos import _probe_frame_count, find_videos
-from bot.frames.worker_pool import _chunk_tasks, _drop_boundary_duplicates, _Reporter, _run_tasks
+from bot.frames.sampling import VideoOutcome, VideoTask
+from bot.frames.videos import find_videos, probe_frame_count
+from bot.frames.worker_pool import (
+    ProgressReporter,
+    chunk_tasks,
+    drop_boundary_duplicates,
+    run_tasks,
+)
 from bot.project import require_config_file
 
 _MAX_ROUNDS = 3
@@ -60,19 +65,19 @@ def extract_frames(
     csv_path = data_dir / FRAMES_CSV
 
     videos = find_videos(videos_dir)
-    ledger = _read_ledger(csv_path, out_dir)
+    ledger = read_ledger(csv_path, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     problems: list[FramesProblem] = []
-    entries: list[_VideoEntry] = []
-    prefixes = _file_prefixes(videos, videos_dir)
+    entries: list[VideoEntry] = []
+    prefixes = file_prefixes(videos, videos_dir)
     for path in videos:
-        key = _video_key(path, project_dir)
+        key = video_key(path, project_dir)
         if any(e.key == key for e in entries):
             continue  # a symlink to a video already listed
         try:
-            frames_in_video = _probe_frame_count(path)
-        except _VideoUnreadable as exc:
+            frames_in_video = probe_frame_count(path)
+        except VideoUnreadable as exc:
             problems.append(FramesProblem(key, str(exc)))
             continue
         if frames_in_video < 1:
@@ -80,7 +85,7 @@ def extract_frames(
             continue
         kept = ledger.present.get(key, {})
         entries.append(
-            _VideoEntry(
+            VideoEntry(
                 path=path,
                 key=key,
                 prefix=prefixes[path],
@@ -93,15 +98,15 @@ def extract_frames(
     existing_total = ledger.total_present
     need = count - existing_total
     added: list[ExtractedFrame] = []
-    stats = {e.key: _VideoStats(existing=len(e.kept)) for e in entries}
+    stats = {e.key: VideoStats(existing=len(e.kept)) for e in entries}
     if need > 0 and entries:
         by_key = {e.key: e for e in entries}
-        plan = _allocate_missing(entries, count, existing_total)
-        reporter = _Reporter(progress, sum(plan.values()))
+        plan = allocate_missing(entries, count, existing_total)
+        reporter = ProgressReporter(progress, sum(plan.values()))
         cores = workers or os.cpu_count() or 1
         exhausted: set[str] = set()
 
-        def finished(task: _VideoTask, outcome: _VideoOutcome) -> None:
+        def finished(task: VideoTask, outcome: VideoOutcome) -> None:
             entry, stat = by_key[task.key], stats[task.key]
             stat.wanted += task.want
             stat.added += len(outcome.added)
@@ -110,7 +115,7 @@ def extract_frames(
                 entry.frames = min(entry.frames, outcome.frames_in_video)
             for frame in outcome.added:
                 entry.kept[frame.frame] = str(out_dir / frame.file)
-            _append_ledger(csv_path, outcome.added, ledger)
+            append_ledger(csv_path, outcome.added, ledger)
             added.extend(outcome.added)
             if outcome.problem is not None:
                 problems.append(FramesProblem(task.key, outcome.problem))
@@ -124,14 +129,14 @@ def extract_frames(
             tasks = [
                 task
                 for e in wanted
-                for task in _chunk_tasks(
+                for task in chunk_tasks(
                     e, plan[e.key], str(out_dir), quality, duplicate_threshold, seed
                 )
             ]
             before_round = len(added)
-            _run_tasks(tasks, min(cores, len(tasks)), reporter, finished)
+            run_tasks(tasks, min(cores, len(tasks)), reporter, finished)
             fresh = {(f.video, f.frame) for f in added[before_round:]}
-            dropped = _drop_boundary_duplicates(tasks, by_key, fresh, stats, duplicate_threshold)
+            dropped = drop_boundary_duplicates(tasks, by_key, fresh, stats, duplicate_threshold)
             added[:] = [f for f in added if (f.video, f.frame) not in dropped]
             reporter.done -= len(dropped)
             for video, frame in dropped:
@@ -141,7 +146,7 @@ def extract_frames(
             short = need - len(added)
             if short <= 0:
                 break
-            plan = _redistribute(entries, exhausted, short)
+            plan = redistribute(entries, exhausted, short)
             reporter.extend(sum(plan.values()))
         reporter.finish()
 

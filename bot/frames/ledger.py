@@ -16,7 +16,7 @@ FRAME_DIGITS = 6
 
 
 @dataclass
-class _Ledger:
+class Ledger:
     """frames.csv as read: which (video, frame) rows exist and whether their file is still there."""
 
     rows: set[tuple[str, int]] = field(default_factory=set)
@@ -28,8 +28,8 @@ class _Ledger:
         return sum(len(v) for v in self.present.values())
 
 
-def _read_ledger(csv_path: Path, out_dir: Path) -> _Ledger:
-    ledger = _Ledger()
+def read_ledger(csv_path: Path, out_dir: Path) -> Ledger:
+    ledger = Ledger()
     if not csv_path.exists():
         return ledger
     with csv_path.open(newline="", encoding="utf-8") as fh:
@@ -60,7 +60,7 @@ def _read_ledger(csv_path: Path, out_dir: Path) -> _Ledger:
     return ledger
 
 
-def _append_ledger(csv_path: Path, frames: Sequence[ExtractedFrame], ledger: _Ledger) -> None:
+def append_ledger(csv_path: Path, frames: Sequence[ExtractedFrame], ledger: Ledger) -> None:
     """Append new rows as soon as a video finishes, so an interrupted run loses no tracing."""
     fresh = [f for f in frames if (f.video, f.frame) not in ledger.rows]
     if not fresh:

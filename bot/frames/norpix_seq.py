@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from bot.frames.decoding import _THUMB, _short, _thumb_from_image, _VideoUnreadable
+from bot.frames.decoding import THUMB_SIDE, VideoUnreadable, short_error, thumb_from_image
 
 _SEQ_MAGIC = 0xFEED
 _SEQ_RAW_FORMATS = {100: "L", 200: "BGR"}
@@ -20,7 +20,7 @@ _SEQ_JPEG_FORMATS = {102, 201}
 
 
 @dataclass
-class _SeqDecoded:
+class NorpixSeqFrame:
     index: int
     timestamp_s: float
     data: bytes
@@ -31,7 +31,7 @@ class _SeqDecoded:
         if self.mode == "JPEG":
             im = Image.open(io.BytesIO(self.data))
             if draft:
-                im.draft("L", (_THUMB * 2, _THUMB * 2))
+                im.draft("L", (THUMB_SIDE * 2, THUMB_SIDE * 2))
             im.load()
             return im
         if self.mode == "BGR":
@@ -40,13 +40,13 @@ class _SeqDecoded:
         return Image.frombytes("L", self.size, self.data)
 
     def thumb(self) -> NDArray[np.float32]:
-        return _thumb_from_image(self._open(draft=True))
+        return thumb_from_image(self._open(draft=True))
 
     def image(self) -> Image.Image:
         return self._open(draft=False)
 
 
-class _SeqReader:
+class NorpixSeqReader:
     """Norpix StreamPix `.seq`: a header (1024 bytes, 8192 from version 5) then frames.
 
     Raw frames (8-bit mono, 24-bit BGR) sit at fixed offsets `true_image_size` apart. JPEG frames
@@ -59,23 +59,23 @@ class _SeqReader:
         try:
             self._fh = path.open("rb")
         except OSError as exc:
-            raise _VideoUnreadable(f"cannot be read ({_short(exc)})") from exc
+            raise VideoUnreadable(f"cannot be read ({short_error(exc)})") from exc
         try:
             self._parse_header(path)
         except (struct.error, OSError) as exc:
             self._fh.close()
-            raise _VideoUnreadable(f"has a damaged Norpix .seq header ({_short(exc)})") from exc
-        except _VideoUnreadable:
+            raise VideoUnreadable(f"has a damaged Norpix .seq header ({short_error(exc)})") from exc
+        except VideoUnreadable:
             self._fh.close()
             raise
 
     def _parse_header(self, path: Path) -> None:
         head = self._fh.read(1024)
         if len(head) < 620:
-            raise _VideoUnreadable("is too short to be a Norpix .seq file")
+            raise VideoUnreadable("is too short to be a Norpix .seq file")
         (magic,) = struct.unpack_from("<I", head, 0)
         if magic != _SEQ_MAGIC:
-            raise _VideoUnreadable("is not a Norpix .seq file (bad magic number)")
+            raise VideoUnreadable("is not a Norpix .seq file (bad magic number)")
         version, header_size = struct.unpack_from("<ii", head, 28)
         width, height, bit_depth, _real, image_bytes, image_format, allocated = struct.unpack_from(
             "<7I", head, 548
@@ -93,7 +93,7 @@ class _SeqReader:
             self._mode = _SEQ_RAW_FORMATS[image_format]
             depth = 8 if self._mode == "L" else 24
             if bit_depth != depth or image_bytes != width * height * depth // 8:
-                raise _VideoUnreadable(
+                raise VideoUnreadable(
                     f"uses {bit_depth}-bit raw frames; only 8-bit mono and 24-bit BGR raw "
                     "frames are supported (export the sequence as JPEG .seq or .avi in StreamPix)"
                 )
@@ -109,12 +109,12 @@ class _SeqReader:
             self._offsets = self._index_jpeg(header_size, int(allocated))
             self.frame_count = len(self._offsets)
         else:
-            raise _VideoUnreadable(
+            raise VideoUnreadable(
                 f"uses Norpix image format {image_format}, which is not supported (raw 8-bit "
                 "mono/24-bit BGR and JPEG are); export it as .avi from StreamPix"
             )
         if self.frame_count == 0:
-            raise _VideoUnreadable("contains no readable frames")
+            raise VideoUnreadable("contains no readable frames")
 
     def _index_jpeg(self, offset: int, allocated: int) -> list[int]:
         offsets: list[int] = []
@@ -144,7 +144,7 @@ class _SeqReader:
             return None
         return offset + at - 4
 
-    def read(self, index: int) -> _SeqDecoded | None:
+    def read(self, index: int) -> NorpixSeqFrame | None:
         if index < 0 or index >= self.frame_count:
             return None
         if self._mode == "JPEG":
@@ -161,7 +161,7 @@ class _SeqReader:
             if len(data) < self._image_bytes:
                 return None
         seconds = index / self._fps if self._fps else _seq_stamp(stamp) - self._first_stamp()
-        return _SeqDecoded(index, seconds, data, self._mode, self._size)
+        return NorpixSeqFrame(index, seconds, data, self._mode, self._size)
 
     def _first_stamp(self) -> float:
         if self._mode == "JPEG":

@@ -15,20 +15,20 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from bot.frames.decoding import _THUMB, _short, _VideoUnreadable
+from bot.frames.decoding import THUMB_SIDE, VideoUnreadable, short_error
 
 _SEQUENTIAL_FORMATS = {"mpeg", "mpegts", "mpegvideo", "h264", "hevc", "m4v"}
 
 
 @dataclass
-class _AvDecoded:
+class PyAvFrame:
     index: int
     timestamp_s: float
     frame: av.VideoFrame
 
     def thumb(self) -> NDArray[np.float32]:
         small = self.frame.reformat(
-            width=_THUMB, height=_THUMB, format="gray", interpolation="AREA"
+            width=THUMB_SIDE, height=THUMB_SIDE, format="gray", interpolation="AREA"
         )
         return small.to_ndarray().astype(np.float32)
 
@@ -37,7 +37,7 @@ class _AvDecoded:
         return Image.fromarray(self.frame.to_ndarray(format="rgb24"), "RGB")
 
 
-class _AvReader:
+class PyAvReader:
     """Random access by frame number over FFmpeg: seek to the keyframe at or before the target,
     then decode forward; close targets are reached by decoding on instead of seeking again.
 
@@ -53,10 +53,10 @@ class _AvReader:
             stream = self._container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             if not rate:
-                raise _VideoUnreadable("has no frame rate (cannot map frame numbers to times)")
+                raise VideoUnreadable("has no frame rate (cannot map frame numbers to times)")
             self._rate = Fraction(rate)
             if stream.time_base is None:
-                raise _VideoUnreadable("has no time base")
+                raise VideoUnreadable("has no time base")
             self._tb = Fraction(stream.time_base)
             scale = self._tb * self._rate
             self._scale_num, self._scale_den = scale.numerator, scale.denominator
@@ -68,12 +68,12 @@ class _AvReader:
                 self.frame_count = int(stream.frames)
             else:
                 self.frame_count = self._estimate_count()
-        except _VideoUnreadable:
+        except VideoUnreadable:
             self._container.close()
             raise
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             self._container.close()
-            raise _VideoUnreadable(f"cannot be read as a video ({_short(exc)})") from exc
+            raise VideoUnreadable(f"cannot be read as a video ({short_error(exc)})") from exc
         self._decoder: Iterator[av.VideoFrame] | None = None
         self._next_index: int | None = None
         self._gop = 0
@@ -82,10 +82,10 @@ class _AvReader:
         try:
             container = av.open(str(self._path))
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise _VideoUnreadable(f"cannot be opened as a video ({_short(exc)})") from exc
+            raise VideoUnreadable(f"cannot be opened as a video ({short_error(exc)})") from exc
         if not container.streams.video:
             container.close()
-            raise _VideoUnreadable("has no video stream")
+            raise VideoUnreadable("has no video stream")
         # No codec threads: frame threading refills its pipeline after every seek, which costs
         # more than it gains here; the process pool (and video chunks) use the cores instead.
         return container
@@ -133,7 +133,7 @@ class _AvReader:
         self._decoder = self._container.decode(self._stream)
         self._next_index = None
 
-    def read(self, index: int) -> _AvDecoded | None:
+    def read(self, index: int) -> PyAvFrame | None:
         ahead = None if self._next_index is None else index - self._next_index
         if self._sequential:
             sought = self._decoder is None or ahead is None or ahead < 0
@@ -158,7 +158,7 @@ class _AvReader:
                     seconds = float((frame.pts - self._start) * self._tb)
                 else:
                     seconds = float(current / self._rate)
-                return _AvDecoded(current, max(0.0, seconds), frame)
+                return PyAvFrame(current, max(0.0, seconds), frame)
             else:
                 self._decoder = None
                 self._next_index = None

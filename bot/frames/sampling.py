@@ -18,17 +18,17 @@ import av.video.stream
 import numpy as np
 from numpy.typing import NDArray
 
-from bot.frames.decoding import _Reader, _short, _thumb_from_file, _VideoUnreadable
+from bot.frames.decoding import VideoReader, VideoUnreadable, short_error, thumb_from_file
 from bot.frames.ledger import frame_file_name
 from bot.frames.records import ExtractedFrame
-from bot.frames.videos import _open_reader
+from bot.frames.videos import open_reader
 
 _TRIES_PER_SEGMENT = 4
 _ALTERNATE_OFFSETS: tuple[float, ...] = (0.2, 0.8, 0.35, 0.65, 0.05, 0.95)
 
 
 @dataclass(frozen=True)
-class _VideoTask:
+class VideoTask:
     path: str
     key: str
     prefix: str
@@ -45,32 +45,34 @@ class _VideoTask:
 
 
 @dataclass(frozen=True)
-class _VideoOutcome:
+class VideoOutcome:
     frames_in_video: int | None  # set when the video turned out shorter than probed
     added: tuple[ExtractedFrame, ...]
     duplicates: int
     problem: str | None
 
 
-def _process_video(task: _VideoTask, tick: Callable[[int], None]) -> _VideoOutcome:
+def process_video(task: VideoTask, tick: Callable[[int], None]) -> VideoOutcome:
     try:
-        reader = _open_reader(Path(task.path))
-    except _VideoUnreadable as exc:
-        return _VideoOutcome(None, (), 0, str(exc))
+        reader = open_reader(Path(task.path))
+    except VideoUnreadable as exc:
+        return VideoOutcome(None, (), 0, str(exc))
     try:
         return _sample_video(task, reader, tick)
     finally:
         reader.close()
 
 
-def _sample_video(task: _VideoTask, reader: _Reader, tick: Callable[[int], None]) -> _VideoOutcome:
+def _sample_video(
+    task: VideoTask, reader: VideoReader, tick: Callable[[int], None]
+) -> VideoOutcome:
     start = task.first
     frames = min(task.last, reader.frame_count)
     kept: dict[int, NDArray[np.float32]] = {}
     for index, path in task.kept:
         # An unreadable earlier frame still counts; it just cannot be compared with.
         with contextlib.suppress(OSError):
-            kept[index] = _thumb_from_file(Path(path))
+            kept[index] = thumb_from_file(Path(path))
     tried: set[int] = set(task.rejected) | {index for index, _ in task.kept}
     added: list[ExtractedFrame] = []
     duplicates = 0
@@ -88,7 +90,7 @@ def _sample_video(task: _VideoTask, reader: _Reader, tick: Callable[[int], None]
         try:
             decoded = reader.read(index)
         except (av.error.FFmpegError, OSError, ValueError, struct.error) as exc:
-            problem = f"decoding failed near frame {index} ({_short(exc)}); kept what was read"
+            problem = f"decoding failed near frame {index} ({short_error(exc)}); kept what was read"
             end = min(end, index)
             return None
         if decoded is None:
@@ -116,7 +118,7 @@ def _sample_video(task: _VideoTask, reader: _Reader, tick: Callable[[int], None]
         return True
 
     total = min(frames - start, len(kept) + task.want)
-    segments = [(start + lo, start + hi) for lo, hi in _segments(frames - start, total)]
+    segments = [(start + lo, start + hi) for lo, hi in split_evenly(frames - start, total)]
     rng = random.Random(f"{task.seed}:{task.key}:{start}:{total}")
     jitter = [rng.uniform(-0.25, 0.25) for _ in segments]
     occupied = {_segment_of(i, segments) for i in kept}
@@ -169,10 +171,10 @@ def _sample_video(task: _VideoTask, reader: _Reader, tick: Callable[[int], None]
             f"ends at frame {end} although its header declares {reader.frame_count} frames "
             "(truncated or damaged?); kept what was readable"
         )
-    return _VideoOutcome(end if end < frames else None, tuple(added), duplicates, problem)
+    return VideoOutcome(end if end < frames else None, tuple(added), duplicates, problem)
 
 
-def _segments(frames: int, parts: int) -> list[tuple[int, int]]:
+def split_evenly(frames: int, parts: int) -> list[tuple[int, int]]:
     parts = max(1, min(parts, frames))
     bounds = [(i * frames) // parts for i in range(parts + 1)]
     return [(bounds[i], bounds[i + 1]) for i in range(parts)]

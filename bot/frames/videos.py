@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.errors import NotFoundError
-from bot.frames.decoding import _Reader
-from bot.frames.norpix_seq import _SeqReader
-from bot.frames.pyav_video import _AvReader
+from bot.frames.decoding import VideoReader
+from bot.frames.norpix_seq import NorpixSeqReader
+from bot.frames.pyav_video import PyAvReader
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".seq")
 """Extensions looked for (case-insensitive) under the videos folder, recursively."""
@@ -33,15 +33,15 @@ def find_videos(videos_dir: Path) -> list[Path]:
     return found
 
 
-def _probe_frame_count(path: Path) -> int:
-    reader = _open_reader(path)
+def probe_frame_count(path: Path) -> int:
+    reader = open_reader(path)
     try:
         return reader.frame_count
     finally:
         reader.close()
 
 
-def _open_reader(path: Path) -> _Reader:
+def open_reader(path: Path) -> VideoReader:
     if path.suffix.lower() == ".seq":
-        return _SeqReader(path)
-    return _AvReader(path)
+        return NorpixSeqReader(path)
+    return PyAvReader(path)

@@ -14,15 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from bot.frames.allocation import _apportion, _VideoEntry, _VideoStats
-from bot.frames.decoding import _thumb_from_file
+from bot.frames.allocation import VideoEntry, VideoStats, apportion
+from bot.frames.decoding import thumb_from_file
 from bot.frames.records import FramesProgress
-from bot.frames.sampling import _process_video, _segments, _VideoOutcome, _VideoTask
+from bot.frames.sampling import VideoOutcome, VideoTask, process_video, split_evenly
 
 _CHUNK_FRAMES = 1500
 
 
-class _Reporter:
+class ProgressReporter:
     """Throttles callbacks so a Slack message is not edited for every single frame."""
 
     def __init__(self, callback: Callable[[FramesProgress], None] | None, total: int) -> None:
@@ -57,30 +57,30 @@ def _init_worker(progress_queue: Any) -> None:
     _progress_queue = progress_queue
 
 
-def _worker_entry(task: _VideoTask) -> _VideoOutcome:
+def _worker_entry(task: VideoTask) -> VideoOutcome:
     def tick(frames: int) -> None:
         if _progress_queue is not None:
             _progress_queue.put((task.key, frames))
 
     tick(0)
-    return _process_video(task, tick)
+    return process_video(task, tick)
 
 
-def _chunk_tasks(
-    entry: _VideoEntry, want: int, out_dir: str, quality: int, threshold: float, seed: int
-) -> list[_VideoTask]:
+def chunk_tasks(
+    entry: VideoEntry, want: int, out_dir: str, quality: int, threshold: float, seed: int
+) -> list[VideoTask]:
     """One task per stretch of about `_CHUNK_FRAMES` frames, so one long video keeps every
     core busy; the split depends only on the video, never on the number of workers, so that
     results do not either."""
     parts = max(1, min(want, entry.frames // _CHUNK_FRAMES))
-    bounds = _segments(entry.frames, parts)
+    bounds = split_evenly(entry.frames, parts)
     room = [
         max(1, hi - lo - sum(1 for f in (*entry.kept, *entry.rejected) if lo <= f < hi))
         for lo, hi in bounds
     ]
-    wants = _apportion([float(hi - lo) for lo, hi in bounds], want, room)
+    wants = apportion([float(hi - lo) for lo, hi in bounds], want, room)
     return [
-        _VideoTask(
+        VideoTask(
             path=str(entry.path),
             key=entry.key,
             prefix=entry.prefix,
@@ -100,11 +100,11 @@ def _chunk_tasks(
     ]
 
 
-def _drop_boundary_duplicates(
-    tasks: Sequence[_VideoTask],
-    by_key: dict[str, _VideoEntry],
+def drop_boundary_duplicates(
+    tasks: Sequence[VideoTask],
+    by_key: dict[str, VideoEntry],
     fresh: set[tuple[str, int]],
-    stats: dict[str, _VideoStats],
+    stats: dict[str, VideoStats],
     threshold: float,
 ) -> set[tuple[str, int]]:
     """Chunks of one video are sampled apart, so the first frame a chunk kept was never compared
@@ -127,8 +127,8 @@ def _drop_boundary_duplicates(
             try:
                 diff = np.mean(
                     np.abs(
-                        _thumb_from_file(Path(entry.kept[max(before)]))
-                        - _thumb_from_file(Path(entry.kept[frame]))
+                        thumb_from_file(Path(entry.kept[max(before)]))
+                        - thumb_from_file(Path(entry.kept[frame]))
                     )
                 )
             except OSError:
@@ -142,11 +142,11 @@ def _drop_boundary_duplicates(
     return dropped
 
 
-def _run_tasks(
-    tasks: Sequence[_VideoTask],
+def run_tasks(
+    tasks: Sequence[VideoTask],
     pool_size: int,
-    reporter: _Reporter,
-    finished: Callable[[_VideoTask, _VideoOutcome], None],
+    reporter: ProgressReporter,
+    finished: Callable[[VideoTask, VideoOutcome], None],
 ) -> None:
     """Run every task, handing each outcome to `finished` as soon as its video is done, so
     frames.csv traces what was written even if the run is interrupted later."""
@@ -155,7 +155,7 @@ def _run_tasks(
     if pool_size <= 1 or len(ordered) == 1:
         for task in ordered:
             reporter.tick(task.key, 0)
-            finished(task, _process_video(task, functools.partial(reporter.tick, task.key)))
+            finished(task, process_video(task, functools.partial(reporter.tick, task.key)))
         return
 
     # spawn, not fork: the bot runs Slack and scheduler threads, and forking a threaded process
@@ -168,10 +168,10 @@ def _run_tasks(
         initializer=_init_worker,
         initargs=(progress_queue,),
     ) as pool:
-        futures: dict[Future[_VideoOutcome], _VideoTask] = {
+        futures: dict[Future[VideoOutcome], VideoTask] = {
             pool.submit(_worker_entry, t): t for t in ordered
         }
-        pending: set[Future[_VideoOutcome]] = set(futures)
+        pending: set[Future[VideoOutcome]] = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
             _drain(progress_queue, reporter)
@@ -180,14 +180,14 @@ def _run_tasks(
                 try:
                     outcome = fut.result()
                 except Exception as exc:  # a crashed worker must not sink the other videos
-                    outcome = _VideoOutcome(
+                    outcome = VideoOutcome(
                         None, (), 0, f"failed while extracting ({type(exc).__name__}: {exc})"
                     )
                 finished(task, outcome)
         _drain(progress_queue, reporter)
 
 
-def _drain(progress_queue: Any, reporter: _Reporter) -> None:
+def _drain(progress_queue: Any, reporter: ProgressReporter) -> None:
     while True:
         try:
             key, frames = progress_queue.get_nowait()
