@@ -99,7 +99,7 @@ class FrameRule:
 
 @dataclass(frozen=True)
 class AdaptivePolicy:
-    """The `job: adaptive:` section, validated (bot/project.py)."""
+    """The `job: adaptive:` section, validated (bot/project/adaptive_settings.py)."""
 
     select: FrameRule
     workers_per_round: int = DEFAULT_WORKERS_PER_ROUND

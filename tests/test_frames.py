@@ -23,10 +23,10 @@ from bot.errors import NotFoundError, UsageError
 from bot.frames import (
     CSV_COLUMNS,
     FramesProgress,
-    _apportion,
     extract_frames,
     format_frames_result,
 )
+from bot.frames.allocation import apportion
 
 W, H = 96, 64
 BITS = 12
@@ -361,12 +361,23 @@ def test_bad_input_raises_clear_errors(tmp_path: Path) -> None:
         extract_frames(tmp_path / "bare", count=5)
 
 
+def test_a_mars_project_folder_is_a_project_for_frames_too(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """The same config names as every other command (bot.project), MARS's spelling included."""
+    project = tmp_path / "mars"
+    (project / "annotation-data" / "videos").mkdir(parents=True)
+    (project / "project_config.yaml").write_text("species: mouse\n")
+    add(project, clips["short"])
+    assert extract_frames(project, count=3, workers=1).total == 3
+
+
 def test_long_videos_are_split_into_chunks_without_duplicates_at_the_cuts(
     tmp_path: Path, clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bot.frames
+    import bot.frames.worker_pool
 
-    monkeypatch.setattr(bot.frames, "_CHUNK_FRAMES", 40)
+    monkeypatch.setattr(bot.frames.worker_pool, "_CHUNK_FRAMES", 40)
     project = make_project(tmp_path)
     add(project, clips["still"])
     add(project, clips["long"])
@@ -383,15 +394,15 @@ def test_long_videos_are_split_into_chunks_without_duplicates_at_the_cuts(
 def test_apportion_never_gives_a_video_more_frames_than_it_has() -> None:
     """Three equal videos share 5 frames, the first has 1: the remainders go to the others.
     A remainder handed to a full video would ask it for a frame it does not have."""
-    assert _apportion([1.0, 1.0, 1.0], 5, [1, 5, 5]) == [1, 2, 2]
-    assert _apportion([5.0, 1.0], 4, [2, 9]) == [2, 2]
-    assert _apportion([0.0, 0.0, 3.0], 7, [2, 2, 2]) == [2, 2, 2]  # more asked than there is
+    assert apportion([1.0, 1.0, 1.0], 5, [1, 5, 5]) == [1, 2, 2]
+    assert apportion([5.0, 1.0], 4, [2, 9]) == [2, 2]
+    assert apportion([0.0, 0.0, 3.0], 7, [2, 2, 2]) == [2, 2, 2]  # more asked than there is
     rng = np.random.default_rng(3)
     for _ in range(400):
         n = int(rng.integers(1, 6))
         weights = [float(w) for w in rng.integers(0, 4, n)]
         caps = [int(c) for c in rng.integers(0, 6, n)]
         total = int(rng.integers(0, 25))
-        out = _apportion(weights, total, caps)
+        out = apportion(weights, total, caps)
         assert all(0 <= o <= c for o, c in zip(out, caps, strict=True)), (weights, caps, total)
         assert sum(out) == min(total, sum(caps)), (weights, caps, total, out)

@@ -53,6 +53,18 @@ def _quirky_lines() -> list[str]:
     def other_size(result: dict) -> None:  # type: ignore[type-arg]
         result["inputImageProperties"] = {"width": 2000, "height": 1000}
 
+    def size(**values: object):  # type: ignore[no-untyped-def]
+        def change(result: dict) -> None:  # type: ignore[type-arg]
+            result["inputImageProperties"].update(values)
+
+        return change
+
+    def replace(key: str, value: object):  # type: ignore[no-untyped-def]
+        def change(result: dict) -> None:  # type: ignore[type-arg]
+            result[key] = value
+
+        return change
+
     def duplicate(result: dict) -> None:  # type: ignore[type-arg]
         result["keypoints"].append(dict(result["keypoints"][0]))
 
@@ -74,6 +86,15 @@ def _quirky_lines() -> list[str]:
         _edit(base, 4, point(5, x=-0.5)),
         _edit(base, 0, drop_size),
         _edit(base, 2, other_size),
+        # Shapes the fast path must leave to the careful one, whatever decodes the JSON.
+        _edit(base, 1, size(width=True, height=True)),
+        _edit(base, 1, size(width="1920")),
+        _edit(base, 2, point(0, label=5)),
+        _edit(base, 2, point(0, y=None)),
+        _edit(base, 3, replace("keypoints", {"label": "x"})),
+        _edit(base, 3, replace("inputImageProperties", [1920, 1080])),
+        _edit(base, 4, lambda result: result["keypoints"].append([1, 2])),
+        _edit(base, 4, lambda result: result["keypoints"][0].pop("x")),
         json.dumps({**json.loads(base), "source-ref": "s3://x/\ud800.jpg"}),
         "",
         "   ",

@@ -19,12 +19,9 @@ from bot.results import LabelSpec, consolidate, local_worker_response_fetch
 from bot.results.cli import format_summary, run_consolidate
 from bot.results.consensus import consensus_batch, nanmedian_workers
 from bot.results.exports import (
-    _SHORT_RANGES,
     CSV_COLUMNS,
     _csv_field,
     _csv_fields,
-    _json_text,
-    _rounded_text,
     skeleton,
 )
 from bot.results.reader import ReadReport, read_manifest
@@ -137,7 +134,6 @@ def test_consensus_is_the_median_of_the_corrected_clicks(spec: LabelSpec) -> Non
 
 @pytest.mark.parametrize("workers", [1, 2, 3, 5, 6, 8, 9, 14])
 def test_nanmedian_matches_numpy(workers: int) -> None:
-    # Up to 8 workers a sorting network orders the values, beyond that np.sort: both exact.
     rng = np.random.default_rng(workers)
     values = rng.normal(size=(50, workers, 9, 2)).round(1)  # ties included
     values[rng.random(values.shape[:3]) < 0.3] = np.nan
@@ -343,15 +339,3 @@ def test_a_batch_of_csv_fields_is_each_field(texts: list[str]) -> None:
     # One check for a whole batch must give what a check per field gives, formula guard included.
     assert _csv_fields(texts) == [_csv_field(text) for text in texts]
     assert all(not f.startswith((b"=", b"+", b"-", b"@", b"\t")) for f in _csv_fields(texts))
-
-
-@pytest.mark.parametrize("digits", sorted(_SHORT_RANGES))
-def test_float32_text_is_float64_text_for_every_rounded_value_in_range(digits: int) -> None:
-    # The exports format these values through float32; the files must not change by it.
-    steps = int(round(_SHORT_RANGES[digits] * 10**digits))
-    values = np.round(np.arange(steps + 1) / 10**digits, digits)
-    values[::997] = np.nan
-    assert _rounded_text(values, digits) == _json_text(values)
-    assert _json_text(values.astype(np.float32)) == _json_text(values)
-    outside = np.array([_SHORT_RANGES[digits] * 2, 0.5])
-    assert _rounded_text(outside, digits) == _json_text(outside)

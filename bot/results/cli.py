@@ -17,7 +17,7 @@ from PIL import Image
 
 from aws import s3
 from bot.errors import NotFoundError
-from bot.project import ProjectConfig, find_config_file, parse_project
+from bot.project import ProjectConfig, parse_project, require_config_file
 from bot.results.agreement import WorkerAgreement
 from bot.results.pipeline import (
     ConsolidationSummary,
@@ -28,7 +28,6 @@ from bot.results.pipeline import (
 )
 from bot.results.reader import job_name_of, local_worker_response_fetch
 from bot.results.rounds import RoundSource
-from bot.results.spec import LabelSpec
 
 S3ClientFactory = Callable[[], Any]
 # Workers listed by `format_summary` (all are in agreement.json and workers.png).
@@ -39,20 +38,9 @@ CONSENSUS_TEXT = {
 }
 
 
-def load_spec(project_dir: Path) -> LabelSpec:
-    """The label spec from the project's config, validated by the project model itself."""
-    return load_config(project_dir).label_spec
-
-
 def load_config(project_dir: Path) -> ProjectConfig:
-    config_file = find_config_file(project_dir)
-    if config_file is None:
-        raise NotFoundError(f"No project-config.yml in {project_dir}: is this a project folder?")
-    return parse_project(config_file, project_dir.name, {})
-
-
-def label_spec(project: ProjectConfig) -> LabelSpec:
-    return project.label_spec
+    """The project in a folder given on the command line, validated by the project model."""
+    return parse_project(require_config_file(project_dir, project_dir.name), project_dir.name, {})
 
 
 class _S3:

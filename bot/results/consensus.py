@@ -24,8 +24,6 @@ BoolArray = npt.NDArray[np.bool_]
 MAX_FLIP_ROUNDS = 10
 # A swap must shorten the summed distance by more than this (px) so ties never oscillate.
 _SWAP_EPS = 1e-6
-# Up to this many workers, medians order values with a sorting network instead of np.sort.
-_NETWORK_WORKERS = 8
 # Instance matching for num_obj > 1 tries every permutation up to this many instances.
 _MAX_PERMUTED_INSTANCES = 4
 
@@ -69,22 +67,9 @@ def nanmedian_workers(values: FloatArray) -> FloatArray:
 
 
 def _ordered(values: FloatArray) -> list[FloatArray]:
-    """The slices of axis 1 in ascending order, NaN last, element by element.
-
-    `np.sort` along a short inner axis pays per lane; for up to `_NETWORK_WORKERS` workers an
-    odd-even transposition network over whole slices is about three times faster. `fmin`
-    keeps the number when one side is NaN and `maximum` the NaN, which puts NaN last.
-    """
-    width = values.shape[1]
-    if width > _NETWORK_WORKERS:
-        ordered = np.sort(values, axis=1)
-        return [ordered[:, i] for i in range(width)]
-    lanes = [values[:, i] for i in range(width)]
-    for step in range(width):
-        for i in range(step % 2, width - 1, 2):
-            a, b = lanes[i], lanes[i + 1]
-            lanes[i], lanes[i + 1] = np.fmin(a, b), np.maximum(a, b)
-    return lanes
+    """The slices of axis 1 in ascending order, NaN last, element by element."""
+    ordered = np.sort(values, axis=1)
+    return [ordered[:, i] for i in range(values.shape[1])]
 
 
 def _distance(a: FloatArray, b: FloatArray) -> FloatArray:

@@ -94,21 +94,6 @@ def _json_text(array: npt.NDArray[Any]) -> bytes:
     return orjson.dumps(np.ascontiguousarray(array), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-# Where float32's shortest text of a value rounded to this many decimals is float64's: every
-# such value was checked (tests/test_results_pipeline.py). float32 formats a seventh faster,
-# and most numbers in the exports are such values.
-_SHORT_RANGES = {5: 1.0, 2: 9999.99}
-
-
-def _rounded_text(array: npt.NDArray[Any], digits: int) -> bytes:
-    """`_json_text` of an array already rounded to `digits` decimals, through float32 when
-    every value lies where that gives the same text (NaN included)."""
-    with np.errstate(invalid="ignore"):
-        if ((array < 0.0) | (array > _SHORT_RANGES[digits])).any():
-            return _json_text(array)
-    return _json_text(array.astype(np.float32))
-
-
 def _rows(text: bytes) -> list[bytes]:
     """The rows of a 2-D array's JSON text without their brackets: `[[1,2],[3,4]]` ->
     `1,2` and `3,4`. Splitting one text per batch costs far less than one dump per row."""
@@ -272,7 +257,7 @@ class CocoRecords:
             y0 = np.where(known, np.where(pad_y0 > 0.0, pad_y0, 0.0), y0)
             y1 = np.where(known, np.where(pad_y1 < height, pad_y1, height), y1)
         box_w, box_h = x1 - x0, y1 - y0
-        boxes = _rows(_rounded_text(py_round(np.stack([x0, y0, box_w, box_h], axis=1), 2), 2))
+        boxes = _rows(_json_text(py_round(np.stack([x0, y0, box_w, box_h], axis=1), 2)))
         lines = np.array(batch.lines, dtype=np.int64)[frame_of]
         ids = (lines - 1) * len(self.instances) + instance_of + 1
         return _assemble(
@@ -351,10 +336,10 @@ class CsvRows:
         points = np.round(consensus.points, 2).reshape(-1, 2)
         # Python's csv writes floats with repr, which orjson matches for these values
         # (two decimals, so never the exponent form of tiny numbers); NaN becomes empty.
-        xy = _rows(_rounded_text(points, 2).replace(b"null", b""))
+        xy = _rows(_json_text(points).replace(b"null", b""))
         # ",<n_workers>," and "<spread>\r\n" as single pieces: fewer pieces to join per row.
         counts = _json_text(consensus.n_workers.reshape(-1))
-        spread = _rounded_text(np.round(consensus.spread, 2).reshape(-1), 2).replace(b"null", b"")
+        spread = _json_text(np.round(consensus.spread, 2).reshape(-1)).replace(b"null", b"")
         refs = _csv_fields(batch.source_refs)
         rows = _assemble(
             chain.from_iterable(map(repeat, refs, repeat(n_slots))),
@@ -386,7 +371,7 @@ class FrameRows:
                     counted.sum(axis=1)
                 )
         numbers = np.stack([np.round(uncertainty, 2), np.round(spread, 2)], axis=1)
-        pairs = _rows(_rounded_text(numbers, 2).replace(b"null", b""))
+        pairs = _rows(_json_text(numbers).replace(b"null", b""))
         counts = _items(_json_text(np.array([len(w) for w in batch.workers], dtype=np.int64)))
         rounds = _items(_json_text(np.array(batch.rounds or [1] * len(batch), dtype=np.int64)))
         return _assemble(
@@ -437,7 +422,7 @@ class DlcRows:
             rows = [b",".join(xy[i : i + n]) for i in range(0, len(xy), n)]
         else:
             points = np.round(consensus.points, 2)[:, self.order]
-            rows = _rows(_rounded_text(points.reshape(len(points), -1), 2).replace(b"null", b""))
+            rows = _rows(_json_text(points.reshape(len(points), -1)).replace(b"null", b""))
         names = _csv_fields(batch.file_names())
         return _assemble(self.prefix, names, b",", rows, b"\n")
 
@@ -519,7 +504,7 @@ class MarsRecords:
         area[nobody] = np.nan
 
         def nan_text(array: npt.NDArray[np.floating[Any]]) -> bytes:
-            return _rounded_text(array, 5).replace(b"null", b"NaN")
+            return _json_text(array).replace(b"null", b"NaN")
 
         # One text per kind of number for the whole batch, cut into (frame, animal, instance)
         # pieces; piece (b, a, j) of a kind with `m` members sits at ((b * A + a) * n + j) * m.
