@@ -13,14 +13,14 @@ from pathlib import Path
 
 from aws import groundtruth as gt
 from aws import s3
-from bot import pipeline
+from bot import recipe
 from bot.context import Context
 from bot.errors import GtBotError, NotFoundError
 from bot.links import Links, signing_lifetime
 from bot.progress import counted
 from bot.project import ProjectConfig
-from bot.results.cli import format_summary, run_consolidate
-from bot.results.pipeline import FILE_NAMES, PROBLEMS_FILE, ConsolidationSummary
+from bot.results.consolidation import FILE_NAMES, PROBLEMS_FILE, ConsolidationSummary
+from bot.results.runner import format_summary, run_consolidate
 from bot.watcher import Completion
 
 EXPORTS = (*FILE_NAMES.values(), PROBLEMS_FILE)
@@ -62,7 +62,7 @@ def _sentence(message: str) -> str:
 
 
 def project_of_job(ctx: Context, job_name: str) -> ProjectConfig:
-    names = pipeline.projects_named_in(ctx, job_name)
+    names = recipe.projects_named_in(ctx, job_name)
     if names:
         return ctx.project(names[0])
     raise NotFoundError(

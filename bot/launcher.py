@@ -20,7 +20,7 @@ from bot import logs
 from bot.adaptive import AdaptivePolicy
 from bot.context import Context
 from bot.errors import GtBotError, NameInUseError, NotFoundError
-from bot.pipeline import Plan, manifest_digest
+from bot.recipe import Plan, manifest_digest
 from bot.state import PlanRow, Store, utcnow
 
 log = logging.getLogger("gtbot.launch")

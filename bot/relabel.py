@@ -36,7 +36,7 @@ from typing import Any
 
 from aws import groundtruth as gt
 from aws import s3
-from bot import launcher, pipeline
+from bot import launcher, recipe
 from bot.adaptive import MAX_WORKERS_PER_FRAME, AdaptivePolicy, FrameRule
 from bot.context import Context
 from bot.errors import GtBotError, NameInUseError, NotFoundError, UsageError
@@ -77,7 +77,7 @@ def root_of(ctx: Context, name: str) -> str:
     if match is None or int(match[2]) < 2 or followup_name(match[1], int(match[2])) != name:
         return name
     try:
-        gt.describe_labeling_job(ctx.sagemaker(pipeline.region_for_job(ctx, name)), match[1])
+        gt.describe_labeling_job(ctx.sagemaker(recipe.region_for_job(ctx, name)), match[1])
     except NotFoundError:
         return name  # a job of its own that happens to end in -r<n>
     return match[1]
@@ -218,12 +218,12 @@ def plan_follow_up(
     workers: int,
     budget_left: Decimal | None = None,
     requester: str | None = None,
-) -> pipeline.Plan:
+) -> recipe.Plan:
     """The plan of `name`'s next round: its frames chosen from the results of every round so
     far, its own manifest object (pinned, as a submit's), the project's job settings with
     `workers` workers per frame. Nothing here costs worker money. `requester` (who asked)
     is tagged on the job as a submit's is."""
-    from bot.results_service import job_results, project_of_job
+    from bot.job_results import job_results, project_of_job
 
     if not 1 <= workers <= 9:
         raise UsageError(f"--workers must be from 1 to 9 (Ground Truth's limit), got {workers}.")
@@ -253,16 +253,16 @@ def plan_follow_up(
     selection = choose(rows, rule, workers, most)
     number = max((n for n, _ in rounds), default=1) + 1
     job_name = followup_name(root, number)
-    template = pipeline.publish_template(ctx, project)
+    template = recipe.publish_template(ctx, project)
     body = "".join(
         json.dumps({"source-ref": row.source_ref}) + "\n" for row in selection.frames
     ).encode()
-    digest, images = pipeline.manifest_digest(body)
+    digest, images = recipe.manifest_digest(body)
     # The digest in the key: two planners of one round (replicas, a retry) never overwrite
     # each other's manifest, and a plan keeps pointing at what it counted.
     key = f"{project.name}/manifests/{job_name}-{digest[:12]}.manifest"
     uri = s3.put_bytes(ctx.s3(project), project.data_bucket, key, body, "application/jsonl")
-    spec, request = pipeline.job_request(
+    spec, request = recipe.job_request(
         project,
         job_name=job_name,
         manifest_uri=uri,
@@ -271,7 +271,7 @@ def plan_follow_up(
         tags=(("gtbot:parent", root), ("gtbot:round", str(number))),
         requester=requester,
     )
-    return pipeline.Plan(
+    return recipe.Plan(
         project=project.name,
         region=project.region,
         job_name=job_name,
@@ -378,7 +378,7 @@ def _end(store: Store, chain: ChainRow, tell: Tell, state: str, why: str) -> Non
 def _advance(
     ctx: Context, store: Store, chain: ChainRow, tell: Tell, may_spend: MaySpend | None
 ) -> None:
-    from bot.results_service import ResultsUnavailableError
+    from bot.job_results import ResultsUnavailableError
 
     policy = AdaptivePolicy.from_dict(chain.policy)
     plans = store.follow_up_plans(chain.root)

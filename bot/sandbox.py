@@ -296,8 +296,8 @@ def _play(
     from bot import launcher
     from bot.commands import Router, plan_text
     from bot.context import Context
+    from bot.job_results import completion_results
     from bot.progress import LineProgress
-    from bot.results_service import completion_results
     from bot.settings import Settings
     from bot.state import Store
     from bot.synthetic import draw_frames
@@ -360,7 +360,7 @@ def _play(
         watch = store.get_watch(plan.job_name)
 
     run(f"status {plan.job_name}")
-    from bot.pipeline import job_status
+    from bot.recipe import job_status
 
     job = job_status(ctx, plan.job_name)
     manifest = job.output_dataset_uri or "(none)"

@@ -371,8 +371,8 @@ def start_bot(
         log.info("gtbot listening on http://%s:%s%s", server.host, server.port, what)
     stop_watcher: Callable[[], None] = lambda: None  # noqa: E731
     if watcher:
+        from bot.job_results import completion_results
         from bot.relabel import advance_chains
-        from bot.results_service import completion_results
         from bot.watcher import Watcher, start_watcher
 
         def rounds(watcher: Watcher) -> None:

@@ -33,7 +33,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from aws.groundtruth import JobInfo
-from bot import launcher, logs, pipeline
+from bot import launcher, logs, recipe
 from bot.cards import JobCard
 from bot.commands import COMMANDS, Command, Reply, Router, parse
 from bot.context import Context
@@ -370,7 +370,7 @@ def open_dm(client: WebClient, user: str) -> str:
     return str((response.get("channel") or {}).get("id") or "")
 
 
-def _post_plan(deps: SlackDeps, plan: pipeline.Plan, user: str, channel: str) -> None:
+def _post_plan(deps: SlackDeps, plan: recipe.Plan, user: str, channel: str) -> None:
     # A follow-up round's card goes in its parent's thread when the parent is followed here.
     parent = deps.store.get_watch(plan.parent) if plan.parent else None
     thread = parent.thread_ts if parent is not None and parent.channel == channel else None
@@ -757,7 +757,7 @@ def make_stop_action(deps: SlackDeps) -> Callable[..., None]:
             deps.auth.check_channel(channel)
             deps.auth.check_job_control(deps.store, job_name, user, "stop")
             audit_line("stop", user=user, channel=channel, job=job_name)
-            job = pipeline.stop_job(deps.ctx, job_name)
+            job = recipe.stop_job(deps.ctx, job_name)
             watch = deps.store.get_watch(job_name)
             if watch and watch.message_ts:
                 card = JobCard.from_job(job, project=watch.project, owner=watch.owner)

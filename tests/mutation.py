@@ -68,7 +68,7 @@ class Target:
 
 _RESULTS = (
     "tests/test_results_consensus.py",
-    "tests/test_results_pipeline.py",
+    "tests/test_results_consolidation.py",
     "tests/test_results_forms.py",
     "tests/test_results_fastpath.py",
 )

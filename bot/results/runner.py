@@ -19,7 +19,7 @@ from aws import s3
 from bot.errors import NotFoundError
 from bot.project import ProjectConfig, parse_project, require_config_file
 from bot.results.agreement import WorkerAgreement
-from bot.results.pipeline import (
+from bot.results.consolidation import (
     ConsolidationSummary,
     consolidate,
     labels_text,
