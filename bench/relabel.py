@@ -219,15 +219,16 @@ class Outcome:
 
 
 def _run_policies(args: argparse.Namespace, bench: Bench) -> list[Outcome]:
-    from bot import launcher, recipe
+    from bot import recipe
     from bot.context import Context
     from bot.job_results import completion_results
-    from bot.relabel import advance_chains
+    from bot.jobs import launcher
+    from bot.jobs.relabel import advance_chains
+    from bot.jobs.watcher import Watcher
     from bot.results.runner import run_consolidate
     from bot.sandbox import ConsoleNotifier
     from bot.settings import Settings
     from bot.state import Store
-    from bot.watcher import Watcher
 
     n = args.frames
     five_cost = bench.price * 5 * n
@@ -361,8 +362,9 @@ def _verdict(a: Outcome, b: Outcome, against: str) -> str:
 def _pool(args: argparse.Namespace, bench: Bench) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
     """One emulated job with `--pool` workers on every frame: (frames, workers, slots, 2)
     answers in the order workers submitted them, their ids, and the truth (frames, slots, 2)."""
-    from bot import launcher, recipe
+    from bot import recipe
     from bot.context import Context
+    from bot.jobs import launcher
     from bot.results.reader import ReadReport, read_batches
     from bot.results.runner import _S3  # noqa: PLC2701 - the same S3 reader the results use
     from bot.settings import Settings

@@ -19,9 +19,9 @@ from typing import Any
 
 from aws.groundtruth import JobInfo
 from bot import recipe
-from bot.adaptive import DEFAULT_SELECT, AdaptivePolicy, FrameRule
 from bot.context import Context
 from bot.errors import NotFoundError, UsageError
+from bot.jobs.adaptive import DEFAULT_SELECT, AdaptivePolicy, FrameRule
 from bot.links import Links
 from bot.progress import counted
 from bot.project import ProjectConfig
@@ -606,7 +606,7 @@ def _relabel_rule(inv: Invocation) -> FrameRule | None:
 )
 def cmd_relabel(inv: Invocation) -> Reply:
     """Ask more workers about a finished job's least certain frames (--stop: no more rounds)."""
-    from bot import relabel
+    from bot.jobs import relabel
 
     name = inv.args[0]
     rule = _relabel_rule(inv)

@@ -33,16 +33,13 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from aws.groundtruth import JobInfo
-from bot import launcher, logs, recipe
+from bot import logs, recipe
 from bot.cards import JobCard
 from bot.commands import COMMANDS, Command, Reply, Router, parse
 from bot.context import Context
 from bot.errors import GtBotError
-from bot.lanes import LaneFullError, Lanes
-from bot.links import Links
-from bot.render import escape_mrkdwn
-from bot.state import PlanRow, Store
-from bot.watcher import (
+from bot.jobs import launcher
+from bot.jobs.watcher import (
     DestinationGone,
     MessageGone,
     NotifierUnauthorized,
@@ -50,6 +47,10 @@ from bot.watcher import (
     PostFailed,
     card_counters,
 )
+from bot.lanes import LaneFullError, Lanes
+from bot.links import Links
+from bot.render import escape_mrkdwn
+from bot.state import PlanRow, Store
 from handlers import blocks
 from handlers.auth import Authorizer
 from handlers.blocks import public_text, say

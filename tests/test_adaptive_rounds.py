@@ -20,9 +20,9 @@ from slack_harness import ADMIN, SUBMITTER, TOKEN, Harness, start_harness
 
 from aws.emulator.groundtruth import EmulatorSettings
 from bot.job_results import completion_results
-from bot.relabel import advance_chains
+from bot.jobs.relabel import advance_chains
+from bot.jobs.watcher import Watcher
 from bot.synthetic import draw_frames
-from bot.watcher import Watcher
 from handlers import blocks
 from handlers.slack import SlackNotifier, web_client
 

@@ -11,8 +11,9 @@ import pytest
 from conftest import SANDBOX_TEAM, write_project
 
 from aws.emulator.groundtruth import GroundTruthEmulator
-from bot import launcher, recipe
+from bot import recipe
 from bot.context import Context
+from bot.jobs import launcher
 from bot.settings import Settings
 from bot.state import Store
 from bot.synthetic import draw_frames

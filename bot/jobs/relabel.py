@@ -3,7 +3,7 @@
 A job's first round asks every frame's workers once. `relabel <job>` plans a follow-up job on
 the frames its results rank least certain (`frames.csv`, bot/results/robust.py), with K more
 workers each, through the same plan card, cost and Launch as `submit`; `results <job>` then
-merges every round. A project with an adaptive policy (`job: adaptive:`, bot/adaptive.py) has
+merges every round. A project with an adaptive policy (`job: adaptive:`, bot/jobs/adaptive.py) has
 gtbot launch the rounds itself: when a round has ended and its end was told in the job's
 thread, `advance_chains` (run by the job watcher on each tick) plans and launches the next one
 within the budget, and says in the thread what it did and why.
@@ -36,10 +36,11 @@ from typing import Any
 
 from aws import groundtruth as gt
 from aws import s3
-from bot import launcher, recipe
-from bot.adaptive import MAX_WORKERS_PER_FRAME, AdaptivePolicy, FrameRule
+from bot import recipe
 from bot.context import Context
 from bot.errors import GtBotError, NameInUseError, NotFoundError, UsageError
+from bot.jobs import launcher
+from bot.jobs.adaptive import MAX_WORKERS_PER_FRAME, AdaptivePolicy, FrameRule
 from bot.state import ChainRow, PlanRow, Store
 
 log = logging.getLogger("gtbot.relabel")
@@ -48,7 +49,7 @@ log = logging.getLogger("gtbot.relabel")
 AUTOMATIC = "gtbot (automatic round)"
 # frames.csv rows read at most: a job has at most 100,000 frames.
 MAX_FRAME_ROWS = 200_000
-# Tells a chain's posts: (root, round) -> text, posted once (bot/watcher.Watcher.tell).
+# Tells a chain's posts: (root, round) -> text, posted once (bot/jobs/watcher.Watcher.tell).
 Tell = Callable[[str, str, str | None, str], None]
 MaySpend = Callable[[str], bool]
 
