@@ -87,7 +87,7 @@ def _arguments() -> argparse.Namespace:
             "--" + name.replace("_", "-"),
             type=str if name == "profile" else float,
             default=None,
-            help="emulator worker noise (aws/emulator/settings.py)",
+            help="emulator worker noise (aws/emulator/knobs.py)",
         )
     return parser.parse_args()
 

@@ -6,7 +6,7 @@ clicks to the quick lane, where they are authorized and answered through `respon
 commands, once authorized there, to the long lane (GTBOT_LONG_JOBS at once). A long command
 reports through messages, because `response_url` takes at most 5 posts within 30 minutes
 (https://docs.slack.dev/interactivity/handling-user-interaction): a progress message in the
-channel where it was asked, kept current (handlers/progress.py), and its answer in that
+channel where it was asked, kept current (handlers/progress_message.py), and its answer in that
 message's thread, mentioning who asked, however long it took. Dependencies are closed over by
 factories, because Bolt injects listener arguments by name.
 """
@@ -54,7 +54,7 @@ from bot.state import PlanRow, Store
 from handlers import blocks
 from handlers.auth import Authorizer
 from handlers.blocks import public_text, say
-from handlers.progress import ProgressBoard, ProgressMessage
+from handlers.progress_message import ProgressBoard, ProgressMessage
 
 log = logging.getLogger("gtbot.slack")
 audit = logging.getLogger("gtbot.audit")
