@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from aws.errors import error_code
+from aws.error_messages import error_code
 from aws.s3 import bucket_region
 
 OK, WARN, FAIL = "ok", "warn", "fail"

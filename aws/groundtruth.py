@@ -17,7 +17,7 @@ from typing import Any
 import botocore.session
 from botocore.validate import ParamValidator
 
-from aws.errors import aws_call
+from aws.error_messages import aws_call
 from bot.errors import AwsError
 
 LABEL_ATTRIBUTE = "annotatedResult"

@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from aws.errors import aws_call, error_code
+from aws.error_messages import aws_call, error_code
 from bot.errors import AwsError, NotFoundError, UsageError
 
 # The rule Ground Truth's worker pages need on the data and output buckets (the MARS recipe's).

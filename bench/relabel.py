@@ -87,7 +87,7 @@ def _arguments() -> argparse.Namespace:
             "--" + name.replace("_", "-"),
             type=str if name == "profile" else float,
             default=None,
-            help="emulator worker noise (aws/emulator/settings.py)",
+            help="emulator worker noise (aws/emulator/knobs.py)",
         )
     return parser.parse_args()
 
@@ -219,15 +219,16 @@ class Outcome:
 
 
 def _run_policies(args: argparse.Namespace, bench: Bench) -> list[Outcome]:
-    from bot import launcher, pipeline
+    from bot import recipe
     from bot.context import Context
-    from bot.relabel import advance_chains
-    from bot.results.cli import run_consolidate
-    from bot.results_service import completion_results
+    from bot.job_results import completion_results
+    from bot.jobs import launcher
+    from bot.jobs.relabel import advance_chains
+    from bot.jobs.watcher import Watcher
+    from bot.results.runner import run_consolidate
     from bot.sandbox import ConsoleNotifier
     from bot.settings import Settings
     from bot.state import Store
-    from bot.watcher import Watcher
 
     n = args.frames
     five_cost = bench.price * 5 * n
@@ -246,7 +247,7 @@ def _run_policies(args: argparse.Namespace, bench: Bench) -> list[Outcome]:
     jobs = {}
     for name in ("bench-a", "bench-b"):
         print(f"Submitting {name} ...", file=sys.stderr)
-        plan = pipeline.prepare_submission(ctx, ctx.project(name))
+        plan = recipe.prepare_submission(ctx, ctx.project(name))
         plan_id = launcher.record_plan(store, plan, user=USER, channel=CHANNEL)
         store.set_plan_message(plan_id, f"card-{name}")
         decision = launcher.launch_plan(
@@ -293,10 +294,10 @@ def _run_policies(args: argparse.Namespace, bench: Bench) -> list[Outcome]:
     results = bench.workdir / "projects"
     a_dir = results / "bench-a" / "annotation-data" / "results" / root_a
     b_dir = results / "bench-b" / "annotation-data" / "results" / root_b
-    from bot.results_service import job_results
+    from bot.job_results import job_results
 
     job_results(ctx, root_b)  # every round merged (the last completion post built it)
-    a_job = pipeline.job_status(ctx, root_a)
+    a_job = recipe.job_status(ctx, root_a)
     robust_dir = bench.workdir / "a-robust"
     run_consolidate(
         a_job.output_manifest_uri or "",
@@ -361,10 +362,11 @@ def _verdict(a: Outcome, b: Outcome, against: str) -> str:
 def _pool(args: argparse.Namespace, bench: Bench) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
     """One emulated job with `--pool` workers on every frame: (frames, workers, slots, 2)
     answers in the order workers submitted them, their ids, and the truth (frames, slots, 2)."""
-    from bot import launcher, pipeline
+    from bot import recipe
     from bot.context import Context
-    from bot.results.cli import _S3  # noqa: PLC2701 - the same S3 reader the results use
+    from bot.jobs import launcher
     from bot.results.reader import ReadReport, read_batches
+    from bot.results.runner import _S3  # noqa: PLC2701 - the same S3 reader the results use
     from bot.settings import Settings
     from bot.state import Store
 
@@ -373,10 +375,10 @@ def _pool(args: argparse.Namespace, bench: Bench) -> tuple[np.ndarray, list[list
     store = Store(settings.database_url)
     ctx = Context(settings=settings, store=store)
     project = ctx.project("bench-pool")
-    plan = pipeline.prepare_submission(ctx, project)
+    plan = recipe.prepare_submission(ctx, project)
     plan_id = launcher.record_plan(store, plan, user=USER, channel=CHANNEL)
     launcher.launch_plan(ctx, store, plan_id, user=USER, is_admin=False, is_submitter=True)
-    while (job := pipeline.job_status(ctx, plan.job_name)).status != "Completed":
+    while (job := recipe.job_status(ctx, plan.job_name)).status != "Completed":
         if job.terminal:
             raise SystemExit(f"the pool job ended {job.status}: {job.failure_reason}")
         time.sleep(0.5)

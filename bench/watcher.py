@@ -55,10 +55,10 @@ def main() -> int:
     from aws.emulator.groundtruth import EmulatorSettings, start_groundtruth_emulator
     from aws.emulator.moto_s3 import start_local_s3
     from bot.context import Context
+    from bot.jobs.watcher import Watcher
     from bot.settings import Settings
     from bot.state import Store
     from bot.synthetic import MARS_KEYPOINTS, draw_frames
-    from bot.watcher import Watcher
     from handlers.slack import SlackNotifier, web_client
 
     s3_server = start_local_s3()

@@ -18,8 +18,8 @@ from bot import logs
 from bot.commands import COMMANDS, Command, Param, Reply, Router, did_you_mean
 from bot.context import Context
 from bot.errors import GtBotError, UsageError
-from bot.pipeline import Plan
 from bot.progress import TerminalProgress
+from bot.recipe import Plan
 from bot.settings import Settings
 
 log = logging.getLogger("gtbot")

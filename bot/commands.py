@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aws.groundtruth import JobInfo
-from bot import pipeline
-from bot.adaptive import DEFAULT_SELECT, AdaptivePolicy, FrameRule
+from bot import recipe
 from bot.context import Context
 from bot.errors import NotFoundError, UsageError
+from bot.jobs.adaptive import DEFAULT_SELECT, AdaptivePolicy, FrameRule
 from bot.links import Links
 from bot.progress import counted
 from bot.project import ProjectConfig
@@ -31,7 +31,7 @@ from bot.render import job_line, job_text
 @dataclass(frozen=True)
 class Reply:
     text: str
-    plan: pipeline.Plan | None = None
+    plan: recipe.Plan | None = None
     job: JobInfo | None = None
     jobs: tuple[JobInfo, ...] = ()
     files: tuple[str, ...] = ()
@@ -62,7 +62,7 @@ class Invocation:
     args: list[str]
     options: dict[str, str | bool]
     interface: str = "console"
-    confirm: Callable[[pipeline.Plan], bool | None] | None = None
+    confirm: Callable[[recipe.Plan], bool | None] | None = None
     user: str | None = None
     channel: str | None = None
     guard: JobGuard | None = None
@@ -296,7 +296,7 @@ class Router:
         options: dict[str, str | bool],
         *,
         interface: str = "console",
-        confirm: Callable[[pipeline.Plan], bool | None] | None = None,
+        confirm: Callable[[recipe.Plan], bool | None] | None = None,
         user: str | None = None,
         channel: str | None = None,
         guard: JobGuard | None = None,
@@ -371,7 +371,7 @@ def cmd_init(inv: Invocation) -> Reply:
     managed Ground Truth policy covers them. Never overwrites an existing project."""
     name = inv.args[0]
     defaults = inv.ctx.settings.lab_job_defaults
-    result = pipeline.init_project(
+    result = recipe.init_project(
         inv.ctx.settings.projects_dir,
         name,
         region=str(inv.options.get("region") or inv.ctx.clients.default_region() or "us-east-1"),
@@ -400,7 +400,7 @@ def cmd_setup(inv: Invocation) -> Reply:
     any others, public access blocked, gtbot's cost-allocation tags), and a second run changes
     nothing."""
     project = inv.ctx.project(inv.args[0])
-    result = pipeline.setup_buckets(inv.ctx, project, inv.requester)
+    result = recipe.setup_buckets(inv.ctx, project, inv.requester)
     lines = []
     for b in result.buckets:
         if b.created:
@@ -430,7 +430,7 @@ def cmd_template(inv: Invocation) -> Reply:
     annotation-data/preview.html: one of your frames in the real page, to open in a browser
     before paying."""
     project = inv.ctx.project(inv.args[0])
-    result = pipeline.publish_template(inv.ctx, project)
+    result = recipe.publish_template(inv.ctx, project)
     text = (
         f"Annotation interface with {result.labels} labels written to {result.local_file} "
         f"and uploaded to {result.template_uri} (instruction image {result.instruction_image_uri})."
@@ -470,7 +470,7 @@ def cmd_upload(inv: Invocation) -> Reply:
     modification time) is not even read again. Files that are not JPEG or PNG are listed, not
     uploaded."""
     project = inv.ctx.project(inv.args[0])
-    result = pipeline.upload_frames(inv.ctx, project)
+    result = recipe.upload_frames(inv.ctx, project)
     lines = [
         f"Frames in {result.prefix_uri}: {result.uploaded} uploaded, {result.skipped} already there."
     ]
@@ -490,11 +490,11 @@ def cmd_manifest(inv: Invocation) -> Reply:
     One line per frame in the data bucket, every page of the listing (MARS stopped at 1,000).
     `submit` writes each plan's own manifest; this one is for jobs you start yourself."""
     project = inv.ctx.project(inv.args[0])
-    result = pipeline.write_manifest(inv.ctx, project)
+    result = recipe.write_manifest(inv.ctx, project)
     return Reply(f"Input manifest with {result.images} images written to {result.uri}.")
 
 
-def plan_text(plan: pipeline.Plan) -> str:
+def plan_text(plan: recipe.Plan) -> str:
     follow_up = (
         [f"  Follow-up:         round {plan.round} of {plan.parent}: {plan.reason}"]
         if plan.parent
@@ -537,7 +537,7 @@ def cmd_submit(inv: Invocation) -> Reply:
     (nothing launches when no one can be asked: add --yes); Slack posts a plan card with
     Launch and Cancel. A plan launches exactly what it showed, once."""
     project = inv.ctx.project(inv.args[0])
-    plan = pipeline.prepare_submission(inv.ctx, project, requester=inv.requester)
+    plan = recipe.prepare_submission(inv.ctx, project, requester=inv.requester)
     rounds = (
         " The project's adaptive rounds are launched by gtbot's job watcher for jobs launched "
         "from Slack (`gtbot serve` or `gtbot socket`); for this one, run `relabel <job>` when "
@@ -556,7 +556,7 @@ def cmd_submit(inv: Invocation) -> Reply:
 
 
 def _offer(
-    inv: Invocation, plan: pipeline.Plan, again: str, launched: Callable[[JobInfo], str]
+    inv: Invocation, plan: recipe.Plan, again: str, launched: Callable[[JobInfo], str]
 ) -> Reply:
     """A plan: Slack shows its card; a terminal asks (or takes --yes) and launches it."""
     text = plan_text(plan)
@@ -568,7 +568,7 @@ def _offer(
         return Reply(f"{text}\nNothing launched. Run `{again} --yes` to launch.")
     if not answer:
         return Reply("Nothing launched.")
-    job = pipeline.launch(inv.ctx, plan)
+    job = recipe.launch(inv.ctx, plan)
     shown = text + "\n" if inv.options.get("yes") else ""
     return Reply(shown + launched(job), plan=plan, job=job)
 
@@ -606,7 +606,7 @@ def _relabel_rule(inv: Invocation) -> FrameRule | None:
 )
 def cmd_relabel(inv: Invocation) -> Reply:
     """Ask more workers about a finished job's least certain frames (--stop: no more rounds)."""
-    from bot import relabel
+    from bot.jobs import relabel
 
     name = inv.args[0]
     rule = _relabel_rule(inv)
@@ -644,9 +644,9 @@ def cmd_relabel(inv: Invocation) -> Reply:
 def cmd_status(inv: Invocation) -> Reply:
     """Show a job's status and progress (or the jobs still running)."""
     if inv.args:
-        job = pipeline.job_status(inv.ctx, inv.args[0])
+        job = recipe.job_status(inv.ctx, inv.args[0])
         return Reply(job_text(job), job=job)
-    jobs = [j for j in pipeline.recent_jobs(inv.ctx, limit=50) if not j.terminal]
+    jobs = [j for j in recipe.recent_jobs(inv.ctx, limit=50) if not j.terminal]
     if not jobs:
         return Reply("No labeling jobs are running. `jobs` lists recent ones.")
     return Reply(
@@ -664,7 +664,7 @@ def cmd_jobs(inv: Invocation) -> Reply:
     """List recent labeling jobs, newest first.
 
     Jobs of every region your projects use (and of your default region), with their progress."""
-    jobs = pipeline.recent_jobs(inv.ctx, limit=inv.opt_int("limit", 20, lo=1, hi=MAX_JOBS_LISTED))
+    jobs = recipe.recent_jobs(inv.ctx, limit=inv.opt_int("limit", 20, lo=1, hi=MAX_JOBS_LISTED))
     if not jobs:
         return Reply("No labeling jobs yet. Start one with `submit <project>`.")
     return Reply(
@@ -677,9 +677,9 @@ def cmd_jobs(inv: Invocation) -> Reply:
 @command("stop", positional=(JOB,), spends=True)
 def cmd_stop(inv: Invocation) -> Reply:
     """Stop a running labeling job (work already done is kept)."""
-    name = pipeline.job_status(inv.ctx, inv.args[0]).name
+    name = recipe.job_status(inv.ctx, inv.args[0]).name
     inv.check_job(name, "stop")
-    job = pipeline.stop_job(inv.ctx, name)
+    job = recipe.stop_job(inv.ctx, name)
     if job.status in ("Completed", "Failed", "Stopped"):
         return Reply(f"Job {job.name} had already ended ({job.status}); nothing to stop.", job=job)
     return Reply(f"Stopping job {job.name} ({job.status}). Labels already made are kept.", job=job)
@@ -700,7 +700,7 @@ def cmd_watch(inv: Invocation) -> Reply:
     store, channel = inv.ctx.store, inv.channel
     if store is None or channel is None:
         raise UsageError("`watch` follows a job in a Slack channel; run it as `/gt watch <job>`.")
-    job = pipeline.job_status(inv.ctx, inv.args[0])
+    job = recipe.job_status(inv.ctx, inv.args[0])
     existing = store.get_watch(job.name)
     if inv.options.get("notify") and inv.user:
         announcement = store.get_announcement(job.name)
@@ -718,7 +718,7 @@ def cmd_watch(inv: Invocation) -> Reply:
             )
     if existing is not None and existing.channel != channel and existing.owner != inv.user:
         inv.check_job(job.name, "move the card of")
-    region = pipeline.region_for_job(inv.ctx, job.name)
+    region = recipe.region_for_job(inv.ctx, job.name)
     new = store.add_watch(
         job_name=job.name,
         region=region,
@@ -843,7 +843,7 @@ def cmd_results(inv: Invocation) -> Reply:
 
     Written to annotation-data/results/<job>/ (COCO, CSV, MARS training format, agreement,
     pictures), copied next to the job's output in S3, with presigned links."""
-    from bot.results_service import job_results
+    from bot.job_results import job_results
 
     results = job_results(inv.ctx, inv.args[0], rebuild=bool(inv.options.get("rebuild")))
     return Reply(
@@ -876,7 +876,7 @@ def cmd_consolidate(inv: Invocation) -> Reply:
     a manifest copied from elsewhere."""
     from pathlib import Path
 
-    from bot.results.cli import format_summary, run_consolidate
+    from bot.results.runner import format_summary, run_consolidate
 
     project = _consolidate_check(inv)
     out = _opt_str(inv, "out")

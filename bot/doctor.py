@@ -11,8 +11,8 @@ from aws import checks, iam_policy
 from aws.checks import FAIL, CheckResult, Need, s3_object_arn
 from bot.context import Context
 from bot.errors import ConfigError, GtBotError
-from bot.pipeline import plan_manifest_key
 from bot.project import ProjectConfig, list_images
+from bot.recipe import plan_manifest_key
 
 # What the execution role needs besides S3 and the Lambdas: "CloudWatch to log worker metrics
 # and labeling job statuses"; the SageMaker developer guide's policy for it grants these on "*"

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.cards import JobCard
+from bot.jobs.watcher import Posted
 from bot.links import Links
-from bot.watcher import Posted
 
 REGION = "us-east-2"
 ACCOUNT = "123456789012"
@@ -293,15 +293,15 @@ def _play(
 ) -> SandboxSummary:
     import yaml
 
-    from bot import launcher
     from bot.commands import Router, plan_text
     from bot.context import Context
+    from bot.job_results import completion_results
+    from bot.jobs import launcher
+    from bot.jobs.watcher import Watcher
     from bot.progress import LineProgress
-    from bot.results_service import completion_results
     from bot.settings import Settings
     from bot.state import Store
     from bot.synthetic import draw_frames
-    from bot.watcher import Watcher
 
     settings = Settings.from_env()
     store = Store(settings.database_url)
@@ -360,7 +360,7 @@ def _play(
         watch = store.get_watch(plan.job_name)
 
     run(f"status {plan.job_name}")
-    from bot.pipeline import job_status
+    from bot.recipe import job_status
 
     job = job_status(ctx, plan.job_name)
     manifest = job.output_dataset_uri or "(none)"

@@ -52,7 +52,7 @@ plans = sa.Table(
     sa.Column("manifest_sha256", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    # A follow-up round (bot/relabel.py): its parent job, its round (2, 3, ...) and the thread
+    # A follow-up round (bot/jobs/relabel.py): its parent job, its round (2, 3, ...) and the thread
     # its card lives in (the parent's).
     sa.Column("parent", sa.String(63)),
     sa.Column("round", sa.Integer),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.cards import JobCard
-from bot.launcher import PLAN_TTL
+from bot.jobs.launcher import PLAN_TTL
 from bot.links import Links
 from bot.render import escape_mrkdwn
 

@@ -32,14 +32,14 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.signature import SignatureVerifier
 from waitress import wasyncore
 
-from bot import launcher
 from bot.context import Context
 from bot.errors import ConfigError
+from bot.jobs import launcher
+from bot.jobs.watcher import LEASE_NAME, default_holder
 from bot.lanes import AckGate, Lanes
 from bot.logs import traced
 from bot.settings import Settings
 from bot.state import Store
-from bot.watcher import LEASE_NAME, default_holder
 from handlers.slack import SlackDeps, SlackNotifier, build_app
 
 log = logging.getLogger("gtbot.server")
@@ -371,9 +371,9 @@ def start_bot(
         log.info("gtbot listening on http://%s:%s%s", server.host, server.port, what)
     stop_watcher: Callable[[], None] = lambda: None  # noqa: E731
     if watcher:
-        from bot.relabel import advance_chains
-        from bot.results_service import completion_results
-        from bot.watcher import Watcher, start_watcher
+        from bot.job_results import completion_results
+        from bot.jobs.relabel import advance_chains
+        from bot.jobs.watcher import Watcher, start_watcher
 
         def rounds(watcher: Watcher) -> None:
             """Automatic follow-up rounds, launched with their launcher's rights as they are."""

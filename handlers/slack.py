@@ -6,7 +6,7 @@ clicks to the quick lane, where they are authorized and answered through `respon
 commands, once authorized there, to the long lane (GTBOT_LONG_JOBS at once). A long command
 reports through messages, because `response_url` takes at most 5 posts within 30 minutes
 (https://docs.slack.dev/interactivity/handling-user-interaction): a progress message in the
-channel where it was asked, kept current (handlers/progress.py), and its answer in that
+channel where it was asked, kept current (handlers/progress_message.py), and its answer in that
 message's thread, mentioning who asked, however long it took. Dependencies are closed over by
 factories, because Bolt injects listener arguments by name.
 """
@@ -33,16 +33,13 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from aws.groundtruth import JobInfo
-from bot import launcher, logs, pipeline
+from bot import logs, recipe
 from bot.cards import JobCard
 from bot.commands import COMMANDS, Command, Reply, Router, parse
 from bot.context import Context
 from bot.errors import GtBotError
-from bot.lanes import LaneFullError, Lanes
-from bot.links import Links
-from bot.render import escape_mrkdwn
-from bot.state import PlanRow, Store
-from bot.watcher import (
+from bot.jobs import launcher
+from bot.jobs.watcher import (
     DestinationGone,
     MessageGone,
     NotifierUnauthorized,
@@ -50,10 +47,14 @@ from bot.watcher import (
     PostFailed,
     card_counters,
 )
+from bot.lanes import LaneFullError, Lanes
+from bot.links import Links
+from bot.render import escape_mrkdwn
+from bot.state import PlanRow, Store
 from handlers import blocks
 from handlers.auth import Authorizer
 from handlers.blocks import public_text, say
-from handlers.progress import ProgressBoard, ProgressMessage
+from handlers.progress_message import ProgressBoard, ProgressMessage
 
 log = logging.getLogger("gtbot.slack")
 audit = logging.getLogger("gtbot.audit")
@@ -370,7 +371,7 @@ def open_dm(client: WebClient, user: str) -> str:
     return str((response.get("channel") or {}).get("id") or "")
 
 
-def _post_plan(deps: SlackDeps, plan: pipeline.Plan, user: str, channel: str) -> None:
+def _post_plan(deps: SlackDeps, plan: recipe.Plan, user: str, channel: str) -> None:
     # A follow-up round's card goes in its parent's thread when the parent is followed here.
     parent = deps.store.get_watch(plan.parent) if plan.parent else None
     thread = parent.thread_ts if parent is not None and parent.channel == channel else None
@@ -757,7 +758,7 @@ def make_stop_action(deps: SlackDeps) -> Callable[..., None]:
             deps.auth.check_channel(channel)
             deps.auth.check_job_control(deps.store, job_name, user, "stop")
             audit_line("stop", user=user, channel=channel, job=job_name)
-            job = pipeline.stop_job(deps.ctx, job_name)
+            job = recipe.stop_job(deps.ctx, job_name)
             watch = deps.store.get_watch(job_name)
             if watch and watch.message_ts:
                 card = JobCard.from_job(job, project=watch.project, owner=watch.owner)

@@ -53,7 +53,7 @@ def s3_endpoint(local_s3_server: LocalS3, monkeypatch: pytest.MonkeyPatch) -> st
 def write_project(
     projects_dir: Path, name: str = "demo", *, frames: int = 0, **overrides: object
 ) -> Path:
-    """A project like the MARS sample, with small solid-colour frames, for pipeline tests."""
+    """A project like the MARS sample, with small solid-colour frames, for tests of the recipe steps."""
     import yaml
     from PIL import Image
 

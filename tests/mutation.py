@@ -68,7 +68,7 @@ class Target:
 
 _RESULTS = (
     "tests/test_results_consensus.py",
-    "tests/test_results_pipeline.py",
+    "tests/test_results_consolidation.py",
     "tests/test_results_forms.py",
     "tests/test_results_fastpath.py",
 )
@@ -77,7 +77,7 @@ TARGETS: dict[str, Target] = {
     "reader": Target("bot/results/reader.py", _RESULTS),
     "spec": Target("bot/results/spec.py", (*_RESULTS, "tests/test_config.py")),
     "launcher": Target(
-        "bot/launcher.py",
+        "bot/jobs/launcher.py",
         (
             "tests/test_launcher.py",
             "tests/test_launch_guards.py",
@@ -97,7 +97,7 @@ TARGETS: dict[str, Target] = {
         ),
     ),
     "watcher": Target(
-        "bot/watcher.py",
+        "bot/jobs/watcher.py",
         (
             "tests/test_watcher.py",
             "tests/test_announcement.py",

@@ -19,10 +19,10 @@ import yaml
 from slack_harness import ADMIN, SUBMITTER, TOKEN, Harness, start_harness
 
 from aws.emulator.groundtruth import EmulatorSettings
-from bot.relabel import advance_chains
-from bot.results_service import completion_results
+from bot.job_results import completion_results
+from bot.jobs.relabel import advance_chains
+from bot.jobs.watcher import Watcher
 from bot.synthetic import draw_frames
-from bot.watcher import Watcher
 from handlers import blocks
 from handlers.slack import SlackNotifier, web_client
 

@@ -22,9 +22,9 @@ from aws.emulator.groundtruth import GroundTruthEmulator
 from aws.groundtruth import JobInfo
 from bot.context import Context
 from bot.errors import GtBotError
+from bot.jobs.watcher import Completion, TickReport, Watcher
 from bot.settings import Settings
 from bot.state import Store, WatchRow
-from bot.watcher import Completion, TickReport, Watcher
 from handlers.slack import SlackNotifier, web_client
 
 CHANNEL = "CDONE"

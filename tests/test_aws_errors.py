@@ -8,7 +8,7 @@ from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 from botocore.stub import Stubber
 
 from aws import groundtruth as gt
-from aws.errors import aws_call
+from aws.error_messages import aws_call
 from bot.errors import AwsError, NotFoundError
 
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from bot.errors import ConfigError, NotFoundError
-from bot.pipeline import init_project
 from bot.project import load_project, require_job_identity
+from bot.recipe import init_project
 from bot.settings import Settings
 
 SAMPLES = Path(__file__).parent / "samples"

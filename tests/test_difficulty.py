@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from aws.emulator.jobs import DataObject
-from aws.emulator.settings import EmulatorSettings
+from aws.emulator.knobs import EmulatorSettings
 from aws.emulator.workforce import FrameTruth, answer_keypoints, make_team, parse_frame_truth
 from bot.errors import ConfigError
 from bot.synthetic import draw_frames, read_truth

@@ -133,14 +133,14 @@ def test_stop_mid_job_and_console_refuses_without_yes(
 def test_duplicate_job_name_is_refused_with_advice(
     emulator: GroundTruthEmulator, projects_dir: Path
 ) -> None:
-    from bot import pipeline
+    from bot import recipe
 
     _make(projects_dir, frames=2, workers=1)
     ctx = _ctx()
-    plan = pipeline.prepare_submission(ctx, ctx.project("demo"))
-    pipeline.launch(ctx, plan)
+    plan = recipe.prepare_submission(ctx, ctx.project("demo"))
+    recipe.launch(ctx, plan)
     with pytest.raises(NameInUseError, match="unique forever"):
-        pipeline.launch(ctx, plan)
+        recipe.launch(ctx, plan)
     assert emulator.calls.count("CreateLabelingJob") == 2
 
 

@@ -19,8 +19,8 @@ from slack_harness import CHANNEL, SANDBOX_TEAM, SECRET, SUBMITTER, _empty_lab_c
 from test_replicas import GTBOT, Replica, ReplicaStub, _free_port
 
 from aws.emulator.groundtruth import GroundTruthEmulator
+from bot.jobs.watcher import LEASE_NAME
 from bot.state import Store
-from bot.watcher import LEASE_NAME
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,8 @@ from aws.emulator.groundtruth import GroundTruthEmulator
 from bot.commands import Router
 from bot.context import Context
 from bot.errors import ConfigError, UsageError
-from bot.pipeline import init_project, render_project_config
 from bot.project import load_project
+from bot.recipe import init_project, render_project_config
 from bot.settings import Settings, load_lab_config
 from bot.yamlio import MAX_CONFIG_BYTES
 
@@ -127,7 +127,7 @@ def test_an_image_swapped_for_a_link_after_loading_is_not_uploaded(
 ) -> None:
     """Between loading the config and `template` reading the image, a link put in its place
     must not publish the file it points to."""
-    from bot.pipeline import publish_template
+    from bot.recipe import publish_template
 
     outside = tmp_path / "secret.png"
     outside.write_bytes(b"\x89PNG not for workers")

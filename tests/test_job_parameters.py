@@ -14,7 +14,7 @@ from conftest import POST_LAMBDA, SANDBOX_TEAM, write_project
 from aws import groundtruth as gt
 from aws.checks import MANAGED_POLICY_BUCKET_WORDS
 from aws.emulator.groundtruth import GroundTruthEmulator
-from bot import pipeline
+from bot import recipe
 from bot.cli import run_text
 from bot.context import Context
 from bot.errors import ConfigError
@@ -25,7 +25,7 @@ PUBLIC = "arn:aws:sagemaker:us-east-2:394669845002:workteam/public-crowd/default
 VENDOR = "arn:aws:sagemaker:us-east-2:123456789012:workteam/vendor-crowd/acme"
 
 
-def _project(tmp_path: Path, **job: object) -> pipeline.ProjectConfig:
+def _project(tmp_path: Path, **job: object) -> recipe.ProjectConfig:
     write_project(tmp_path, "demo", **{f"job_{k}": v for k, v in job.items()})
     config = tmp_path / "demo" / "project-config.yml"
     data = yaml.safe_load(config.read_text())
@@ -67,7 +67,7 @@ def test_a_consolidation_lambda_alone_is_accepted(tmp_path: Path) -> None:
 
 
 def test_init_proposes_bucket_names_the_managed_policy_covers(tmp_path: Path) -> None:
-    result = pipeline.init_project(tmp_path, "x" * 40, region="us-east-2")
+    result = recipe.init_project(tmp_path, "x" * 40, region="us-east-2")
     project = load_project(tmp_path, "x" * 40)
     for bucket in (project.data_bucket, project.output_bucket, project.template_bucket):
         assert any(word in bucket for word in MANAGED_POLICY_BUCKET_WORDS), bucket
@@ -85,13 +85,13 @@ def test_more_than_100000_frames_are_refused_before_anything_is_spent(
     emulator = make_emulator()
     write_project(projects_dir, "demo", frames=4, job_workteam_arn=SANDBOX_TEAM)
     with pytest.raises(ConfigError) as caught:
-        pipeline.check_dataset_size(load_project(projects_dir, "demo"), 100_001, "here")
+        recipe.check_dataset_size(load_project(projects_dir, "demo"), 100_001, "here")
     message = caught.value.user_message
     assert "100,001 frames here" in message and "at most 100,000" in message
     assert "into 2 projects" in message and "init demo-part2" in message
-    pipeline.check_dataset_size(load_project(projects_dir, "demo"), 100_000, "here")
+    recipe.check_dataset_size(load_project(projects_dir, "demo"), 100_000, "here")
 
-    monkeypatch.setattr(pipeline, "MAX_JOB_OBJECTS", 3)  # the same rule, on 4 small frames
+    monkeypatch.setattr(recipe, "MAX_JOB_OBJECTS", 3)  # the same rule, on 4 small frames
     ctx = Context(settings=Settings.from_env())
     with pytest.raises(ConfigError, match="4 frames in .*raw-images"):
         run_text("submit demo --yes", ctx)
@@ -124,7 +124,7 @@ def test_the_request_carries_the_workforce_default(
     del data["job"]["task_availability_seconds"]
     config.write_text(yaml.safe_dump(data))
     ctx = Context(settings=Settings.from_env())
-    plan = pipeline.prepare_submission(ctx, ctx.project("demo"))
+    plan = recipe.prepare_submission(ctx, ctx.project("demo"))
     assert plan.request["HumanTaskConfig"]["TaskAvailabilityLifetimeInSeconds"] == 2_592_000
 
 

@@ -17,8 +17,9 @@ from conftest import SANDBOX_TEAM, write_project
 
 from aws import s3
 from aws.emulator.groundtruth import GroundTruthEmulator
-from bot import launcher, pipeline
+from bot import recipe
 from bot.context import Context
+from bot.jobs import launcher
 from bot.settings import Settings
 from bot.state import Store, plans, utcnow
 from bot.synthetic import draw_frames
@@ -39,8 +40,8 @@ def lab(emu: GroundTruthEmulator, projects_dir: Path, tmp_path: Path) -> tuple[C
     return Context(settings=Settings.from_env(), store=store), store
 
 
-def _plan(ctx: Context, store: Store, at: datetime = T0) -> tuple[str, pipeline.Plan]:
-    plan = pipeline.prepare_submission(ctx, ctx.project("demo"), now=at)
+def _plan(ctx: Context, store: Store, at: datetime = T0) -> tuple[str, recipe.Plan]:
+    plan = recipe.prepare_submission(ctx, ctx.project("demo"), now=at)
     plan_id = launcher.record_plan(store, plan, user="U1", channel="C1")
     return plan_id, plan
 
@@ -62,8 +63,8 @@ def test_an_old_plan_launches_the_frames_it_showed(
     plan_id, plan = _plan(ctx, store)
     assert plan.images == 2
     draw_frames(projects_dir / "demo" / "annotation-data" / "raw-images", 5, seed=9)
-    pipeline.upload_frames(ctx, ctx.project("demo"))
-    written = pipeline.write_manifest(ctx, ctx.project("demo"))  # `manifest demo`
+    recipe.upload_frames(ctx, ctx.project("demo"))
+    written = recipe.write_manifest(ctx, ctx.project("demo"))  # `manifest demo`
     assert written.images == 5  # draw_frames names them frame_000000 on: 3 new ones
 
     decision = _launch(ctx, store, plan_id)

@@ -11,8 +11,9 @@ import pytest
 from conftest import SANDBOX_TEAM, write_project
 
 from aws.emulator.groundtruth import GroundTruthEmulator
-from bot import launcher, pipeline
+from bot import recipe
 from bot.context import Context
+from bot.jobs import launcher
 from bot.settings import Settings
 from bot.state import Store
 from bot.synthetic import draw_frames
@@ -26,8 +27,8 @@ def demo(projects_dir: Path, tmp_path: Path) -> tuple[Context, Store]:
     return Context(settings=Settings.from_env(), store=store), store
 
 
-def _plan(ctx: Context, store: Store) -> tuple[str, pipeline.Plan]:
-    plan = pipeline.prepare_submission(ctx, ctx.project("demo"))
+def _plan(ctx: Context, store: Store) -> tuple[str, recipe.Plan]:
+    plan = recipe.prepare_submission(ctx, ctx.project("demo"))
     plan_id = launcher.record_plan(store, plan, user="U1", channel="C1")
     store.set_plan_message(plan_id, "111.222")
     return plan_id, plan
@@ -42,7 +43,7 @@ def test_restart_settles_half_done_launches(
     # Crashed after AWS created the job, before the plan row said so.
     reached_id, reached = _plan(ctx, store)
     assert store.transition_plan(reached_id, ("pending",), "launching", by="U1")
-    pipeline.launch(ctx, reached)
+    recipe.launch(ctx, reached)
     # Crashed before the call reached AWS.
     time.sleep(1.1)  # job names carry the second
     lost_id, _ = _plan(ctx, store)
@@ -69,7 +70,7 @@ def test_a_launch_whose_job_already_exists_adopts_it(
     emu = make_emulator(rate=50.0)
     ctx, store = demo(projects_dir, tmp_path)
     plan_id, plan = _plan(ctx, store)
-    pipeline.launch(ctx, plan)  # e.g. the response was lost on the way back
+    recipe.launch(ctx, plan)  # e.g. the response was lost on the way back
     decision = launcher.launch_plan(
         ctx, store, plan_id, user="U1", is_admin=False, is_submitter=True
     )

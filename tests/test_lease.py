@@ -10,9 +10,9 @@ import pytest
 
 from bot.context import Context
 from bot.errors import ConfigError
+from bot.jobs.watcher import Watcher
 from bot.settings import Settings, takeover_bound
 from bot.state import Store
-from bot.watcher import Watcher
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from aws.clients import ClientFactory
 from aws.groundtruth import JobInfo
 from aws.s3 import link_lifetime
 from bot.context import Context
+from bot.jobs.watcher import completion_links, completion_text
 from bot.settings import Settings
-from bot.watcher import completion_links, completion_text
 
 NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 

@@ -20,9 +20,9 @@ from watcher_support import DATA, JobRig, RecordingSlackStub, text_of, wait_unti
 from aws.emulator.groundtruth import GroundTruthEmulator
 from aws.groundtruth import JobInfo
 from bot.context import Context
+from bot.jobs.watcher import Completion, Watcher
 from bot.settings import Settings
 from bot.state import Store, WatchRow
-from bot.watcher import Completion, Watcher
 from handlers.slack import SlackNotifier, web_client
 
 REGION = "us-east-2"

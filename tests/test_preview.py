@@ -34,8 +34,8 @@ from aws.worker_task import CROWD_ELEMENTS_URL
 from bot.cli import run_text
 from bot.context import Context
 from bot.errors import NotFoundError
-from bot.pipeline import publish_template
 from bot.preview import Preview, chromium_command, find_chromium, preview_task
+from bot.recipe import publish_template
 from bot.settings import Settings
 
 STAND_IN = """

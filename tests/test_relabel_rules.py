@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from aws.groundtruth import JOB_NAME_RE
-from bot.adaptive import AdaptivePolicy, FrameRule
 from bot.errors import ConfigError, UsageError
+from bot.jobs.adaptive import AdaptivePolicy, FrameRule
+from bot.jobs.relabel import FrameRow, NothingToRelabelError, choose, followup_name, read_frames
 from bot.project import load_project
-from bot.relabel import FrameRow, NothingToRelabelError, choose, followup_name, read_frames
 
 SAMPLES = Path(__file__).parent / "samples"
 PUBLIC = "arn:aws:sagemaker:us-east-2:394669845002:workteam/public-crowd/default"

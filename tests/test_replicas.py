@@ -39,8 +39,8 @@ from slack_harness import (
 from watcher_support import RecordingSlackStub, wait_until
 
 from aws.emulator.groundtruth import GroundTruthEmulator
+from bot.jobs.watcher import LEASE_NAME
 from bot.state import Store
-from bot.watcher import LEASE_NAME
 from handlers import blocks
 
 GTBOT = Path(sys.executable).with_name("gtbot")

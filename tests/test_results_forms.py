@@ -23,9 +23,9 @@ from bot import cli
 from bot.errors import ConfigError
 from bot.project import parse_project
 from bot.results import LabelSpec, consolidate, local_worker_response_fetch
-from bot.results.cli import format_summary, run_consolidate
-from bot.results.pipeline import NothingConsolidatedError
+from bot.results.consolidation import NothingConsolidatedError
 from bot.results.reader import ReadReport, read_batches
+from bot.results.runner import format_summary, run_consolidate
 
 SAMPLES = Path(__file__).parent / "samples"
 RECIPE = SAMPLES / "output-recipe.manifest"
@@ -601,7 +601,7 @@ def test_a_job_whose_results_cannot_be_built_says_why(tmp_path: Path) -> None:
     from aws import groundtruth as gt
     from bot.context import Context
     from bot.errors import GtBotError
-    from bot.results_service import ResultsUnavailableError, completion_results, job_results
+    from bot.job_results import ResultsUnavailableError, completion_results, job_results
     from bot.settings import Settings
 
     ctx = Context(settings=Settings.from_env({"GTBOT_PROJECTS_DIR": str(tmp_path)}))

@@ -19,10 +19,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from bot.results import LabelSpec, consolidate, local_worker_response_fetch, parallel
-from bot.results import pipeline as pipeline_module
+from bot.results import LabelSpec, consolidate, consolidation, local_worker_response_fetch, parallel
+from bot.results.consolidation import ConsolidationSummary
 from bot.results.exports import ResultWriter
-from bot.results.pipeline import ConsolidationSummary
 
 SAMPLES = Path(__file__).parent / "samples"
 RECIPE = SAMPLES / "output-recipe.manifest"
@@ -236,7 +235,7 @@ def test_small_or_unfit_inputs_stay_in_one_process(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a second process was started")
 
-    monkeypatch.setattr(pipeline_module, "parallel_results", refuse)
+    monkeypatch.setattr(consolidation, "parallel_results", refuse)
     lines = RECIPE.read_text().splitlines()
     consolidate(lines, spec, tmp_path / "list", fetch=refuse, load_image=refuse, workers=2)
     with open(RECIPE, "rb") as handle:

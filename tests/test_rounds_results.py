@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from aws.emulator.jobs import DataObject
-from aws.emulator.settings import EmulatorSettings
+from aws.emulator.knobs import EmulatorSettings
 from aws.emulator.workforce import answer_keypoints, make_team, parse_frame_truth
 from bot.results import LabelSpec, consolidate
 from bot.results.consensus import consensus_batch

@@ -13,7 +13,7 @@ from conftest import write_project
 
 from aws import s3
 from aws.clients import ClientFactory
-from bot import pipeline
+from bot import recipe
 from bot.context import Context
 from bot.errors import AwsError, NotFoundError
 from bot.settings import Settings
@@ -31,7 +31,7 @@ def _client() -> object:
 def test_setup_creates_three_buckets_with_cors_and_blocked_public_access(ctx: Context) -> None:
     write_project(ctx.settings.projects_dir)
     project = ctx.project("demo")
-    first = pipeline.setup_buckets(ctx, project)
+    first = recipe.setup_buckets(ctx, project)
     assert [b.created for b in first.buckets] == [True, True, True]
     client = _client()
     for bucket in ("demo-frames", "demo-frames-output", "demo-ui"):
@@ -45,7 +45,7 @@ def test_setup_creates_three_buckets_with_cors_and_blocked_public_access(ctx: Co
     with pytest.raises(client.exceptions.ClientError):
         client.get_bucket_cors(Bucket="demo-ui")  # the template bucket needs no CORS
 
-    second = pipeline.setup_buckets(ctx, project)
+    second = recipe.setup_buckets(ctx, project)
     assert not second.changed
     assert all(b.changes == () and not b.created for b in second.buckets)
 
@@ -53,9 +53,9 @@ def test_setup_creates_three_buckets_with_cors_and_blocked_public_access(ctx: Co
 def test_setup_repairs_a_bucket_whose_settings_drifted(ctx: Context) -> None:
     write_project(ctx.settings.projects_dir)
     project = ctx.project("demo")
-    pipeline.setup_buckets(ctx, project)
+    recipe.setup_buckets(ctx, project)
     _client().delete_bucket_cors(Bucket="demo-frames")
-    again = pipeline.setup_buckets(ctx, project)
+    again = recipe.setup_buckets(ctx, project)
     assert again.buckets[0].changes == ("CORS rule set",)
 
 
@@ -76,13 +76,13 @@ def test_cors_rule_goes_beside_another_applications_rules(ctx: Context) -> None:
     client.put_bucket_cors(Bucket="demo-frames", CORSConfiguration={"CORSRules": [theirs]})
     write_project(ctx.settings.projects_dir)
     project = ctx.project("demo")
-    first = pipeline.setup_buckets(ctx, project)
+    first = recipe.setup_buckets(ctx, project)
     assert first.buckets[0].changes[0] == "CORS rule added beside the others"
     rules = client.get_bucket_cors(Bucket="demo-frames")["CORSRules"]
     assert rules[0] == theirs
     assert rules[1]["AllowedOrigins"] == ["*"] and rules[1]["AllowedMethods"] == ["GET"]
     assert len(rules) == 2
-    again = pipeline.setup_buckets(ctx, project)
+    again = recipe.setup_buckets(ctx, project)
     assert not again.changed
     assert client.get_bucket_cors(Bucket="demo-frames")["CORSRules"] == rules
 
@@ -95,7 +95,7 @@ def test_bucket_in_another_region_is_a_clear_error(ctx: Context) -> None:
     with pytest.raises(
         AwsError, match="exists in eu-west-1, but the project's region is us-east-2"
     ):
-        pipeline.setup_buckets(ctx, ctx.project("demo"))
+        recipe.setup_buckets(ctx, ctx.project("demo"))
 
 
 def test_bucket_of_another_account_is_a_clear_error() -> None:
@@ -117,9 +117,9 @@ def test_template_upload_and_manifest(ctx: Context) -> None:
     (images / "notes.txt").write_text("not a frame")
     (images / "broken.jpg").write_bytes(b"this is not a jpeg")
     project = ctx.project("demo")
-    pipeline.setup_buckets(ctx, project)
+    recipe.setup_buckets(ctx, project)
 
-    template = pipeline.publish_template(ctx, project)
+    template = recipe.publish_template(ctx, project)
     client = _client()
     uploaded = client.get_object(Bucket="demo-ui", Key="demo/annotation-interface.template")
     assert uploaded["Body"].read().decode() == project.template_file.read_text()
@@ -127,7 +127,7 @@ def test_template_upload_and_manifest(ctx: Context) -> None:
     assert template.template_uri == "s3://demo-ui/demo/annotation-interface.template"
 
     messages: list[str] = []
-    first = pipeline.upload_frames(ctx.with_progress(messages.append), project)
+    first = recipe.upload_frames(ctx.with_progress(messages.append), project)
     assert (first.uploaded, first.skipped) == (6, 0)
     assert {r[0] for r in first.rejected} == {"notes.txt", "broken.jpg"}
     assert "unreadable image" in dict(first.rejected)["broken.jpg"]
@@ -136,16 +136,16 @@ def test_template_upload_and_manifest(ctx: Context) -> None:
     keys = {o.key for o in s3.iter_objects(client, "demo-frames", "demo/images/")}
     assert "demo/images/session2/nested.jpg" in keys and len(keys) == 6
 
-    second = pipeline.upload_frames(ctx, project)
+    second = recipe.upload_frames(ctx, project)
     assert (second.uploaded, second.skipped) == (0, 6)
     # A frame that changed on disk is uploaded again.
     from PIL import Image
 
     Image.new("RGB", (64, 48), (1, 2, 3)).save(images / "frame_000003.jpg")
-    third = pipeline.upload_frames(ctx, project)
+    third = recipe.upload_frames(ctx, project)
     assert (third.uploaded, third.skipped) == (1, 5)
 
-    manifest = pipeline.write_manifest(ctx, project)
+    manifest = recipe.write_manifest(ctx, project)
     assert manifest.images == 6 and manifest.uri == "s3://demo-frames/demo/manifests/input.manifest"
     body = client.get_object(Bucket="demo-frames", Key="demo/manifests/input.manifest")["Body"]
     lines = [json.loads(line) for line in body.read().decode().splitlines()]
@@ -155,7 +155,7 @@ def test_template_upload_and_manifest(ctx: Context) -> None:
 def test_manifest_lists_past_the_first_thousand_objects(ctx: Context) -> None:
     write_project(ctx.settings.projects_dir)
     project = ctx.project("demo")
-    pipeline.setup_buckets(ctx, project)
+    recipe.setup_buckets(ctx, project)
     client = _client()
 
     def put(i: int) -> None:
@@ -163,7 +163,7 @@ def test_manifest_lists_past_the_first_thousand_objects(ctx: Context) -> None:
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(put, range(2500)))
-    manifest = pipeline.write_manifest(ctx, project)
+    manifest = recipe.write_manifest(ctx, project)
     assert manifest.images == 2500
     body = client.get_object(Bucket="demo-frames", Key="demo/manifests/input.manifest")["Body"]
     refs = [json.loads(line)["source-ref"] for line in body.read().decode().splitlines()]
@@ -174,13 +174,13 @@ def test_upload_without_frames_and_manifest_without_upload_say_what_to_do(ctx: C
     write_project(ctx.settings.projects_dir)
     project = ctx.project("demo")
     with pytest.raises(NotFoundError, match="No frames in .*raw-images.*frames demo"):
-        pipeline.upload_frames(ctx, project)
-    pipeline.setup_buckets(ctx, project)
+        recipe.upload_frames(ctx, project)
+    recipe.setup_buckets(ctx, project)
     with pytest.raises(NotFoundError, match="Run `upload demo` first"):
-        pipeline.write_manifest(ctx, project)
+        recipe.write_manifest(ctx, project)
 
 
 def test_missing_bucket_says_run_setup(ctx: Context) -> None:
     write_project(ctx.settings.projects_dir, frames=1)
     with pytest.raises(NotFoundError, match="Run `setup <project>` first"):
-        pipeline.write_manifest(ctx, ctx.project("demo"))
+        recipe.write_manifest(ctx, ctx.project("demo"))

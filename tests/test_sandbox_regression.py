@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot import pipeline
+from bot import recipe
 from bot.sandbox import run_sandbox
 
 
@@ -13,7 +13,7 @@ from bot.sandbox import run_sandbox
 def test_the_old_template_makes_the_sandbox_job_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     # gtbot's template before this fix: the recipe's expression whatever the Lambdas.
     monkeypatch.setattr(
-        pipeline, "image_expression", lambda project: pipeline.IMAGE_WITH_RECIPE_PRE_LAMBDA
+        recipe, "image_expression", lambda project: recipe.IMAGE_WITH_RECIPE_PRE_LAMBDA
     )
     printed: list[str] = []
     summary = run_sandbox(frames=3, workers=1, rate=50.0, keep=False, out=printed.append)

@@ -295,12 +295,13 @@ def test_expected_error_is_ephemeral_and_says_what_to_do(bot: Harness) -> None:
 def test_unexpected_error_is_an_apology_with_a_trace_id_in_the_log(
     bot: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from bot import launcher, pipeline
+    from bot import recipe
+    from bot.jobs import launcher
 
     def explode(*_: object, **__: object) -> None:
         raise RuntimeError(f"database password hunter2, token {TOKEN}")
 
-    monkeypatch.setattr(pipeline, "recent_jobs", explode)
+    monkeypatch.setattr(recipe, "recent_jobs", explode)
     caplog.set_level(logging.ERROR, logger="gtbot")
     sent = bot.command("jobs", user=SUBMITTER)
     reply = bot.wait_responses(sent)[0]

@@ -108,11 +108,11 @@ def test_the_answer_reaches_the_asker_when_the_channel_is_gone(bot: Harness, hel
 
 @pytest.mark.slow
 def test_watch_notify_subscribes_once_without_a_second_card(bot: Harness) -> None:
-    from bot import pipeline
+    from bot import recipe
     from bot.context import Context
 
     ctx = Context(settings=bot.running.deps.ctx.settings)
-    job = pipeline.launch(ctx, pipeline.prepare_submission(ctx, ctx.project("demo")))
+    job = recipe.launch(ctx, recipe.prepare_submission(ctx, ctx.project("demo")))
     store = bot.running.deps.store
     seen = bot.said(f"watch {job.name} --notify", user=OTHER)
     assert f"Now watching {job.name} here" in seen and "You will be mentioned when it ends" in seen
@@ -126,12 +126,12 @@ def test_watch_notify_subscribes_once_without_a_second_card(bot: Harness) -> Non
 def test_log_lines_name_the_trace_the_user_and_the_command(
     bot: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot import pipeline
+    from bot import recipe
 
     def explode(*_: object, **__: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(pipeline, "recent_jobs", explode)
+    monkeypatch.setattr(recipe, "recent_jobs", explode)
     stream = io.StringIO()
     handler = logs.json_handler(stream)
     logger = logging.getLogger("gtbot")

@@ -119,11 +119,11 @@ def test_paths_on_the_bots_machine_are_refused_from_slack(bot: Harness, text: st
 
 
 def test_watch_attaches_a_job_the_bot_did_not_launch_and_unwatch_detaches(bot: Harness) -> None:
-    from bot import pipeline
+    from bot import recipe
     from bot.context import Context
 
     ctx = Context(settings=bot.running.deps.ctx.settings)
-    job = pipeline.launch(ctx, pipeline.prepare_submission(ctx, ctx.project("demo")))  # a terminal
+    job = recipe.launch(ctx, recipe.prepare_submission(ctx, ctx.project("demo")))  # a terminal
     bot.stub.clear()
 
     sent = bot.command(f"watch {job.name}", user=ADMIN)

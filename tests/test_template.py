@@ -19,13 +19,13 @@ from conftest import PRE_LAMBDA, SANDBOX_TEAM, write_project
 from aws.worker_task import WorkerTemplates, keypoint_task, recipe_pre_annotation
 from bot.context import Context
 from bot.errors import ConfigError
-from bot.pipeline import (
+from bot.project import load_project
+from bot.recipe import (
     IMAGE_WITH_RECIPE_PRE_LAMBDA,
     IMAGE_WITHOUT_PRE_LAMBDA,
     prepare_submission,
     render_interface,
 )
-from bot.project import load_project
 from bot.settings import Settings
 
 SIGNED = "https://signed.example/"

@@ -38,9 +38,9 @@ from aws.emulator.groundtruth import (
 )
 from bot.cards import JobCard
 from bot.context import Context
+from bot.jobs.watcher import Posted, TickReport, Watcher
 from bot.settings import Settings
 from bot.state import Store
-from bot.watcher import Posted, TickReport, Watcher
 from handlers.slack import SlackNotifier, web_client
 
 LINK_HOURS = 6
@@ -170,8 +170,8 @@ def test_launched_plan_card_becomes_the_job_card(
     """Through submit and Launch: the plan card is updated in place, no second card appears."""
     from conftest import write_project
 
-    from bot import launcher
     from bot.commands import Router
+    from bot.jobs import launcher
 
     write_project(
         projects_dir,

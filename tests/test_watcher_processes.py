@@ -22,8 +22,8 @@ from watcher_support import JobRig, RecordingSlackStub, card_state, wait_until
 from aws.emulator.groundtruth import (
     GroundTruthEmulator,
 )
+from bot.jobs.watcher import LEASE_NAME
 from bot.state import Store
-from bot.watcher import LEASE_NAME
 
 GTBOT = Path(sys.executable).with_name("gtbot")
 LEASE = 3  # seconds, at GTBOT_POLL_SECONDS=1: a lease left by a dead process lapses quickly

@@ -179,8 +179,8 @@ TEMPLATE_URI = f"s3://{UI}/template.liquid.html"
 def interface_template() -> str:
     """gtbot's own annotation interface for the sample project (two mice, MARS keypoints, no
     pre-annotation Lambda): the emulator renders every task from it, as Ground Truth would."""
-    from bot.pipeline import render_interface
     from bot.project import parse_project
+    from bot.recipe import render_interface
 
     sample = Path(__file__).parent / "samples" / "project-config.yml"
     project = parse_project(sample, "demo", {})

@@ -37,7 +37,7 @@ from aws.emulator.jobs import (
     Workteam,
     parse_s3_uri,
 )
-from aws.emulator.settings import EmulatorSettings
+from aws.emulator.knobs import EmulatorSettings
 from aws.emulator.shapes import (
     format_validation_message,
     operation_model,

@@ -38,8 +38,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from PIL import Image, UnidentifiedImageError
 
 from aws.emulator.jobs import DataObject, JobStore, LabelingJob, parse_s3_uri
+from aws.emulator.knobs import EmulatorSettings
 from aws.emulator.lambdas import CONSOLIDATION, PRE_ANNOTATION
-from aws.emulator.settings import EmulatorSettings
 from aws.worker_task import (
     KeypointTask,
     WorkerTemplateError,

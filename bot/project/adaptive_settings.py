@@ -1,11 +1,12 @@
-"""The `job: adaptive:` section: automatic follow-up rounds (bot/adaptive.py)."""
+"""The `job: adaptive:` section: automatic follow-up rounds (bot/jobs/adaptive.py)."""
 
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
-from bot.adaptive import (
+from bot.errors import UsageError
+from bot.jobs.adaptive import (
     DEFAULT_MAX_ROUNDS,
     DEFAULT_SELECT,
     DEFAULT_WORKERS_PER_ROUND,
@@ -14,7 +15,6 @@ from bot.adaptive import (
     AdaptivePolicy,
     FrameRule,
 )
-from bot.errors import UsageError
 from bot.project.problems import ConfigProblems, check_known_keys, is_int
 
 ADAPTIVE_KEYS = {"select", "workers_per_round", "max_rounds", "budget_usd"}

@@ -7,10 +7,10 @@ from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 
-from bot.adaptive import (
+from bot.errors import ConfigError
+from bot.jobs.adaptive import (
     AdaptivePolicy,
 )
-from bot.errors import ConfigError
 from bot.project.aws_rules import DEFAULT_AVAILABILITY, WORKTEAM_ARN_RE
 from bot.results.spec import LabelSpec
 

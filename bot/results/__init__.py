@@ -1,7 +1,7 @@
 """Results post-processing: MARS consensus, training exports, agreement figures, pictures."""
 
 from bot.results.agreement import KeypointAgreement
-from bot.results.pipeline import (
+from bot.results.consolidation import (
     ConsolidationSummary,
     NothingConsolidatedError,
     ResultFiles,

@@ -60,7 +60,7 @@ _UNKNOWN_SIZE = MAX_IMAGE_SIDE
 _NAN = math.nan
 _INF = math.inf
 _DEFAULT_METADATA = f"{DEFAULT_LABEL_ATTRIBUTE}-metadata"
-# Lines per batch unless the caller says otherwise (see `bot.results.pipeline.BATCH_FRAMES`).
+# Lines per batch unless the caller says otherwise (see `bot.results.consolidation.BATCH_FRAMES`).
 DEFAULT_BATCH_LINES = 512
 # Beyond this a float no longer holds every integer, so the batch check could round a huge
 # integer coordinate differently from the careful path; such points take the careful path.

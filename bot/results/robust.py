@@ -20,7 +20,7 @@ from each batch of frames of the job itself and uses them per click:
 
 Everything comes from the batch alone (`bot.results.batch`), so two processes give the same
 files as one. The per-frame `uncertainty` (expected error of the estimate, px) is what `relabel`
-and the automatic rounds rank frames by (bot/relabel.py).
+and the automatic rounds rank frames by (bot/jobs/relabel.py).
 """
 
 from __future__ import annotations

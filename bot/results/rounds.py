@@ -1,6 +1,6 @@
 """Follow-up rounds merged into their parent job: each frame's consensus uses every answer.
 
-A follow-up job (`relabel`, or the automatic rounds of bot/relabel.py) asks more workers about
+A follow-up job (`relabel`, or the automatic rounds of bot/jobs/relabel.py) asks more workers about
 some frames of its parent. Its answers are read once, in full, and kept by `source-ref` (a
 follow-up has at most as many frames as its parent, a few numbers per click); the parent's
 output is then streamed as usual and each of its frames gets the follow-ups' answers appended

@@ -3,7 +3,7 @@
 A job's first round asks every frame's workers once. `relabel <job>` plans a follow-up job on
 the frames its results rank least certain (`frames.csv`, bot/results/robust.py), with K more
 workers each, through the same plan card, cost and Launch as `submit`; `results <job>` then
-merges every round. A project with an adaptive policy (`job: adaptive:`, bot/adaptive.py) has
+merges every round. A project with an adaptive policy (`job: adaptive:`, bot/jobs/adaptive.py) has
 gtbot launch the rounds itself: when a round has ended and its end was told in the job's
 thread, `advance_chains` (run by the job watcher on each tick) plans and launches the next one
 within the budget, and says in the thread what it did and why.
@@ -36,10 +36,11 @@ from typing import Any
 
 from aws import groundtruth as gt
 from aws import s3
-from bot import launcher, pipeline
-from bot.adaptive import MAX_WORKERS_PER_FRAME, AdaptivePolicy, FrameRule
+from bot import recipe
 from bot.context import Context
 from bot.errors import GtBotError, NameInUseError, NotFoundError, UsageError
+from bot.jobs import launcher
+from bot.jobs.adaptive import MAX_WORKERS_PER_FRAME, AdaptivePolicy, FrameRule
 from bot.state import ChainRow, PlanRow, Store
 
 log = logging.getLogger("gtbot.relabel")
@@ -48,7 +49,7 @@ log = logging.getLogger("gtbot.relabel")
 AUTOMATIC = "gtbot (automatic round)"
 # frames.csv rows read at most: a job has at most 100,000 frames.
 MAX_FRAME_ROWS = 200_000
-# Tells a chain's posts: (root, round) -> text, posted once (bot/watcher.Watcher.tell).
+# Tells a chain's posts: (root, round) -> text, posted once (bot/jobs/watcher.Watcher.tell).
 Tell = Callable[[str, str, str | None, str], None]
 MaySpend = Callable[[str], bool]
 
@@ -77,7 +78,7 @@ def root_of(ctx: Context, name: str) -> str:
     if match is None or int(match[2]) < 2 or followup_name(match[1], int(match[2])) != name:
         return name
     try:
-        gt.describe_labeling_job(ctx.sagemaker(pipeline.region_for_job(ctx, name)), match[1])
+        gt.describe_labeling_job(ctx.sagemaker(recipe.region_for_job(ctx, name)), match[1])
     except NotFoundError:
         return name  # a job of its own that happens to end in -r<n>
     return match[1]
@@ -218,12 +219,12 @@ def plan_follow_up(
     workers: int,
     budget_left: Decimal | None = None,
     requester: str | None = None,
-) -> pipeline.Plan:
+) -> recipe.Plan:
     """The plan of `name`'s next round: its frames chosen from the results of every round so
     far, its own manifest object (pinned, as a submit's), the project's job settings with
     `workers` workers per frame. Nothing here costs worker money. `requester` (who asked)
     is tagged on the job as a submit's is."""
-    from bot.results_service import job_results, project_of_job
+    from bot.job_results import job_results, project_of_job
 
     if not 1 <= workers <= 9:
         raise UsageError(f"--workers must be from 1 to 9 (Ground Truth's limit), got {workers}.")
@@ -253,16 +254,16 @@ def plan_follow_up(
     selection = choose(rows, rule, workers, most)
     number = max((n for n, _ in rounds), default=1) + 1
     job_name = followup_name(root, number)
-    template = pipeline.publish_template(ctx, project)
+    template = recipe.publish_template(ctx, project)
     body = "".join(
         json.dumps({"source-ref": row.source_ref}) + "\n" for row in selection.frames
     ).encode()
-    digest, images = pipeline.manifest_digest(body)
+    digest, images = recipe.manifest_digest(body)
     # The digest in the key: two planners of one round (replicas, a retry) never overwrite
     # each other's manifest, and a plan keeps pointing at what it counted.
     key = f"{project.name}/manifests/{job_name}-{digest[:12]}.manifest"
     uri = s3.put_bytes(ctx.s3(project), project.data_bucket, key, body, "application/jsonl")
-    spec, request = pipeline.job_request(
+    spec, request = recipe.job_request(
         project,
         job_name=job_name,
         manifest_uri=uri,
@@ -271,7 +272,7 @@ def plan_follow_up(
         tags=(("gtbot:parent", root), ("gtbot:round", str(number))),
         requester=requester,
     )
-    return pipeline.Plan(
+    return recipe.Plan(
         project=project.name,
         region=project.region,
         job_name=job_name,
@@ -378,7 +379,7 @@ def _end(store: Store, chain: ChainRow, tell: Tell, state: str, why: str) -> Non
 def _advance(
     ctx: Context, store: Store, chain: ChainRow, tell: Tell, may_spend: MaySpend | None
 ) -> None:
-    from bot.results_service import ResultsUnavailableError
+    from bot.job_results import ResultsUnavailableError
 
     policy = AdaptivePolicy.from_dict(chain.policy)
     plans = store.follow_up_plans(chain.root)

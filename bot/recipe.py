@@ -500,11 +500,11 @@ class Plan:
     request: dict[str, Any]
     prepared: tuple[str, ...]
     manifest_sha256: str = ""
-    # A follow-up round (bot/relabel.py): its parent job, its round, and why these frames.
+    # A follow-up round (bot/jobs/relabel.py): its parent job, its round, and why these frames.
     parent: str | None = None
     round: int | None = None
     reason: str = ""
-    # The project's adaptive policy, as Launch will record it (bot/adaptive.py).
+    # The project's adaptive policy, as Launch will record it (bot/jobs/adaptive.py).
     adaptive: dict[str, Any] | None = None
 
     @property

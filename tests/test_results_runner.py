@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bot.results.cli import format_summary, run_consolidate
+from bot.results.runner import format_summary, run_consolidate
 
 SAMPLES = Path(__file__).parent / "samples"
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 from aws import groundtruth as gt
 from aws import s3
-from bot import pipeline
+from bot import recipe
 from bot.context import Context
 from bot.errors import GtBotError, NotFoundError
+from bot.jobs.watcher import Completion
 from bot.links import Links, signing_lifetime
 from bot.progress import counted
 from bot.project import ProjectConfig
-from bot.results.cli import format_summary, run_consolidate
-from bot.results.pipeline import FILE_NAMES, PROBLEMS_FILE, ConsolidationSummary
-from bot.watcher import Completion
+from bot.results.consolidation import FILE_NAMES, PROBLEMS_FILE, ConsolidationSummary
+from bot.results.runner import format_summary, run_consolidate
 
 EXPORTS = (*FILE_NAMES.values(), PROBLEMS_FILE)
 PICTURES = (FILE_NAMES["preview"], FILE_NAMES["agreement_chart"], FILE_NAMES["workers_chart"])
@@ -62,7 +62,7 @@ def _sentence(message: str) -> str:
 
 
 def project_of_job(ctx: Context, job_name: str) -> ProjectConfig:
-    names = pipeline.projects_named_in(ctx, job_name)
+    names = recipe.projects_named_in(ctx, job_name)
     if names:
         return ctx.project(names[0])
     raise NotFoundError(
@@ -116,10 +116,10 @@ def consolidate_job(
 
 def job_results(ctx: Context, job_name: str, *, rebuild: bool = False) -> JobResults:
     """Build (or reuse) a job's results and sign links to the copies in S3. A job with
-    follow-up rounds (bot/relabel.py), named by any of its rounds, gets the results of every
+    follow-up rounds (bot/jobs/relabel.py), named by any of its rounds, gets the results of every
     round that has ended, merged. Every expected failure (no project, AWS refusing, nothing
     usable in the output) is a `ResultsUnavailableError` that says why."""
-    from bot.relabel import follow_up_jobs, root_of
+    from bot.jobs.relabel import follow_up_jobs, root_of
 
     try:
         project = project_of_job(ctx, job_name)

@@ -210,7 +210,7 @@ class Watcher:
         self.holder = holder or default_holder()
         self.lease_seconds = lease_seconds or takeover_bound(ctx.settings)[0]
         self.results = results
-        # Work that only the lease holder does, after the watches (bot/relabel.advance_chains).
+        # Work that only the lease holder does, after the watches (bot/jobs/relabel.advance_chains).
         self.after_tick = after_tick
         self.background = background
         self._renewed = 0.0

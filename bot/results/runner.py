@@ -1,4 +1,6 @@
-"""Offline consolidation: `gtbot consolidate <manifest or s3://...> <project>`.
+"""Consolidating a manifest on disk or in S3 into a project's results folder, for `gtbot
+consolidate <manifest or s3://...> <project>`, `/gt consolidate` and a finished job's results
+(bot/job_results.py).
 
 The spec comes from the project's `project-config.yml`; the manifest and worker responses come
 from disk or S3 through a client made by the injected factory (no boto3 import here).
@@ -19,7 +21,7 @@ from aws import s3
 from bot.errors import NotFoundError
 from bot.project import ProjectConfig, parse_project, require_config_file
 from bot.results.agreement import WorkerAgreement
-from bot.results.pipeline import (
+from bot.results.consolidation import (
     ConsolidationSummary,
     consolidate,
     labels_text,

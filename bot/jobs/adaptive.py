@@ -7,7 +7,7 @@ defaults are the ones bench/relabel.py measured best (bench/README.md): one more
 least certain quarter of the frames, in up to three rounds.
 
 This module is only the policy's model and its parsing (the project model and the `relabel`
-command share it); bot/relabel.py plans and launches the rounds.
+command share it); bot/jobs/relabel.py plans and launches the rounds.
 """
 
 from __future__ import annotations

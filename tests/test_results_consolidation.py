@@ -16,7 +16,6 @@ from PIL import Image
 
 from bot.errors import ConfigError
 from bot.results import LabelSpec, consolidate, local_worker_response_fetch
-from bot.results.cli import format_summary, run_consolidate
 from bot.results.consensus import consensus_batch, nanmedian_workers
 from bot.results.exports import (
     CSV_COLUMNS,
@@ -25,6 +24,7 @@ from bot.results.exports import (
     skeleton,
 )
 from bot.results.reader import ReadReport, read_manifest
+from bot.results.runner import format_summary, run_consolidate
 
 SAMPLES = Path(__file__).parent / "samples"
 RECIPE = SAMPLES / "output-recipe.manifest"

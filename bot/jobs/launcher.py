@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from aws import groundtruth as gt
 from aws import s3
 from bot import logs
-from bot.adaptive import AdaptivePolicy
 from bot.context import Context
 from bot.errors import GtBotError, NameInUseError, NotFoundError
-from bot.pipeline import Plan, manifest_digest
+from bot.jobs.adaptive import AdaptivePolicy
+from bot.recipe import Plan, manifest_digest
 from bot.state import PlanRow, Store, utcnow
 
 log = logging.getLogger("gtbot.launch")
@@ -269,7 +269,7 @@ def _what_changed(ctx: Context, plan: PlanRow) -> str | None:
 def _watch_launched(store: Store, plan: PlanRow, job: gt.JobInfo | None) -> None:
     """The plan card becomes the job card, and its thread (a follow-up's: its parent's) carries
     the job's news. A plan with an adaptive policy starts its chain of automatic rounds, on
-    the authority of whoever launched it (bot/relabel.py)."""
+    the authority of whoever launched it (bot/jobs/relabel.py)."""
     store.add_watch(
         job_name=plan.job_name,
         region=plan.region,
