@@ -113,25 +113,19 @@ TARGETS: dict[str, Target] = {
             "tests/test_http_edge.py",
         ),
     ),
-    # The validation of a project: parsing and checking project-config.yml and gtbot.yml.
-    "project": Target(
-        "bot/project.py",
-        ("tests/test_config.py", "tests/test_hostile_config.py", "tests/test_job_parameters.py"),
-        names=(
-            "bot.project.x_load_project__mutmut_*",
-            "bot.project.x_parse_project__mutmut_*",
-            "bot.project.x__validate__mutmut_*",
-            "bot.project.x__validate_job__mutmut_*",
-            "bot.project.x_bucket_name_problem__mutmut_*",
-            "bot.project.x__as_str_list__mutmut_*",
-            "bot.project.x__is_int__mutmut_*",
-            "bot.project.x__yaml_lines__mutmut_*",
-            "bot.project.x_project_dir_for__mutmut_*",
-            "bot.project.x__inside__mutmut_*",
-            "bot.project.x_require_job_identity__mutmut_*",
-            "bot.project.xǁ_Problemsǁ*",
-        ),
-    ),
+    # The validation of a project (bot/project/: one module per part of project-config.yml
+    # and gtbot.yml, each mutated on its own against the config tests).
+    **{
+        f"project-{part}": Target(
+            f"bot/project/{part}.py",
+            (
+                "tests/test_config.py",
+                "tests/test_hostile_config.py",
+                "tests/test_job_parameters.py",
+            ),
+        )
+        for part in ("loading", "validation", "job_settings", "adaptive_settings", "aws_rules")
+    },
     "s3": Target(
         "aws/s3.py",
         (
