@@ -284,7 +284,14 @@ class Watcher:
         if self.background is None:
             run()
             return
-        key = ":after-tick"  # no job name has a colon
+        # No job name has a colon, so this key never stands for an announcement.
+        self._hand_over(":after-tick", "automatic rounds", run, lambda reason: None)
+
+    def _hand_over(
+        self, key: str, name: str, run: Callable[[], None], abandon: Callable[[str], None]
+    ) -> None:
+        """Give `run` to the background runner unless work under `key` is already there; the
+        key is free again once it ran, was abandoned by a stop, or could not be handed over."""
         with self._inflight_lock:
             if key in self._inflight:
                 return
@@ -300,11 +307,18 @@ class Watcher:
             finally:
                 done()
 
+        def abandoned(reason: str) -> None:
+            try:
+                abandon(reason)
+            finally:
+                done()
+
+        assert self.background is not None
         try:
-            self.background("automatic rounds", in_background, lambda reason: done())
+            self.background(name, in_background, abandoned)
         except Exception:
             done()
-            log.exception("could not hand the automatic rounds to the background")
+            log.exception("could not hand %s to the background", name)
 
     def _guarded(
         self, watch: WatchRow, report: TickReport, func: Callable[..., None], *args: Any
@@ -535,33 +549,17 @@ class Watcher:
         if self.background is None:
             self._complete(watch, job, region, report)
             return
-        with self._inflight_lock:
-            if job.name in self._inflight:
-                return
-            self._inflight.add(job.name)
-
-        def done() -> None:
-            with self._inflight_lock:
-                self._inflight.discard(job.name)
 
         def run() -> None:
-            try:
-                with logs.traced():
-                    self._guarded(watch, TickReport(), self._complete, watch, job, region)
-            finally:
-                done()
+            with logs.traced():
+                self._guarded(watch, TickReport(), self._complete, watch, job, region)
 
         def abandon(reason: str) -> None:
             """gtbot is stopping: give the claim back, so the next watcher takes it at once."""
             log.warning("announcement of %s %s by a stop; handed back", job.name, reason)
             self.store.release_announcement(job.name, self.holder)
-            done()
 
-        try:
-            self.background(f"announce {job.name}", run, abandon)
-        except Exception:
-            done()
-            log.exception("could not hand the announcement of %s to the background", job.name)
+        self._hand_over(job.name, f"announce {job.name}", run, abandon)
 
     def _complete(self, watch: WatchRow, job: gt.JobInfo, region: str, report: TickReport) -> None:
         """The end of a job, told once: a record of steps in the database, each done once.
