@@ -122,6 +122,7 @@ TARGETS: dict[str, Target] = {
                 "tests/test_config.py",
                 "tests/test_hostile_config.py",
                 "tests/test_job_parameters.py",
+                "tests/test_relabel_rules.py",  # the `job: adaptive:` settings
             ),
         )
         for part in ("loading", "validation", "job_settings", "adaptive_settings", "aws_rules")

@@ -10,6 +10,7 @@ import yaml
 
 from bot.errors import ConfigError, NotFoundError
 from bot.project import load_project, require_job_identity
+from bot.project.aws_rules import bucket_name_problem
 from bot.recipe import init_project
 from bot.settings import Settings
 
@@ -256,3 +257,68 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
 def test_project_names_cannot_escape_the_projects_folder(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a valid project name"):
         load_project(tmp_path, "../etc")
+
+
+# S3's general-purpose bucket naming rules
+# (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html), each at its edge.
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("abc", None),
+        ("a" * 63, None),
+        ("my-lab.frames-2026", None),
+        ("1ab", None),
+        ("ab", "'ab' is 2 characters long; S3 bucket names have 3 to 63."),
+        ("a" * 64, f"'{'a' * 64}' is 64 characters long; S3 bucket names have 3 to 63."),
+        ("My-lab", "'My-lab' may only contain lowercase letters, digits, dots and hyphens."),
+        ("my_lab", "'my_lab' may only contain lowercase letters, digits, dots and hyphens."),
+        ("-mylab", "'-mylab' must begin and end with a lowercase letter or a digit."),
+        ("mylab-", "'mylab-' must begin and end with a lowercase letter or a digit."),
+        (".mylab", "'.mylab' must begin and end with a lowercase letter or a digit."),
+        ("my..lab", "'my..lab' has two dots in a row."),
+        ("192.168.5.4", "'192.168.5.4' looks like an IP address, which S3 does not allow."),
+        ("xn--lab", "'xn--lab' starts with 'xn--', which S3 reserves."),
+        ("sthree-lab", "'sthree-lab' starts with 'sthree-', which S3 reserves."),
+        ("amzn-s3-demo-lab", "'amzn-s3-demo-lab' starts with 'amzn-s3-demo-', which S3 reserves."),
+        ("lab-s3alias", "'lab-s3alias' ends with '-s3alias', which S3 reserves."),
+        ("lab--ol-s3", "'lab--ol-s3' ends with '--ol-s3', which S3 reserves."),
+        ("lab.mrap", "'lab.mrap' ends with '.mrap', which S3 reserves."),
+        ("lab--x-s3", "'lab--x-s3' ends with '--x-s3', which S3 reserves."),
+        ("lab--table-s3", "'lab--table-s3' ends with '--table-s3', which S3 reserves."),
+    ],
+)
+def test_bucket_names_follow_s3s_rules_at_each_edge(name: str, problem: str | None) -> None:
+    assert bucket_name_problem(name) == problem
+
+
+def test_the_messages_of_a_project_that_cannot_be_found_or_read_say_how_to_fix_it(
+    tmp_path: Path,
+) -> None:
+    """Word for word: these are what a lab manager reads when a project is not there."""
+    with pytest.raises(ConfigError) as bad_name:
+        load_project(tmp_path, "Mouse_Pose")
+    assert bad_name.value.user_message == (
+        "'Mouse_Pose' is not a valid project name. Use 1 to 40 lowercase letters, digits and "
+        "hyphens, starting and ending with a letter or digit (it becomes part of S3 keys and "
+        "job names), e.g. `mouse-pose`."
+    )
+    with pytest.raises(NotFoundError) as missing:
+        load_project(tmp_path, "mice")
+    assert missing.value.user_message == (
+        f"There is no project 'mice' in {tmp_path}. Create it with `init mice`, or set "
+        "GTBOT_PROJECTS_DIR to the folder that holds your projects."
+    )
+    (tmp_path / "mice").mkdir()
+    with pytest.raises(NotFoundError) as no_config:
+        load_project(tmp_path, "mice")
+    assert no_config.value.user_message == (
+        f"{tmp_path / 'mice'} has no project-config.yml (nor MARS's project_config.yaml). "
+        "Run `init mice` in an empty folder to get a commented one."
+    )
+    (tmp_path / "mice" / "project-config.yml").write_text("- a list\n- not a mapping\n")
+    with pytest.raises(ConfigError) as not_a_mapping:
+        load_project(tmp_path, "mice")
+    assert not_a_mapping.value.user_message == (
+        f"{tmp_path / 'mice' / 'project-config.yml'}: expected `key: value` lines (a mapping), "
+        "found list. Start from `init` for a commented example."
+    )
