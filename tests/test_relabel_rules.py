@@ -41,6 +41,8 @@ def test_a_valid_policy_and_its_defaults(tmp_path: Path) -> None:
     assert AdaptivePolicy.from_dict(policy.as_dict()) == policy
     assert project.job.consensus_for(rounds=False) == "robust"  # adaptive: robust by default
     assert "up to 3 rounds" in policy.text() and "$25.99 in all" in policy.text()
+    largest = {"workteam_arn": PUBLIC, "price_usd": 0.036, "adaptive": {"budget_usd": 10_000_000}}
+    assert _load(tmp_path, largest).job.adaptive.budget_usd == Decimal("10000000.00")
     plain = _load(tmp_path, {})
     assert plain.job.adaptive is None and plain.job.consensus_for(rounds=False) == "median"
     assert plain.job.consensus_for(rounds=True) == "robust"
@@ -65,6 +67,16 @@ BAD = [
     ({"workteam_arn": PUBLIC, "price_usd": 0.036, "adaptive": {}}, "need a cap"),
     ({"workteam_arn": PUBLIC, "price_usd": 0.036, "adaptive": {"budget_usd": "lots"}}, "positive"),
     ({"workteam_arn": PUBLIC, "price_usd": 0.036, "adaptive": {"budget_usd": -3}}, "positive"),
+    ({"workteam_arn": PUBLIC, "price_usd": 0.036, "adaptive": {"budget_usd": 0}}, "found 0."),
+    ({"workteam_arn": PUBLIC, "price_usd": 0.036, "adaptive": {"budget_usd": True}}, "found True"),
+    (
+        {"workteam_arn": PUBLIC, "price_usd": 0.036, "adaptive": {"budget_usd": ".nan"}},
+        "found '.nan'",
+    ),
+    (
+        {"workteam_arn": PUBLIC, "price_usd": 0.036, "adaptive": {"budget_usd": 10_000_000.01}},
+        "10000000.01 is not a plausible budget.",
+    ),
     ({"workteam_arn": VENDOR, "adaptive": {}}, "vendor workforce sets its own price"),
     ({"consensus": "mean"}, "must be `median`"),
 ]
