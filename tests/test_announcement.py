@@ -16,14 +16,13 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from watcher_support import JobRig, RecordingSlackStub, text_of, wait_until
+from watcher_support import JobRig, RecordingSlackStub, text_of, wait_until, watcher_context
 
 from aws.emulator.groundtruth import GroundTruthEmulator
 from aws.groundtruth import JobInfo
 from bot.context import Context
 from bot.errors import GtBotError
 from bot.jobs.watcher import Completion, TickReport, Watcher
-from bot.settings import Settings
 from bot.state import Store, WatchRow
 from handlers.slack import SlackNotifier, web_client
 
@@ -37,11 +36,7 @@ def emulator(make_emulator: Callable[..., GroundTruthEmulator]) -> GroundTruthEm
 
 @pytest.fixture
 def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub: RecordingSlackStub) -> Context:
-    monkeypatch.setenv("GTBOT_DATABASE_URL", f"sqlite:///{tmp_path / 'gtbot.db'}")
-    monkeypatch.setenv("GTBOT_PROJECTS_DIR", str(tmp_path / "projects"))
-    monkeypatch.setenv("SLACK_API_URL", stub.api_url)
-    settings = Settings.from_env()
-    return Context(settings=settings, store=Store(settings.database_url))
+    return watcher_context(tmp_path, monkeypatch.setenv, stub)
 
 
 class Results:

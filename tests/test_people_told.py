@@ -15,13 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from watcher_support import DATA, JobRig, RecordingSlackStub, text_of, wait_until
+from watcher_support import DATA, JobRig, RecordingSlackStub, text_of, wait_until, watcher_context
 
 from aws.emulator.groundtruth import GroundTruthEmulator
 from aws.groundtruth import JobInfo
 from bot.context import Context
 from bot.jobs.watcher import Completion, Watcher
-from bot.settings import Settings
 from bot.state import Store, WatchRow
 from handlers.slack import SlackNotifier, web_client
 
@@ -36,11 +35,7 @@ def emulator(make_emulator: Callable[..., GroundTruthEmulator]) -> GroundTruthEm
 
 @pytest.fixture
 def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub: RecordingSlackStub) -> Context:
-    monkeypatch.setenv("GTBOT_DATABASE_URL", f"sqlite:///{tmp_path / 'gtbot.db'}")
-    monkeypatch.setenv("GTBOT_PROJECTS_DIR", str(tmp_path / "projects"))
-    monkeypatch.setenv("SLACK_API_URL", stub.api_url)
-    settings = Settings.from_env()
-    return Context(settings=settings, store=Store(settings.database_url))
+    return watcher_context(tmp_path, monkeypatch.setenv, stub)
 
 
 def _store(ctx: Context) -> Store:

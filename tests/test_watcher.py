@@ -30,6 +30,7 @@ from watcher_support import (
     card_state,
     text_of,
     wait_until,
+    watcher_context,
 )
 
 from aws.clients import ClientFactory
@@ -55,13 +56,13 @@ def emulator(make_emulator: Callable[..., GroundTruthEmulator]) -> GroundTruthEm
 def ctx(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub: RecordingSlackStub, emulator: object
 ) -> Context:
-    monkeypatch.setenv("GTBOT_DATABASE_URL", f"sqlite:///{tmp_path / 'gtbot.db'}")
-    monkeypatch.setenv("GTBOT_LINK_HOURS", str(LINK_HOURS))
-    monkeypatch.setenv("GTBOT_POLL_SECONDS", "1")
-    monkeypatch.setenv("GTBOT_PROJECTS_DIR", str(tmp_path / "projects"))
-    monkeypatch.setenv("SLACK_API_URL", stub.api_url)
-    settings = Settings.from_env()
-    return Context(settings=settings, store=Store(settings.database_url))
+    return watcher_context(
+        tmp_path,
+        monkeypatch.setenv,
+        stub,
+        GTBOT_LINK_HOURS=str(LINK_HOURS),
+        GTBOT_POLL_SECONDS="1",
+    )
 
 
 def _store(ctx: Context) -> Store:

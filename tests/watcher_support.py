@@ -21,6 +21,9 @@ import boto3
 from slack_stub import Call, SlackStub
 
 from aws.emulator.groundtruth import GroundTruthEmulator
+from bot.context import Context
+from bot.settings import Settings
+from bot.state import Store
 from bot.synthetic import draw_frames
 
 REGION = "us-east-2"
@@ -142,6 +145,20 @@ class RecordingSlackStub(SlackStub):
             for c in self.delivered("chat.update")
             if channel is None or c.params.get("channel") == channel
         ]
+
+
+def watcher_context(
+    tmp_path: Path, setenv: Callable[[str, str], None], stub: SlackStub, **env: str
+) -> Context:
+    """The context a watcher test runs in: its own SQLite file and projects folder, the Slack
+    stub as the Web API, and any other GTBOT_* settings given in `env`."""
+    setenv("GTBOT_DATABASE_URL", f"sqlite:///{tmp_path / 'gtbot.db'}")
+    setenv("GTBOT_PROJECTS_DIR", str(tmp_path / "projects"))
+    setenv("SLACK_API_URL", stub.api_url)
+    for key, value in env.items():
+        setenv(key, value)
+    settings = Settings.from_env()
+    return Context(settings=settings, store=Store(settings.database_url))
 
 
 def card_state(call: Call) -> tuple[str, int, int]:
