@@ -164,3 +164,112 @@ def test_frames_csv_is_read_back_as_written(tmp_path: Path) -> None:
         ("=x.jpg", 2, 5, 3.0),
     ]
     assert rows[0].uncertainty == 4.5 and math.isnan(rows[1].uncertainty)
+
+
+# The `adaptive` section as a lab default (gtbot.yml): every message word for word, pinned to
+# where the section came from, not to a line of project-config.yml.
+LAB = "lab default (gtbot.yml)"
+PINNED = f"{LAB}, key `job.adaptive"
+
+
+def _adaptive(raw: Any, kind: str | None = "public", first: int = 5) -> tuple[Any, list[str]]:
+    from bot.project.adaptive_settings import validate_adaptive
+    from bot.project.problems import ConfigProblems
+
+    p = ConfigProblems(Path("project-config.yml"), {("job", "adaptive"): 7})
+    return validate_adaptive(raw, kind, first, p, LAB), p.items
+
+
+ADAPTIVE_MESSAGES = [
+    (
+        "yes",
+        "public",
+        [
+            f"{PINNED}`: must be a mapping, found 'yes'. Example: `adaptive: {{select: worst 25%, "
+            "workers_per_round: 1, max_rounds: 3, budget_usd: 40}`."
+        ],
+    ),
+    (
+        {"selct": "worst 10", "budget_usd": 5},
+        "public",
+        [f"{PINNED}.selct`: unknown setting. Did you mean `select`?"],
+    ),
+    (
+        {"budget_usd": 5},
+        "vendor",
+        [
+            f"{PINNED}`: a vendor workforce sets its own price, which gtbot cannot see, so it "
+            "cannot keep automatic rounds within a budget. Remove `adaptive` and run "
+            "`relabel <job>` when you want another round."
+        ],
+    ),
+    (
+        {"select": "best 3", "budget_usd": 5},
+        "public",
+        [
+            f"{PINNED}.select`: `select` is 'best 3'; write `worst N` (the N least certain "
+            "frames), `worst N%` (that share of them) or `spread PX` (frames with a keypoint "
+            "whose workers are PX pixels apart or more), e.g. `worst 25%`."
+        ],
+    ),
+    (
+        {"workers_per_round": 9, "max_rounds": 5, "budget_usd": 5},
+        "public",
+        [
+            f"{PINNED}`: a frame could get 41 answers in all (5 + 4 rounds x 9); gtbot uses at "
+            "most 32 a frame. Lower max_rounds or workers_per_round."
+        ],
+    ),
+    (
+        {"max_rounds": 1, "budget_usd": 5},
+        "public",
+        [f"{PINNED}.max_rounds`: must be a whole number from 2 to 5, found 1."],
+    ),
+    (
+        {},
+        "public",
+        [
+            f"{PINNED}.budget_usd`: automatic rounds on the public crowd spend money without "
+            "anyone clicking Launch, so they need a cap: add e.g. `budget_usd: 40` (US dollars "
+            "of worker pay for all rounds together, the first included)."
+        ],
+    ),
+    (
+        {"budget_usd": 0},
+        "public",
+        [f"{PINNED}.budget_usd`: must be a positive number of US dollars, found 0."],
+    ),
+    (
+        {"budget_usd": 10},
+        "private",
+        [
+            f"{PINNED}.budget_usd`: a private team takes no price per task, so there is no "
+            "worker pay to cap; rounds are bounded by `max_rounds`. Remove `budget_usd`."
+        ],
+    ),
+    (
+        {"budget_usd": 2e7},
+        "public",
+        [f"{PINNED}.budget_usd`: 20000000.0 is not a plausible budget."],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "expected"), ADAPTIVE_MESSAGES, ids=[m[2][0][37:70] for m in ADAPTIVE_MESSAGES]
+)
+def test_adaptive_messages_word_for_word(raw: Any, kind: str, expected: list[str]) -> None:
+    policy, items = _adaptive(raw, kind)
+    assert items == expected
+    assert policy is None
+
+
+def test_adaptive_edges_are_accepted() -> None:
+    # 32 answers a frame is the most (5 + 3 rounds x 9), a budget under a dollar is a budget.
+    policy, items = _adaptive(
+        {"select": "spread 4", "workers_per_round": 9, "max_rounds": 4, "budget_usd": 0.5}
+    )
+    assert items == []
+    assert policy == AdaptivePolicy(FrameRule("spread", 4.0), 9, 4, Decimal("0.50"))
+    policy, items = _adaptive({"workers_per_round": 2, "max_rounds": 5}, kind="private", first=3)
+    assert items == [] and policy == AdaptivePolicy(FrameRule("worst", 25.0, True), 2, 5, None)

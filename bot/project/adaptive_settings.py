@@ -32,7 +32,7 @@ def validate_adaptive(
         p.add(
             "job.adaptive",
             f"must be a mapping, found {raw!r}. Example: `adaptive: {{select: worst 25%, "
-            "workers_per_round: 1, max_rounds: 3, budget_usd: 40}}`.",
+            "workers_per_round: 1, max_rounds: 3, budget_usd: 40}`.",
             source=src,
         )
         return None
