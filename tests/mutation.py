@@ -167,9 +167,13 @@ def _prepare(name: str, target: Target, fresh: bool) -> Path:
             stale.unlink()
     pyproject = (ROOT / "pyproject.toml").read_text()
     tests = ", ".join(json.dumps(t) for t in target.tests)
+    sources = ["bot", "handlers", "aws", "templates"]
+    # The rest of the checkout (Dockerfile, README, manifests...): tests read them beside the code.
+    others = sorted({rel.split("/")[0] for rel in _tracked_files()} - {*sources, "tests"})
     pyproject += (
         "\n[tool.mutmut]\n"
-        'source_paths = ["bot", "handlers", "aws", "templates"]\n'
+        f"source_paths = {json.dumps(sources)}\n"
+        f"also_copy = {json.dumps(others)}\n"
         f"only_mutate = [{json.dumps(target.path)}]\n"
         # In-process and serial: mutmut forks per mutant; xdist would hide the mutant.
         'pytest_add_cli_args = ["-n", "0", "-p", "no:cacheprovider", "-W", "ignore"]\n'

@@ -141,3 +141,178 @@ def test_output_manifest_is_under_the_job_name_before_aws_reports_it(output_path
     reported = "s3://lab-out/jobs/mice-20261120/manifests/output/output.manifest"
     assert gt.JobInfo("m", "a", "Completed", None, output_dataset_uri=reported).output_manifest_uri
     assert gt.JobInfo("m", "a", "Failed", None).output_manifest_uri is None
+
+
+# validate_job word for word: each message names the file and line, or the lab default it came
+# from, the key, what was found and how to fix it. Lines: `job:` on 3, each key on its own line.
+_KEYS = sorted(
+    ["workteam_arn", "role_arn", "workers_per_image", "task_time_limit_seconds",
+     "task_availability_seconds", "max_concurrent_tasks", "title", "description", "keywords",
+     "price_usd", "pre_lambda_arn", "consolidation_lambda_arn", "consensus", "adaptive"]
+)  # fmt: skip
+_LINES = {("job",): 3, **{("job", k): 10 + i for i, k in enumerate(_KEYS)}}
+_AT = {k: f"p.yml, line {10 + i}, key `job.{k}`" for i, k in enumerate(_KEYS)}
+_LAB = {k: f"lab default (gtbot.yml), key `job.{k}`" for k in _KEYS}
+_LAB["role_arn"] = "lab default (GTBOT_ROLE_ARN or gtbot.yml), key `job.role_arn`"
+_LAB["workteam_arn"] = "lab default (GTBOT_WORKTEAM_ARN or gtbot.yml), key `job.workteam_arn`"
+PRIVATE = "arn:aws:sagemaker:us-east-2:123456789012:workteam/private-crowd/lab"
+
+
+def _job(raw: object, lab: dict[str, object] | None = None, region: str = "us-east-2") -> tuple:
+    from bot.project.job_settings import validate_job
+    from bot.project.problems import ConfigProblems
+
+    p = ConfigProblems(Path("p.yml"), _LINES)
+    return validate_job(raw, lab or {}, region, p), p.items
+
+
+LIMITS = {
+    "workers_per_image": (1, 9, "Write a number from 1 to 9 (MARS recommends 5)."),
+    "task_time_limit_seconds": (30, 28800, "Write seconds from 30 to 28800 (8 hours), e.g. 300."),
+    "task_availability_seconds": (
+        60,
+        2592000,
+        "Write seconds from 60 to 2592000 (30 days; the public crowd allows at most 43200, "
+        "12 hours), or remove the key for the workforce's default.",
+    ),
+    "max_concurrent_tasks": (
+        1,
+        5000,
+        "Write a number from 1 to 5000 (above 1000 needs AWS Support), or remove the key.",
+    ),
+}
+
+
+@pytest.mark.parametrize("key", list(LIMITS))
+def test_job_limits_word_for_word_at_both_edges(key: str) -> None:
+    lo, hi, fix = LIMITS[key]
+    # Only this key is set: the keys before it being absent must not end the checks.
+    for ok in (lo, hi):
+        job, items = _job({key: ok})
+        assert items == [] and getattr(job, key) == ok
+    for bad in (lo - 1, hi + 1):
+        assert _job({key: bad})[1] == [f"{_AT[key]}: {bad} is outside {lo}..{hi}. {fix}"]
+    assert _job({key: "5"})[1] == [f"{_AT[key]}: must be a whole number, found '5'. {fix}"]
+    assert _job({}, {key: True})[1] == [f"{_LAB[key]}: must be a whole number, found True. {fix}"]
+    assert _job({}, {key: hi + 1})[1] == [f"{_LAB[key]}: {hi + 1} is outside {lo}..{hi}. {fix}"]
+
+
+def test_a_job_section_that_is_absent_or_not_a_mapping() -> None:
+    from bot.project.model import JobConfig
+
+    assert _job(None) == (JobConfig(), [])
+    job, items = _job("yes", {"workers_per_image": 3})
+    assert job == JobConfig(workers_per_image=3)
+    assert items == [
+        "p.yml, line 3, key `job`: must be a mapping of job settings, found 'yes'. "
+        "See `init` for an example."
+    ]
+
+
+ARN_EXAMPLES = {
+    "workteam_arn": "arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/my-team",
+    "role_arn": "arn:aws:iam::123456789012:role/service-role/AmazonSageMaker-ExecutionRole",
+    "pre_lambda_arn": "arn:aws:lambda:us-east-1:123456789012:function:gt-pre",
+    "consolidation_lambda_arn": "arn:aws:lambda:us-east-1:123456789012:function:gt-post",
+}
+
+
+@pytest.mark.parametrize("key", list(ARN_EXAMPLES))
+def test_arns_word_for_word(key: str) -> None:
+    example = ARN_EXAMPLES[key]
+    message = f"'arn:aws:nope' is not an ARN of the right form. Expected e.g. `{example}`."
+    assert _job({key: "arn:aws:nope"})[1] == [f"{_AT[key]}: {message}"]
+    assert _job({}, {key: "arn:aws:nope"})[1] == [f"{_LAB[key]}: {message}"]
+    # The example itself is of the right form (a lab copies it); a team's region must match.
+    job, items = _job({key: f" {example} "}, region="us-east-1")
+    assert items == [] and getattr(job, key) == example
+
+
+def test_a_lab_default_workteam_in_another_region_names_the_lab_default() -> None:
+    expected = (
+        "the workteam is in us-east-2 but the project's region is eu-west-1; Ground Truth "
+        "needs both in the same region."
+    )
+    assert _job({}, {"workteam_arn": PRIVATE}, region="eu-west-1")[1] == [
+        f"{_LAB['workteam_arn']}: {expected}"
+    ]
+    assert _job({"workteam_arn": PRIVATE}, region="eu-west-1")[1] == [
+        f"{_AT['workteam_arn']}: {expected}"
+    ]
+
+
+def test_texts_word_for_word_at_their_limits() -> None:
+    job, items = _job({"title": "t" * 128, "description": " " + "d" * 255})
+    assert items == [] and (job.title, job.description) == ("t" * 128, "d" * 255)
+    assert _job({"description": "d" * 256})[1] == [
+        f"{_AT['description']}: is 256 characters; Ground Truth allows at most 255."
+    ]
+    assert _job({}, {"title": "t" * 129})[1] == [
+        f"{_LAB['title']}: is 129 characters; Ground Truth allows at most 128."
+    ]
+    assert _job({"title": 5, "description": "  "})[1] == [
+        f"{_AT['title']}: must be non-empty text. Example: `title: Label mouse body parts`.",
+        f"{_AT['description']}: must be non-empty text. Example: "
+        "`description: Click on each body part of each mouse`.",
+    ]
+    assert _job({}, {"description": None, "title": ""})[1] == [
+        f"{_LAB['title']}: must be non-empty text. Example: `title: Label mouse body parts`."
+    ]
+
+
+def test_keywords_word_for_word_at_their_limits() -> None:
+    five = ["a", "b c", "d" * 30, "e", "f"]
+    job, items = _job({"keywords": five})
+    assert items == [] and job.keywords == tuple(five)
+    six = [*five, "g"]
+    assert _job({"keywords": six})[1] == [
+        f"{_AT['keywords']}: must be a list of 1 to 5 keywords, found {six!r}. "
+        "Example: `keywords: [pose, mouse]`."
+    ]
+    assert _job({}, {"keywords": []})[1] == [
+        f"{_LAB['keywords']}: must be a list of 1 to 5 keywords, found []. "
+        "Example: `keywords: [pose, mouse]`."
+    ]
+    for bad in ("d" * 31, "two  spaces"):
+        assert _job({}, {"keywords": ["ok", bad]})[1] == [
+            f"{_LAB['keywords']}: {bad!r} is not allowed: keywords are letters, digits and "
+            "single spaces, at most 30 characters."
+        ]
+
+
+def test_prices_word_for_word() -> None:
+    job, items = _job({"workteam_arn": PUBLIC, "price_usd": 0.06})
+    assert items == [] and str(job.price_usd) == "0.060"
+    allowed = (
+        "0.012, 0.024, 0.036, 0.048, 0.060, 0.072, 0.120, 0.240, 0.360, 0.480, 0.600, 0.720, "
+        "0.840, 0.960, 1.080, 1.200"
+    )
+    assert _job({"workteam_arn": PUBLIC}, {"price_usd": 0.05})[1] == [
+        f"{_LAB['price_usd']}: 0.05 is not a price the public crowd accepts. Use one of: "
+        f"{allowed} (nearest: 0.048)."
+    ]
+    assert _job({"workteam_arn": PUBLIC, "price_usd": "1.1"})[1] == [
+        f"{_AT['price_usd']}: 1.1 is not a price the public crowd accepts. Use one of: "
+        f"{allowed} (nearest: 1.080)."
+    ]
+    assert _job({"workteam_arn": PUBLIC}, {"price_usd": "cheap"})[1] == [
+        f"{_LAB['price_usd']}: must be a number of US dollars, found 'cheap'."
+    ]
+    assert _job({"workteam_arn": PUBLIC, "price_usd": False})[1] == [
+        f"{_AT['price_usd']}: must be a number of US dollars, found False."
+    ]
+    for team, kind in ((PRIVATE, "private"), (VENDOR, "vendor")):
+        assert _job({"workteam_arn": team}, {"price_usd": 0.036})[1] == [
+            f"{_LAB['price_usd']}: a {kind} workteam takes no price per task; remove `price_usd`."
+        ]
+
+
+def test_adaptive_as_a_lab_default_is_checked_against_the_projects_workers() -> None:
+    # 5 workers (the default) + 3 rounds x 9 is the most a frame may get; 6 would be 33.
+    most = {"workers_per_round": 9, "max_rounds": 4}
+    job, items = _job({"workteam_arn": PRIVATE}, {"adaptive": most})
+    assert items == [] and job.adaptive.workers_per_round == 9
+    assert _job({"workteam_arn": PRIVATE, "workers_per_image": 6}, {"adaptive": most})[1] == [
+        f"{_LAB['adaptive']}: a frame could get 33 answers in all (6 + 3 rounds x 9); gtbot uses "
+        "at most 32 a frame. Lower max_rounds or workers_per_round."
+    ]

@@ -51,8 +51,8 @@ class _JobValues:
         if key in self.raw:
             return self.raw[key], None
         if key in self.lab_defaults:
-            src = _LAB_DEFAULT_SOURCES.get(key, "gtbot.yml")
-            return self.lab_defaults[key], f"lab default ({src} or gtbot.yml)"
+            env = _LAB_DEFAULT_SOURCES.get(key)
+            return self.lab_defaults[key], f"lab default ({env + ' or ' if env else ''}gtbot.yml)"
         return None, None
 
 
@@ -182,10 +182,10 @@ def _check_texts(values: _JobValues, p: ConfigProblems, out: dict[str, Any]) -> 
                 f"must be non-empty text. Example: `{EXAMPLES['job.' + key]}`.",
                 source=src,
             )
-        elif len(v) > limit:
+        elif len(v.strip()) > limit:  # what is sent: the text without its outer spaces
             p.add(
                 f"job.{key}",
-                f"is {len(v)} characters; Ground Truth allows at most {limit}.",
+                f"is {len(v.strip())} characters; Ground Truth allows at most {limit}.",
                 source=src,
             )
         else:
