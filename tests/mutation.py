@@ -17,7 +17,7 @@ mutmut runs, per mutant, only the tests that executed the mutated function durin
 (stats) pass, in this process's forks: tests that start gtbot in a subprocess or a spawned worker
 do not see the mutant, which is why each module lists in-process tests. A survivor is either a
 missing test (write one that kills it) or an equivalent mutant: then say why in
-tests/mutation_equivalents.toml, keyed by the function and the mutated line, so the reason
+tests/mutation_equivalents/<module>.toml, keyed by the function and the mutated line, so the reason
 follows the mutant when mutmut renumbers it.
 """
 
@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".mutation"
-EQUIVALENTS = ROOT / "tests" / "mutation_equivalents.toml"
+EQUIVALENTS = ROOT / "tests" / "mutation_equivalents"  # <module>.toml each
 # mutmut's exit codes (mutmut/stats.py, status_by_exit_code).
 STATUS = {
     1: "killed",
@@ -247,10 +247,11 @@ def _function(mutant: str) -> str:
 
 
 def _equivalents() -> dict[tuple[str, str], str]:
-    if not EQUIVALENTS.exists():
-        return {}
-    data = tomllib.loads(EQUIVALENTS.read_text())
-    return {(e["function"], e["mutated"]): e["reason"] for e in data.get("equivalent", [])}
+    known = {}
+    for path in sorted(EQUIVALENTS.glob("*.toml")):
+        for e in tomllib.loads(path.read_text()).get("equivalent", []):
+            known[(e["function"], e["mutated"])] = e["reason"]
+    return known
 
 
 def summarize(name: str) -> dict[str, object]:
