@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -23,16 +24,19 @@ GROUP_CACHE_SECONDS = 300
 
 
 class Authorizer:
-    def __init__(self, settings: Settings, client: Any) -> None:
+    def __init__(
+        self, settings: Settings, client: Any, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.settings = settings
         self.client = client
+        self._clock = clock  # a test's own clock moves the group cache's age
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         self._lock = threading.Lock()
 
     def _members(self, group: str) -> frozenset[str]:
         with self._lock:
             cached = self._groups.get(group)
-            if cached and time.monotonic() - cached[0] < GROUP_CACHE_SECONDS:
+            if cached and self._clock() - cached[0] < GROUP_CACHE_SECONDS:
                 return cached[1]
         try:
             users = frozenset(self.client.usergroups_users_list(usergroup=group).get("users", []))
@@ -40,7 +44,7 @@ class Authorizer:
             log.warning("cannot read user group %s: %s", group, exc.response.get("error"))
             users = frozenset()
         with self._lock:
-            self._groups[group] = (time.monotonic(), users)
+            self._groups[group] = (self._clock(), users)
         return users
 
     def _in(self, user: str, ids: frozenset[str]) -> bool:

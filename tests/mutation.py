@@ -107,6 +107,7 @@ TARGETS: dict[str, Target] = {
     "auth": Target(
         "handlers/auth.py",
         (
+            "tests/test_auth_rules.py",
             "tests/test_slack_permissions.py",
             "tests/test_job_permissions.py",
             "tests/test_slack_app.py",
