@@ -322,3 +322,131 @@ def test_the_messages_of_a_project_that_cannot_be_found_or_read_say_how_to_fix_i
         f"{tmp_path / 'mice' / 'project-config.yml'}: expected `key: value` lines (a mapping), "
         "found list. Start from `init` for a commented example."
     )
+
+
+def _problems(tmp_path: Path, text: str) -> list[str]:
+    """Each problem line of a config's message, the file's path cut to `F`."""
+    _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_project(tmp_path, "proj")
+    file = str(tmp_path / "proj" / "project-config.yml")
+    head, *items = info.value.user_message.replace(file, "F").split("\n- ")
+    assert head == f"F has {len(items)} problem{'s' if len(items) > 1 else ''}:"
+    return items
+
+
+LABELS = "species: mouse\nanimal_names: []\nkeypoints: [nose, tail]\n"
+
+
+def test_project_problems_word_for_word(tmp_path: Path) -> None:
+    text = (
+        "species: mouse\n5: five\nregoin: us-east-2\nkeypoints: [nose, tail]\n"
+        'template_bucket: ""\nregion: us-est-1\nheader: 5\ninstruction_image: notes.txt\n'
+        "short_instructions: [a]\nfull_instructions: ' '\nanimal_names: []\n"
+    )
+    assert _problems(tmp_path, text) == [
+        "F, line 2, key `5`: keys must be text.",
+        "F, line 3, key `regoin`: unknown key; did you mean `region`?",
+        "F, key `data_bucket`: missing. Add it to the file, e.g. "
+        "`data_bucket: lab-mouse-sagemaker`.",
+        "F, line 5, key `template_bucket`: must be non-empty text, found ''. Example: "
+        "`template_bucket: lab-mouse-sagemaker-ui`.",
+        "F, line 6, key `region`: 'us-est-1' is not an AWS region with SageMaker. Did you "
+        "mean 'us-west-1'?",
+        "F, line 7, key `header`: must be non-empty text, found 5. Example: "
+        "`header: Label body parts of the two mice.`.",
+        "F, line 9, key `short_instructions`: must be non-empty text, found ['a']. Example: "
+        "`short_instructions: Click on each body part.`.",
+        "F, line 10, key `full_instructions`: must be non-empty text, found ' '. Example: "
+        "`full_instructions: <p>Detailed instructions</p>`.",
+        "F, line 8, key `instruction_image`: must be the path of a .png/.jpg/.gif file in the "
+        "project, found 'notes.txt'.",
+    ]
+
+
+def test_bucket_problems_word_for_word(tmp_path: Path) -> None:
+    bad = bucket_name_problem("Lab_Frames")
+    long_data = "l" * 57  # fits, but `<it>-output` is 64 characters
+    long_problem = bucket_name_problem(long_data + "-output")
+    assert bad and long_problem and bucket_name_problem(long_data) is None
+    region = "region: mars-1\n"
+    assert _problems(
+        tmp_path, LABELS + f"data_bucket: Lab_Frames\ntemplate_bucket: Lab_Frames\n{region}"
+    ) == [
+        f"F, line 4, key `data_bucket`: {bad} Example: `lab-mouse-sagemaker`.",
+        f"F, line 5, key `template_bucket`: {bad} Example: `lab-mouse-sagemaker`.",
+        "F, line 5, key `template_bucket`: data, output and template buckets must be three "
+        "different buckets.",
+        "F, line 6, key `region`: 'mars-1' is not an AWS region with SageMaker. Example: "
+        "`region: us-east-1`.",
+    ]
+    assert _problems(
+        tmp_path, LABELS + f"data_bucket: {long_data}\ntemplate_bucket: lab-ui\n{region}"
+    )[0] == (
+        f"F, line 4, key `data_bucket`: the output bucket is named after it "
+        f"('{long_data}-output'): {long_problem} Shorten data_bucket or set output_bucket."
+    )
+    # A bad data bucket is reported once, not again through the output bucket named after it.
+    assert _problems(
+        tmp_path, LABELS + "data_bucket: Lab_Frames\ntemplate_bucket: lab-ui\nregion: us-east-2\n"
+    ) == [f"F, line 4, key `data_bucket`: {bad} Example: `lab-mouse-sagemaker`."]
+    assert _problems(
+        tmp_path,
+        LABELS + "data_bucket: lab-a\ntemplate_bucket: lab-b\noutput_bucket: Lab_Out\n"
+        "region: us-east-2\n",
+    ) == [f"F, line 6, key `output_bucket`: {bucket_name_problem('Lab_Out')}"]
+    assert _problems(
+        tmp_path,
+        LABELS + "data_bucket: lab-a\ntemplate_bucket: lab-b\noutput_bucket: lab-a\n"
+        "region: us-east-2\n",
+    ) == [
+        "F, line 5, key `template_bucket`: data, output and template buckets must be three "
+        "different buckets."
+    ]
+
+
+def test_a_valid_project_and_its_defaults(tmp_path: Path) -> None:
+    _write(tmp_path, LABELS + "data_bucket: lab-a\ntemplate_bucket: lab-b\nregion: us-east-2\n")
+    project = load_project(tmp_path, "proj")
+    assert (project.data_bucket, project.template_bucket, project.output_bucket) == (
+        "lab-a",
+        "lab-b",
+        "lab-a-output",
+    )
+    assert (project.header, project.short_instructions, project.full_instructions) == (
+        "Label the body parts of each animal.",
+        "Click on each body part of each animal.",
+        "<p>Click on each body part of each animal.</p>",
+    )
+    assert project.instruction_image is None and project.region == "us-east-2"
+    assert (project.species, project.animal_names, project.keypoints) == (
+        "mouse",
+        (),
+        ("nose", "tail"),
+    )
+    assert (project.num_obj, project.check_pairs, project.label_map) == (1, (), ())
+    assert (project.name, project.path) == ("proj", tmp_path / "proj")
+    assert project.config_file == tmp_path / "proj" / "project-config.yml"
+
+
+def test_instruction_images_word_for_word(tmp_path: Path) -> None:
+    base = LABELS + "data_bucket: lab-a\ntemplate_bucket: lab-b\nregion: us-east-2\n"
+    (tmp_path / "outside.png").write_bytes(b"png")
+    assert _problems(tmp_path, base + "instruction_image: ../outside.png\n") == [
+        "F, line 7, key `instruction_image`: '../outside.png' is outside the project folder. "
+        "Put the image in the project (e.g. `instruction_image: instructions.png`) and give its "
+        "path from there."
+    ]
+    missing = tmp_path / "proj" / "how.JPG"
+    assert _problems(tmp_path, base + "instruction_image: how.JPG\n") == [
+        f"F, line 7, key `instruction_image`: {missing} does not exist. Put the image there or "
+        "remove the key to use the default."
+    ]
+    assert _problems(tmp_path, base + "instruction_image: 5\n") == [
+        "F, line 7, key `instruction_image`: must be the path of a .png/.jpg/.gif file in the "
+        "project, found 5."
+    ]
+    for name in ("how.JPG", "a.jpeg", "b.gif", "c.png"):
+        (tmp_path / "proj" / name).write_bytes(b"img")
+        _write(tmp_path, base + f"instruction_image: {name}\n")
+        assert load_project(tmp_path, "proj").instruction_image == tmp_path / "proj" / name
