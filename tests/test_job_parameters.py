@@ -162,7 +162,10 @@ def _job(raw: object, lab: dict[str, object] | None = None, region: str = "us-ea
     from bot.project.job_settings import validate_job
     from bot.project.problems import ConfigProblems
 
-    p = ConfigProblems(Path("p.yml"), _LINES)
+    # The lines of the keys the project sets; any other key's problem points at `job:`.
+    keys = raw if isinstance(raw, dict) else {}
+    lines = {k: v for k, v in _LINES.items() if len(k) == 1 or k[1] in keys}
+    p = ConfigProblems(Path("p.yml"), lines)
     return validate_job(raw, lab or {}, region, p), p.items
 
 
@@ -316,3 +319,33 @@ def test_adaptive_as_a_lab_default_is_checked_against_the_projects_workers() -> 
         f"{_LAB['adaptive']}: a frame could get 33 answers in all (6 + 3 rounds x 9); gtbot uses "
         "at most 32 a frame. Lower max_rounds or workers_per_round."
     ]
+
+
+def test_public_crowd_pay_and_offer_time_word_for_word() -> None:
+    assert _job({"workteam_arn": PUBLIC})[1] == [
+        "p.yml, line 3, key `job.price_usd`: the public crowd needs a price per task, e.g. "
+        "`price_usd: 0.036`."
+    ]
+    paid = {"workteam_arn": PUBLIC, "price_usd": 0.036}
+    job, items = _job({**paid, "task_availability_seconds": 43200})
+    assert items == [] and job.task_availability_seconds == 43200
+    too_long = (
+        "43201 is too long for the public crowd, which allows at most 43200 (12 hours). Write "
+        "43200 or less, or remove the key."
+    )
+    assert _job({**paid, "task_availability_seconds": 43201})[1] == [
+        f"{_AT['task_availability_seconds']}: {too_long}"
+    ]
+    assert _job(paid, {"task_availability_seconds": 43201})[1] == [
+        f"{_LAB['task_availability_seconds']}: {too_long}"
+    ]
+
+
+def test_consensus_word_for_word() -> None:
+    message = (
+        "must be `median` (MARS's per-keypoint median) or `robust` (gtbot's, which weighs each "
+        "click by how believable it is), found 'mean'."
+    )
+    assert _job({"consensus": "mean"})[1] == [f"{_AT['consensus']}: {message}"]
+    assert _job({}, {"consensus": "mean"})[1] == [f"{_LAB['consensus']}: {message}"]
+    assert _job({}, {"consensus": "robust"})[0].consensus == "robust"
