@@ -125,12 +125,7 @@ TARGETS: dict[str, Target] = {
     },
     "s3": Target(
         "aws/s3.py",
-        (
-            "tests/test_s3_steps.py",
-            "tests/test_launch_guards.py",
-            "tests/test_links.py",
-            "tests/test_slack_results.py",
-        ),
+        ("tests/test_s3_calls.py", "tests/test_s3_steps.py", "tests/test_links.py"),
     ),
 }
 

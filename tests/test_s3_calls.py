@@ -280,3 +280,195 @@ def test_file_md5_reads_files_larger_than_one_chunk(tmp_path: Path) -> None:
     assert s3.file_md5(tmp_path / "big") == hashlib.md5(data).hexdigest()
     (tmp_path / "empty").write_bytes(b"")
     assert s3.file_md5(tmp_path / "empty") == "d41d8cd98f00b204e9800998ecf8427e"
+
+
+BLOCKED = {"PublicAccessBlockConfiguration": s3.BLOCK_ALL_PUBLIC}
+
+
+def _settled(stub: Stubber, bucket: str, location: str | None, cors: list | None) -> None:
+    """The reads of a bucket that is already as the contract wants it."""
+    stub.add_response(
+        "get_bucket_location",
+        {"LocationConstraint": location} if location else {},
+        {"Bucket": bucket},
+    )
+    if cors is not None:
+        stub.add_response("get_bucket_cors", {"CORSRules": cors}, {"Bucket": bucket})
+    stub.add_response("get_public_access_block", BLOCKED, {"Bucket": bucket})
+
+
+def test_a_new_bucket_is_created_in_its_region_with_cors_block_and_tags() -> None:
+    client = _client()
+    with Stubber(client) as stub:
+        stub.add_client_error("head_bucket", "404", "Not Found", 404, {"Bucket": "b"})
+        stub.add_response(
+            "create_bucket",
+            {},
+            {"Bucket": "b", "CreateBucketConfiguration": {"LocationConstraint": "eu-west-1"}},
+        )
+        stub.add_response("get_bucket_location", {"LocationConstraint": "EU"}, {"Bucket": "b"})
+        stub.add_client_error("get_bucket_cors", "NoSuchCORSConfiguration", "none", 404)
+        stub.add_response(
+            "put_bucket_cors", {}, {"Bucket": "b", "CORSConfiguration": {"CORSRules": [GT_RULE]}}
+        )
+        stub.add_client_error(
+            "get_public_access_block", "NoSuchPublicAccessBlockConfiguration", "none", 404
+        )
+        stub.add_response(
+            "put_public_access_block",
+            {},
+            {"Bucket": "b", "PublicAccessBlockConfiguration": s3.BLOCK_ALL_PUBLIC},
+        )
+        stub.add_client_error("get_bucket_tagging", "NoSuchTagSet", "none", 404)
+        stub.add_response(
+            "put_bucket_tagging",
+            {},
+            {"Bucket": "b", "Tagging": {"TagSet": [{"Key": "gtbot:project", "Value": "m"}]}},
+        )
+        result = s3.ensure_bucket(client, "b", "eu-west-1", cors=True, tags={"gtbot:project": "m"})
+        stub.assert_no_pending_responses()
+    assert result == s3.BucketResult(
+        "b", True, ("CORS rule set", "public access blocked", "tagged gtbot:project=m"), ()
+    )
+
+
+def test_a_bucket_already_right_is_left_alone_in_us_east_1() -> None:
+    client = _client()
+    with Stubber(client) as stub:
+        stub.add_response("head_bucket", {}, {"Bucket": "b"})
+        _settled(stub, "b", None, [{"AllowedMethods": ["PUT"], "AllowedOrigins": ["x"]}, GT_RULE])
+        assert s3.ensure_bucket(client, "b", "us-east-1", cors=True) == s3.BucketResult(
+            "b", False, (), ()
+        )
+        # In us-east-1 a bucket is created without a location (S3 refuses "us-east-1" there).
+        stub.add_client_error("head_bucket", "NoSuchBucket", "none", 404)
+        stub.add_response("create_bucket", {}, {"Bucket": "b"})
+        _settled(stub, "b", None, None)
+        assert s3.ensure_bucket(client, "b", "us-east-1", cors=False).created
+        # Created by us a moment ago (a retry): carried on, not created again.
+        stub.add_client_error("head_bucket", "NotFound", "none", 404)
+        stub.add_client_error("create_bucket", "BucketAlreadyOwnedByYou", "yours", 409)
+        _settled(stub, "b", "us-east-2", None)
+        assert not s3.ensure_bucket(client, "b", "us-east-2", cors=False).created
+        stub.assert_no_pending_responses()
+
+
+def test_a_partly_blocked_bucket_is_blocked_and_more_cors_rules_are_kept() -> None:
+    client = _client()
+    theirs = {"AllowedMethods": ["PUT"], "AllowedOrigins": ["https://lab.example"]}
+    with Stubber(client) as stub:
+        stub.add_response("head_bucket", {}, {"Bucket": "b"})
+        stub.add_response(
+            "get_bucket_location", {"LocationConstraint": "us-east-2"}, {"Bucket": "b"}
+        )
+        stub.add_response("get_bucket_cors", {"CORSRules": [theirs]}, {"Bucket": "b"})
+        stub.add_response(
+            "put_bucket_cors",
+            {},
+            {"Bucket": "b", "CORSConfiguration": {"CORSRules": [theirs, GT_RULE]}},
+        )
+        partly = {**s3.BLOCK_ALL_PUBLIC, "RestrictPublicBuckets": False}
+        stub.add_response(
+            "get_public_access_block", {"PublicAccessBlockConfiguration": partly}, {"Bucket": "b"}
+        )
+        stub.add_response(
+            "put_public_access_block",
+            {},
+            {"Bucket": "b", "PublicAccessBlockConfiguration": s3.BLOCK_ALL_PUBLIC},
+        )
+        stub.add_client_error("get_bucket_tagging", "AccessDenied", "no", 403)
+        result = s3.ensure_bucket(client, "b", "us-east-2", cors=True, tags={"k": "v"})
+        stub.assert_no_pending_responses()
+    assert result.changes == ("CORS rule added beside the others", "public access blocked")
+    assert result.warnings == (
+        "not tagged for cost allocation (AccessDenied): gtbot needs s3:GetBucketTagging and "
+        "s3:PutBucketTagging on it (`iam-policy <project>`)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "code", "message"),
+    [
+        (
+            "head_bucket",
+            "403",
+            "Bucket b already exists and belongs to another AWS account (or your credentials may "
+            "not read it). Bucket names are global: choose another name in project-config.yml.",
+        ),
+        (
+            "head_bucket",
+            "AccessDenied",
+            "Bucket b already exists and belongs to another AWS account (or your credentials may "
+            "not read it). Bucket names are global: choose another name in project-config.yml.",
+        ),
+        (
+            "create_bucket",
+            "BucketAlreadyExists",
+            "Bucket b belongs to another AWS account. Bucket names are global: choose another "
+            "name in project-config.yml.",
+        ),
+        ("head_bucket", "SlowDown", "Could not check bucket b: S3 asked to slow down even after "
+         "retries. Wait a minute and try again."),
+        ("create_bucket", "AccessDenied", f"Could not create bucket b in us-east-2: {DENIED}"),
+        ("get_bucket_cors", "AccessDenied", f"Could not read the CORS rules of b: {DENIED}"),
+        ("get_public_access_block", "AccessDenied",
+         f"Could not read the public access block of b: {DENIED}"),
+    ],
+)  # fmt: skip
+def test_each_bucket_failure_word_for_word(call: str, code: str, message: str) -> None:
+    client = _client()
+    with Stubber(client) as stub:
+        if call == "head_bucket":
+            stub.add_client_error("head_bucket", code, "no", 403)
+        else:
+            stub.add_client_error("head_bucket", "404", "Not Found", 404)
+            if call == "create_bucket":
+                stub.add_client_error("create_bucket", code, "no", 409)
+            else:
+                stub.add_response("create_bucket", {})
+                stub.add_response("get_bucket_location", {"LocationConstraint": "us-east-2"})
+                if call == "get_bucket_cors":
+                    stub.add_client_error("get_bucket_cors", code, "no", 403)
+                else:
+                    stub.add_response("get_bucket_cors", {"CORSRules": [GT_RULE]})
+                    stub.add_client_error("get_public_access_block", code, "no", 403)
+        with pytest.raises(AwsError) as info:
+            s3.ensure_bucket(client, "b", "us-east-2", cors=True)
+    assert info.value.user_message == message
+
+
+def test_a_bucket_in_another_region_says_which_word_for_word() -> None:
+    client = _client()
+    with Stubber(client) as stub:
+        stub.add_response("head_bucket", {})
+        stub.add_response("get_bucket_location", {"LocationConstraint": "eu-west-2"})
+        with pytest.raises(AwsError) as info:
+            s3.ensure_bucket(client, "b", "us-east-2", cors=True)
+    assert info.value.user_message == (
+        "Bucket b exists in eu-west-2, but the project's region is us-east-2. Ground Truth needs "
+        "its buckets in the job's region: set `region: eu-west-2` or use another bucket name."
+    )
+
+
+def test_a_bucket_with_fifty_tags_is_reported_not_tagged() -> None:
+    client = _client()
+    fifty = [{"Key": f"k{i}", "Value": "v"} for i in range(49)]
+    with Stubber(client) as stub:
+        stub.add_response("get_bucket_tagging", {"TagSet": fifty}, {"Bucket": "b"})
+        stub.add_response(
+            "put_bucket_tagging",
+            {},
+            {"Bucket": "b", "Tagging": {"TagSet": [*fifty, {"Key": "new", "Value": "1"}]}},
+        )
+        assert s3.ensure_bucket_tags(client, "b", {"new": "1", "k3": "other"}) == (
+            "tagged new=1",
+            None,
+        )
+        stub.add_response("get_bucket_tagging", {"TagSet": fifty}, {"Bucket": "b"})
+        assert s3.ensure_bucket_tags(client, "b", {"a": "1", "b": "2"}) == (
+            None,
+            "not tagged: it has 49 tags, and S3 allows 50",
+        )
+        stub.add_response("get_bucket_tagging", {"TagSet": fifty}, {"Bucket": "b"})
+        assert s3.ensure_bucket_tags(client, "b", {"k1": "x"}) == (None, None)
+        stub.assert_no_pending_responses()
