@@ -79,6 +79,7 @@ TARGETS: dict[str, Target] = {
     "launcher": Target(
         "bot/jobs/launcher.py",
         (
+            "tests/test_launch_decisions.py",
             "tests/test_launcher.py",
             "tests/test_launch_guards.py",
             "tests/test_job_permissions.py",
