@@ -90,7 +90,12 @@ TARGETS: dict[str, Target] = {
     # happens to pass through it (and the flows would make each mutant cost a minute).
     "state": Target(
         "bot/state.py",
-        ("tests/test_state.py", "tests/test_lease.py", "tests/test_announcement.py"),
+        (
+            "tests/test_state.py",
+            "tests/test_store_rows.py",
+            "tests/test_lease.py",
+            "tests/test_announcement.py",
+        ),
     ),
     "watcher": Target(
         "bot/jobs/watcher.py",

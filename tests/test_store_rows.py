@@ -1,0 +1,210 @@
+"""The store's rows as written and read back, field by field, and the queries that pick them:
+what every other part of gtbot trusts the database to say. SQLite and, in CI, PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from bot.state import ChainRow, Store, leases, utcnow
+
+
+def _add_plan(store: Store, plan_id: str, job: str, **extra: object) -> None:
+    store.add_plan(
+        plan_id=plan_id,
+        project="mice",
+        region="us-east-2",
+        job_name=job,
+        requested_by="U1",
+        channel="C1",
+        summary={"images": 4, "cost": "$1"},
+        request={"LabelingJobName": job},
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_plans_read_back_as_written(db_url: str) -> None:
+    store = Store(db_url)
+    before = utcnow()
+    _add_plan(store, "p1", "mice-1", manifest_sha256="ab" * 32)
+    _add_plan(store, "p3", "mice-1-r3", parent="mice-1", round=3, thread_ts="9.1")
+    _add_plan(store, "p2", "mice-1-r2", parent="mice-1", round=2)
+    store.set_plan_message("p1", "111.222")
+    plan = store.get_plan("p1")
+    assert plan is not None
+    assert (plan.id, plan.project, plan.region, plan.job_name) == (
+        "p1",
+        "mice",
+        "us-east-2",
+        "mice-1",
+    )
+    assert (plan.requested_by, plan.channel, plan.message_ts, plan.state) == (
+        "U1",
+        "C1",
+        "111.222",
+        "pending",
+    )
+    assert plan.summary == {"images": 4, "cost": "$1"}
+    assert plan.request == {"LabelingJobName": "mice-1"}
+    assert (plan.decided_by, plan.error, plan.manifest_sha256) == (None, None, "ab" * 32)
+    assert (plan.parent, plan.round, plan.thread_ts) == (None, None, None)
+    assert before <= plan.created_at <= utcnow() and plan.created_at.tzinfo is not None
+    assert plan.updated_at.tzinfo is not None
+    third = store.get_plan("p3")
+    assert third is not None and (third.parent, third.round, third.thread_ts) == (
+        "mice-1",
+        3,
+        "9.1",
+    )
+    assert store.get_plan("nope") is None
+    assert store.plan_for_job("mice-1-r2").id == "p2"  # type: ignore[union-attr]
+    assert store.plan_for_job("mice-2") is None
+    assert [p.id for p in store.follow_up_plans("mice-1")] == ["p2", "p3"]
+    assert store.follow_up_plans("mice-1-r2") == []
+    assert store.transition_plan("p2", ("pending",), "failed", by="U2", error="no")
+    failed = store.get_plan("p2")
+    assert failed is not None and (failed.state, failed.decided_by, failed.error) == (
+        "failed",
+        "U2",
+        "no",
+    )
+    assert failed.updated_at >= failed.created_at
+    assert sorted(p.id for p in store.plans_in_state("pending")) == ["p1", "p3"]
+    assert [p.id for p in store.plans_in_state("failed")] == ["p2"]
+
+
+def test_chains_start_once_and_end_once(db_url: str) -> None:
+    store = Store(db_url)
+    fields = {
+        "root": "mice-1",
+        "project": "mice",
+        "region": "us-east-2",
+        "policy": {"select": "worst 25%", "max_rounds": 3},
+        "launched_by": "U1",
+        "channel": "C1",
+        "thread_ts": "1.2",
+    }
+    assert store.add_chain(**fields)  # type: ignore[arg-type]
+    assert not store.add_chain(**{**fields, "launched_by": "U2"})  # type: ignore[arg-type]
+    assert store.add_chain(**{**fields, "root": "rats-1", "thread_ts": None})  # type: ignore[arg-type]
+    assert store.get_chain("mice-1") == ChainRow(
+        **fields,
+        state="active",
+        reason=None,
+        stopped_by=None,  # type: ignore[arg-type]
+    )
+    assert store.get_chain("nope") is None
+    assert sorted(c.root for c in store.active_chains()) == ["mice-1", "rats-1"]
+    assert store.end_chain("mice-1", "stopped", "asked to", by="U3")
+    assert not store.end_chain("mice-1", "done", "again")
+    ended = store.get_chain("mice-1")
+    assert ended is not None
+    assert (ended.state, ended.reason, ended.stopped_by) == ("stopped", "asked to", "U3")
+    assert [c.root for c in store.active_chains()] == ["rats-1"]
+
+
+def test_watches_read_back_and_a_second_watch_moves_the_card(db_url: str) -> None:
+    store = Store(db_url)
+    created = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    assert store.add_watch(
+        job_name="mice-1",
+        region="us-east-2",
+        channel="C1",
+        project="mice",
+        message_ts="1.1",
+        thread_ts="1.0",
+        owner="U1",
+        job_created=created,
+    )
+    watch = store.get_watch("mice-1")
+    assert watch is not None
+    assert (watch.job_name, watch.region, watch.project, watch.channel) == (
+        "mice-1",
+        "us-east-2",
+        "mice",
+        "C1",
+    )
+    assert (watch.message_ts, watch.thread_ts, watch.owner, watch.job_created) == (
+        "1.1",
+        "1.0",
+        "U1",
+        created,
+    )
+    assert (watch.last_status, watch.last_counters, watch.park_reason) == (None, None, None)
+    assert (watch.completion_announced, watch.parked, watch.dm_only) == (False, False, False)
+    assert (watch.progress_at, watch.stall_told_at) == (None, None)
+    assert watch.created_at.tzinfo is not None
+    store.update_watch(
+        "mice-1",
+        last_status="InProgress",
+        last_counters={"done": 3, "total": 9},
+        parked=True,
+        park_reason="gone",
+        dm_only=True,
+    )
+    changed = store.get_watch("mice-1")
+    assert changed is not None and changed.last_counters == {"done": 3, "total": 9}
+    assert (changed.last_status, changed.parked, changed.park_reason, changed.dm_only) == (
+        "InProgress",
+        True,
+        "gone",
+        True,
+    )
+    assert store.active_watches() == [] and [w.job_name for w in store.iter_all_watches()] == [
+        "mice-1"
+    ]
+    # Watching it again (elsewhere) moves the card and starts over; who and what stay.
+    assert not store.add_watch(
+        job_name="mice-1", region="eu-west-1", channel="C2", message_ts="2.1", owner="U9"
+    )
+    moved = store.get_watch("mice-1")
+    assert moved is not None
+    assert (moved.channel, moved.message_ts, moved.thread_ts) == ("C2", "2.1", None)
+    assert (moved.parked, moved.park_reason, moved.dm_only) == (False, None, False)
+    assert (moved.last_status, moved.last_counters) == (None, None)
+    assert (moved.region, moved.owner, moved.project, moved.job_created) == (
+        "us-east-2",
+        "U1",
+        "mice",
+        created,
+    )
+    assert [w.job_name for w in store.active_watches()] == ["mice-1"]
+    store.update_watch("mice-1", completion_announced=True)
+    assert store.active_watches() == []
+    assert store.remove_watch("mice-1") and not store.remove_watch("mice-1")
+    assert store.get_watch("mice-1") is None
+
+
+def test_subscribers_in_order_once_and_a_stall_told_once(db_url: str) -> None:
+    store = Store(db_url)
+    store.add_watch(job_name="mice-1", region="us-east-2", channel="C1")
+    for user in ("U2", "U1", "U2"):
+        store.add_subscriber("mice-1", user)
+    store.add_subscriber("rats-1", "U3")
+    assert store.subscribers("mice-1") == ["U2", "U1"]
+    assert store.subscribers("nope") == []
+    assert store.claim_stall("mice-1") and not store.claim_stall("mice-1")
+    told = store.get_watch("mice-1")
+    assert told is not None and told.stall_told_at is not None
+    assert told.stall_told_at.tzinfo is not None
+    store.update_watch("mice-1", stall_told_at=None, progress_at=utcnow())  # counts moved
+    assert store.claim_stall("mice-1")
+    assert not store.claim_stall("nope")
+
+
+def test_a_lease_lapses_and_only_its_holder_releases_it(db_url: str) -> None:
+    store = Store(db_url)
+    assert store.lease_holder("watcher") is None
+    assert store.acquire_lease("watcher", "a", 60)
+    assert store.acquire_lease("watcher", "a", 60)  # renewed
+    assert not store.acquire_lease("watcher", "b", 60)
+    store.release_lease("watcher", "b")  # not b's to release
+    assert store.lease_holder("watcher") == "a"
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(leases).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert store.lease_holder("watcher") is None
+    assert store.acquire_lease("watcher", "b", 60) and store.lease_holder("watcher") == "b"
+    store.release_lease("watcher", "b")
+    assert store.lease_holder("watcher") is None and store.acquire_lease("watcher", "c", 60)
+    assert store.acquire_lease("other", "a", 60)  # leases are per name
