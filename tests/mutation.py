@@ -100,6 +100,7 @@ TARGETS: dict[str, Target] = {
     "watcher": Target(
         "bot/jobs/watcher.py",
         (
+            "tests/test_watcher_texts.py",
             "tests/test_watcher.py",
             "tests/test_announcement.py",
             "tests/test_lease.py",
