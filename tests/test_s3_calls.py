@@ -397,6 +397,12 @@ def test_a_partly_blocked_bucket_is_blocked_and_more_cors_rules_are_kept() -> No
         ),
         (
             "head_bucket",
+            "Forbidden",
+            "Bucket b already exists and belongs to another AWS account (or your credentials may "
+            "not read it). Bucket names are global: choose another name in project-config.yml.",
+        ),
+        (
+            "head_bucket",
             "AccessDenied",
             "Bucket b already exists and belongs to another AWS account (or your credentials may "
             "not read it). Bucket names are global: choose another name in project-config.yml.",
