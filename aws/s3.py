@@ -172,7 +172,9 @@ def ensure_bucket(
             changes.append("CORS rule set" if not current else "CORS rule added beside the others")
     with aws_call(f"read the public access block of {bucket}"):
         try:
-            block = client.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+            # Optional in the answer (botocore S3 model, GetPublicAccessBlockOutput).
+            answer = client.get_public_access_block(Bucket=bucket)
+            block = answer.get("PublicAccessBlockConfiguration", {})
         except ClientError as exc:
             if error_code(exc) != "NoSuchPublicAccessBlockConfiguration":
                 raise
@@ -392,7 +394,7 @@ def presign_get(client: Any, bucket: str, key: str, expires_seconds: int) -> str
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://") or "/" not in uri[5:]:
+    bucket, slash, key = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not slash or not bucket:
         raise UsageError(f"{uri!r} is not an S3 URI like s3://bucket/path/to/object.")
-    bucket, _, key = uri[5:].partition("/")
     return bucket, key

@@ -58,17 +58,26 @@ def test_a_bucket_with_the_most_cors_rules_s3_allows_is_refused_word_for_word() 
     )
 
 
-def test_tags_are_added_to_a_bucket_whose_tag_set_answer_has_no_list() -> None:
+def test_tags_are_added_to_a_bucket_without_any() -> None:
     client = _client()
     with Stubber(client) as stub:
         stub.add_response("get_bucket_tagging", {"TagSet": []}, {"Bucket": "b"})
         stub.add_response(
             "put_bucket_tagging",
             {},
-            {"Bucket": "b", "Tagging": {"TagSet": [{"Key": "gtbot:project", "Value": "mice"}]}},
+            {
+                "Bucket": "b",
+                "Tagging": {
+                    "TagSet": [
+                        {"Key": "gtbot:project", "Value": "mice"},
+                        {"Key": "gtbot:requested-by", "Value": "U1"},
+                    ]
+                },
+            },
         )
-        assert s3.ensure_bucket_tags(client, "b", {"gtbot:project": "mice"}) == (
-            "tagged gtbot:project=mice",
+        tags = {"gtbot:project": "mice", "gtbot:requested-by": "U1"}
+        assert s3.ensure_bucket_tags(client, "b", tags) == (
+            "tagged gtbot:project=mice, gtbot:requested-by=U1",
             None,
         )
 
@@ -171,7 +180,7 @@ def test_a_link_is_signed_for_the_object_and_its_lifetime(
 def test_s3_uris_word_for_word() -> None:
     assert s3.split_s3_uri("s3://b/k/x.jpg") == ("b", "k/x.jpg")
     assert s3.split_s3_uri("s3://b/") == ("b", "")
-    for bad in ("s3://bucket-only", "https://b/k", "b/k", "s3:/b/k"):
+    for bad in ("s3://bucket-only", "https://b/k", "b/k", "s3:/b/k", "s3:///k", "s3://"):
         with pytest.raises(UsageError) as info:
             s3.split_s3_uri(bad)
         assert info.value.user_message == (
@@ -185,7 +194,7 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 @pytest.mark.parametrize(
     ("seconds", "span"),
     [(59, "1 min"), (60, "1 min"), (3599, "59 min"), (3600, "1 h"), (3660, "1 h 1 min"),
-     (7200, "2 h"), (7259, "2 h 0 min"), (86400, "24 h")],
+     (7200, "2 h"), (7201, "2 h 0 min"), (7259, "2 h 0 min"), (86400, "24 h")],
 )  # fmt: skip
 def test_link_lifetimes_read_as_spans(seconds: int, span: str) -> None:
     life = s3.LinkLifetime(seconds, NOW + timedelta(seconds=seconds), False)
@@ -211,8 +220,11 @@ def test_a_link_lasts_as_asked_unless_the_credentials_end_first() -> None:
 class FakeS3:
     """put_object as S3 answers it; a key in `refuse` answers AccessDenied."""
 
-    def __init__(self, refuse: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, refuse: frozenset[str] = frozenset(), broken: frozenset[str] = frozenset()
+    ) -> None:
         self.refuse = refuse
+        self.broken = broken
         self.puts: list[dict[str, Any]] = []
         self.threads: set[int] = set()
         self.lock = threading.Lock()
@@ -224,6 +236,10 @@ class FakeS3:
             self.puts.append({"Bucket": Bucket, "Key": Key, "Body": data, **extra})
         if Key in self.refuse:
             raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
+        if Key in self.broken:
+            raise OSError("connection reset by peer")  # no errno, so no strerror
+        if Key.endswith(".noetag"):
+            return {}
         return {"ETag": f'"{hashlib.md5(data).hexdigest()}"'}
 
 
@@ -269,9 +285,13 @@ def test_uploads_skip_what_is_there_and_report_each_failure(tmp_path: Path) -> N
         ("f/d.jpg", "image/jpeg", b"d"),
     ]
     # Without a content type, none is sent (S3 then stores binary/octet-stream).
-    client = FakeS3()
-    s3.upload_files(client, "lab", items[2:3], existing={})
-    assert client.puts == [{"Bucket": "lab", "Key": "f/c.jpg", "Body": b"cc"}]
+    client = FakeS3(broken=frozenset({"f/d.jpg"}))
+    odd = s3.UploadItem(tmp_path / "a.jpg", "f/a.noetag", 3)
+    result = s3.upload_files(client, "lab", [items[2], items[3], odd], existing={})
+    assert sorted(p["Key"] for p in client.puts) == ["f/a.noetag", "f/c.jpg", "f/d.jpg"]
+    assert client.puts[0].keys() == {"Bucket", "Key", "Body"}
+    assert result.failed == ((str(tmp_path / "d.jpg"), "connection reset by peer"),)
+    assert result.etags == {"f/c.jpg": files["c.jpg"]}  # no ETag answered: none recorded
 
 
 def test_file_md5_reads_files_larger_than_one_chunk(tmp_path: Path) -> None:
@@ -416,31 +436,78 @@ def test_a_partly_blocked_bucket_is_blocked_and_more_cors_rules_are_kept() -> No
         ("head_bucket", "SlowDown", "Could not check bucket b: S3 asked to slow down even after "
          "retries. Wait a minute and try again."),
         ("create_bucket", "AccessDenied", f"Could not create bucket b in us-east-2: {DENIED}"),
+        ("get_bucket_location", "AccessDenied",
+         f"Could not read the region of bucket b: {DENIED}"),
         ("get_bucket_cors", "AccessDenied", f"Could not read the CORS rules of b: {DENIED}"),
+        ("put_bucket_cors", "AccessDenied", f"Could not set the CORS rule on b: {DENIED}"),
+        ("put_public_access_block", "AccessDenied",
+         f"Could not block public access on b: {DENIED}"),
         ("get_public_access_block", "AccessDenied",
          f"Could not read the public access block of b: {DENIED}"),
     ],
 )  # fmt: skip
 def test_each_bucket_failure_word_for_word(call: str, code: str, message: str) -> None:
+    # The calls of a new bucket in order; the one under test fails, the ones before succeed.
+    calls = [
+        ("head_bucket", None),
+        ("create_bucket", {}),
+        ("get_bucket_location", {"LocationConstraint": "us-east-2"}),
+        ("get_bucket_cors", {"CORSRules": []}),
+        ("put_bucket_cors", {}),
+        ("get_public_access_block", {"PublicAccessBlockConfiguration": {}}),
+        ("put_public_access_block", {}),
+    ]
     client = _client()
     with Stubber(client) as stub:
-        if call == "head_bucket":
-            stub.add_client_error("head_bucket", code, "no", 403)
-        else:
-            stub.add_client_error("head_bucket", "404", "Not Found", 404)
-            if call == "create_bucket":
-                stub.add_client_error("create_bucket", code, "no", 409)
+        for name, response in calls:
+            if name == call:
+                stub.add_client_error(name, code, "no", 409 if name == "create_bucket" else 403)
+                break
+            if response is None:
+                stub.add_client_error(name, "404", "Not Found", 404)
             else:
-                stub.add_response("create_bucket", {})
-                stub.add_response("get_bucket_location", {"LocationConstraint": "us-east-2"})
-                if call == "get_bucket_cors":
-                    stub.add_client_error("get_bucket_cors", code, "no", 403)
-                else:
-                    stub.add_response("get_bucket_cors", {"CORSRules": [GT_RULE]})
-                    stub.add_client_error("get_public_access_block", code, "no", 403)
+                stub.add_response(name, response)
         with pytest.raises(AwsError) as info:
             s3.ensure_bucket(client, "b", "us-east-2", cors=True)
     assert info.value.user_message == message
+
+
+def test_bucket_regions_as_s3_reports_them() -> None:
+    client = _client()
+    with Stubber(client) as stub:
+        for answer, region in (({}, "us-east-1"), ({"LocationConstraint": ""}, "us-east-1"),
+                               ({"LocationConstraint": "EU"}, "eu-west-1"),
+                               ({"LocationConstraint": "eu-west-2"}, "eu-west-2")):  # fmt: skip
+            stub.add_response("get_bucket_location", answer, {"Bucket": "b"})
+            assert s3.bucket_region(client, "b") == region
+
+
+def test_answers_without_their_optional_lists_are_read_as_empty() -> None:
+    client = _client()
+    with Stubber(client) as stub:
+        stub.add_response("head_bucket", {})
+        stub.add_response("get_bucket_location", {"LocationConstraint": "us-east-2"})
+        stub.add_response("get_bucket_cors", {})
+        stub.add_response(
+            "put_bucket_cors", {}, {"Bucket": "b", "CORSConfiguration": {"CORSRules": [GT_RULE]}}
+        )
+        stub.add_response("get_public_access_block", {})
+        stub.add_response(
+            "put_public_access_block",
+            {},
+            {"Bucket": "b", "PublicAccessBlockConfiguration": s3.BLOCK_ALL_PUBLIC},
+        )
+        assert s3.ensure_bucket(client, "b", "us-east-2", cors=True).changes == (
+            "CORS rule set",
+            "public access blocked",
+        )
+        # A bucket full of other rules names itself in the refusal.
+        stub.add_response("head_bucket", {})
+        stub.add_response("get_bucket_location", {"LocationConstraint": "us-east-2"})
+        other = {"AllowedMethods": ["PUT"], "AllowedOrigins": ["https://lab.example"]}
+        stub.add_response("get_bucket_cors", {"CORSRules": [other] * 100})
+        with pytest.raises(AwsError, match="^Bucket lab-frames already has 100 CORS rules"):
+            s3.ensure_bucket(client, "lab-frames", "us-east-2", cors=True)
 
 
 def test_a_bucket_in_another_region_says_which_word_for_word() -> None:
