@@ -82,8 +82,6 @@ TARGETS: dict[str, Target] = {
             "tests/test_launch_decisions.py",
             "tests/test_launcher.py",
             "tests/test_launch_guards.py",
-            "tests/test_job_permissions.py",
-            "tests/test_slack_permissions.py",
         ),
     ),
     # The store's own tests: a mutant of a query must fail there, not only in a flow that
@@ -112,8 +110,6 @@ TARGETS: dict[str, Target] = {
             "tests/test_auth_rules.py",
             "tests/test_slack_permissions.py",
             "tests/test_job_permissions.py",
-            "tests/test_slack_app.py",
-            "tests/test_http_edge.py",
         ),
     ),
     # The validation of a project (bot/project/: one module per part of project-config.yml
