@@ -3,6 +3,7 @@ a clock we move. The flows through Slack are in test_slack_permissions and test_
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ class Groups:
         self.asked.append(usergroup)
         if usergroup in self.broken:
             raise SlackApiError("no", {"ok": False, "error": "no_such_subteam"})
-        return {"ok": True, "users": self.members.get(usergroup, [])}
+        if usergroup not in self.members:
+            return {"ok": True}  # an answer without its list grants nothing
+        return {"ok": True, "users": self.members[usergroup]}
 
 
 @dataclass
@@ -86,11 +89,17 @@ def test_user_groups_are_read_once_per_five_minutes() -> None:
     assert GROUP_CACHE_SECONDS == 300
 
 
-def test_a_group_slack_cannot_read_grants_nothing_and_is_not_asked_again_at_once() -> None:
-    auth, groups, _ = _auth(admins="S1", submitters="S2", groups=Groups({"S2": ["U2"]}, {"S1"}))
-    assert not auth.is_admin("U2") and auth.is_submitter("U2")
-    assert not auth.is_admin("U1") and not auth.is_submitter("U1")
-    assert groups.asked == ["S1", "S2"]
+def test_a_group_slack_cannot_read_grants_nothing_and_is_not_asked_again_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    auth, groups, _ = _auth(admins="S1", submitters="S2,S3", groups=Groups({"S2": ["U2"]}, {"S1"}))
+    with caplog.at_level(logging.WARNING, logger="gtbot.auth"):
+        assert not auth.is_admin("U2") and auth.is_submitter("U2")
+        assert not auth.is_admin("U1") and not auth.is_submitter("U1")
+    assert sorted(groups.asked) == ["S1", "S2", "S3"]  # each asked once
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("gtbot.auth", "cannot read user group S1: no_such_subteam")
+    ]
     # A user id that is not a group id is never looked up as one.
     auth, groups, _ = _auth(admins="U5,W7", groups=Groups({"U5": ["U1"], "W7": ["U1"]}))
     assert not auth.is_admin("U1") and groups.asked == []
