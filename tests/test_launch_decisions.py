@@ -4,11 +4,17 @@ test_launch_guards."""
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from botocore.exceptions import ClientError
 
+from aws.groundtruth import JobInfo
 from bot.context import Context
 from bot.errors import NameInUseError
 from bot.jobs import launcher
@@ -166,3 +172,158 @@ def test_a_plan_that_did_not_pin_its_frames_is_not_launched(lab: tuple[Context, 
     )
     assert decision.plan is not None and decision.plan.state == "failed"
     assert decision.plan.error == decision.message and decision.plan.decided_by == "U1"
+
+
+CREATED = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+class FakeSageMaker:
+    """DescribeLabelingJob as SageMaker answers it: a job, or the error given for its name."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        self.asked: list[str] = []
+
+    def describe_labeling_job(self, *, LabelingJobName: str) -> dict[str, Any]:  # noqa: N803
+        self.asked.append(LabelingJobName)
+        if LabelingJobName in self.errors:
+            code = self.errors[LabelingJobName]
+            raise ClientError({"Error": {"Code": code, "Message": "said AWS"}}, "Describe")
+        return {
+            "LabelingJobName": LabelingJobName,
+            "LabelingJobArn": f"arn:job/{LabelingJobName}",
+            "LabelingJobStatus": "InProgress",
+            "CreationTime": CREATED,
+        }
+
+
+class FakeClients:
+    def __init__(self, sagemaker: FakeSageMaker) -> None:
+        self._sagemaker = sagemaker
+        self.regions: list[str] = []
+
+    def sagemaker(self, region: str) -> FakeSageMaker:
+        self.regions.append(region)
+        return self._sagemaker
+
+
+def _with_aws(ctx: Context, errors: dict[str, str]) -> tuple[Context, FakeSageMaker]:
+    fake = FakeSageMaker(errors)
+    return Context(settings=ctx.settings, clients=FakeClients(fake), store=ctx.store), fake  # type: ignore[arg-type]
+
+
+def test_a_restart_settles_each_launch_it_can_and_leaves_the_others(
+    lab: tuple[Context, Store], caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx, store = lab
+    ids = {}
+    for job in ("mice-a", "mice-b", "mice-c"):  # a: AWS cannot be asked; b: never made; c: made
+        ids[job] = launcher.record_plan(store, _plan(job_name=job), user="U1", channel="C1")
+        store.set_plan_message(ids[job], f"{job}.ts")
+        assert store.transition_plan(ids[job], ("pending",), "launching", by="UA")
+    ctx, fake = _with_aws(ctx, {"mice-a": "AccessDeniedException", "mice-b": "ResourceNotFound"})
+    with caplog.at_level(logging.WARNING, logger="gtbot.launcher"):
+        settled = launcher.recover_launches(ctx, store)
+    assert sorted((p.job_name, p.state) for p in settled) == [
+        ("mice-b", "pending"),
+        ("mice-c", "launched"),
+    ]
+    assert sorted(fake.asked) == ["mice-a", "mice-b", "mice-c"]
+    assert store.get_plan(ids["mice-a"]).state == "launching"  # type: ignore[union-attr]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"could not settle plan {ids['mice-a']}: Could not describe labeling job mice-a: the "
+        "credentials in use are not allowed to do this. Check the IAM policy of the user or role "
+        "gtbot runs as (see the README's 'AWS permissions')."
+    ]
+    watch = store.get_watch("mice-c")
+    assert watch is not None and (watch.owner, watch.thread_ts) == ("U1", "mice-c.ts")
+    assert store.get_watch("mice-b") is None
+
+
+def test_a_launch_is_recorded_as_the_clicker_made_it(lab: tuple[Context, Store]) -> None:
+    """The watch and the adaptive chain are written from the plan as stored after the click:
+    an admin who launches someone's plan is the one the automatic rounds answer to."""
+    ctx, store = lab
+    policy = AdaptivePolicy(FrameRule("worst", 25.0, True), 1, 3, None)
+    plan_id = launcher.record_plan(
+        store, _plan(adaptive=policy.as_dict()), user="U1", channel="C1", thread_ts="9.9"
+    )
+    store.set_plan_message(plan_id, "1.1")
+    assert store.transition_plan(plan_id, ("pending",), "launching", by="UA")
+    clicked = store.get_plan(plan_id)
+    assert clicked is not None
+    stale = launcher.PlanRow(**{**clicked.__dict__, "decided_by": None})  # as read before
+    job = JobInfo("mice-20261130120000", "arn:job", "InProgress", CREATED)
+    decision = launcher._record_launch(ctx, store, stale, job, "UA")
+    assert (decision.kind, decision.message) == ("launched", "Launched mice-20261130120000.")
+    assert decision.plan is not None and decision.plan.state == "launched"
+    assert decision.job is job and decision.recorded
+    watch = store.get_watch("mice-20261130120000")
+    assert watch is not None
+    assert (watch.owner, watch.channel, watch.message_ts, watch.thread_ts) == (
+        "U1",
+        "C1",
+        "1.1",
+        "9.9",
+    )
+    assert (watch.project, watch.region, watch.job_created) == ("mice", "us-east-2", CREATED)
+    chain = store.get_chain("mice-20261130120000")
+    assert chain is not None and chain.launched_by == "UA" and chain.thread_ts == "9.9"
+
+
+class DatabaseDown(Store):
+    """Writes after the launch fail, as a full disk would."""
+
+    def add_watch(self, **_: object) -> bool:
+        raise sa.exc.OperationalError("INSERT INTO gtbot_watches", {}, Exception("disk full"))
+
+
+@pytest.mark.parametrize("describe", ["works", "fails"])
+def test_a_launch_the_database_could_not_record_is_told_truly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, describe: str
+) -> None:
+    store = DatabaseDown(f"sqlite:///{tmp_path / 'gtbot.db'}")
+    plan_id = launcher.record_plan(store, _plan(), user="U1", channel="C1")
+    plan = store.get_plan(plan_id)
+    assert plan is not None
+    settings = Settings(projects_dir=tmp_path, database_url="", lab_config_path=None)
+    errors = {} if describe == "works" else {"mice-20261130120000": "ThrottlingException"}
+    ctx, _ = _with_aws(Context(settings=settings, store=store), errors)
+    made = JobInfo("mice-20261130120000", "arn:job", "Initializing", None)
+    with caplog.at_level(logging.INFO, logger="gtbot.launcher"):
+        decision = launcher._record_launch(ctx, store, plan, made, "U1")
+    trace = caplog.records[0].getMessage().rsplit(" ", 1)[-1]
+    assert caplog.records[0].getMessage() == (
+        f"launched mice-20261130120000 but could not record it, trace id {trace}"
+    )
+    status = "InProgress" if describe == "works" else "Initializing"
+    assert decision.message == (
+        f"Launched mice-20261130120000 (now {status}). gtbot could not record the launch in its "
+        f"database (trace id {trace}), so the card will not update until an admin fixes the "
+        "database; gtbot settles the launch from AWS when it next starts."
+    )
+    assert decision.kind == "launched" and decision.recorded is False
+    assert decision.plan == plan and decision.job is not None and decision.job.status == status
+    if describe == "fails":
+        assert caplog.records[1].getMessage() == (
+            "could not describe mice-20261130120000 after launching it: Could not describe "
+            "labeling job mice-20261130120000: AWS is throttling requests even after retries. "
+            "Wait a minute and try again."
+        )
+    assert len(caplog.records) == (1 if describe == "works" else 2)
+
+
+class RacingStore(Store):
+    """Another click wins the plan between this click's read and its write."""
+
+    def transition_plan(self, plan_id: str, *args: Any, **kwargs: Any) -> bool:
+        if args[1] == "cancelled":
+            super().transition_plan(plan_id, ("pending",), "launching", by="U2")
+        return super().transition_plan(plan_id, *args, **kwargs)
+
+
+def test_a_cancel_that_loses_the_race_says_what_won(tmp_path: Path) -> None:
+    store = RacingStore(f"sqlite:///{tmp_path / 'gtbot.db'}")
+    plan_id = launcher.record_plan(store, _plan(), user="U1", channel="C1")
+    decision = launcher.cancel_plan(store, plan_id, user="U1", is_admin=False)
+    assert (decision.kind, decision.message) == ("already", "This plan is being launched.")
