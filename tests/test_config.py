@@ -450,3 +450,25 @@ def test_instruction_images_word_for_word(tmp_path: Path) -> None:
         (tmp_path / "proj" / name).write_bytes(b"img")
         _write(tmp_path, base + f"instruction_image: {name}\n")
         assert load_project(tmp_path, "proj").instruction_image == tmp_path / "proj" / name
+
+
+def test_required_keys_and_an_output_bucket_that_is_not_text(tmp_path: Path) -> None:
+    assert _problems(tmp_path, LABELS + "data_bucket: lab-a\noutput_bucket: 5\n") == [
+        "F, key `template_bucket`: missing. Add it to the file, e.g. "
+        "`template_bucket: lab-mouse-sagemaker-ui`.",
+        "F, line 5, key `output_bucket`: must be non-empty text, found 5. Example: "
+        "`output_bucket: lab-mouse-sagemaker-output`.",
+        "F, key `region`: missing. Add it to the file, e.g. `region: us-east-1`.",
+    ]
+
+
+def test_an_instruction_image_that_is_a_link_loop_is_refused(tmp_path: Path) -> None:
+    base = LABELS + "data_bucket: lab-a\ntemplate_bucket: lab-b\nregion: us-east-2\n"
+    _write(tmp_path, base)
+    (tmp_path / "proj" / "a.png").symlink_to("b.png")
+    (tmp_path / "proj" / "b.png").symlink_to("a.png")
+    assert _problems(tmp_path, base + "instruction_image: a.png\n") == [
+        "F, line 7, key `instruction_image`: 'a.png' is outside the project folder. Put the "
+        "image in the project (e.g. `instruction_image: instructions.png`) and give its path "
+        "from there."
+    ]

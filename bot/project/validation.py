@@ -56,15 +56,18 @@ def validate_project(
     texts = _check_instructions(data, config_file, p)
     job = validate_job(data.get("job"), lab_job_defaults, region, p)
     p.raise_if_any()
+    # No problem was reported, so the labels were read (read_label_config gives None only
+    # with problems).
+    assert labels is not None
     return ProjectConfig(
         name=name,
         path=config_file.parent,
         config_file=config_file,
-        species=labels.species if labels else "",
-        animal_names=labels.animals if labels else (),
-        num_obj=labels.num_obj if labels else 1,
-        keypoints=labels.keypoints if labels else (),
-        check_pairs=labels.check_pairs if labels else (),
+        species=labels.species,
+        animal_names=labels.animals,
+        num_obj=labels.num_obj,
+        keypoints=labels.keypoints,
+        check_pairs=labels.check_pairs,
         data_bucket=buckets.data,
         template_bucket=buckets.template,
         output_bucket=buckets.output,
@@ -74,7 +77,7 @@ def validate_project(
         full_instructions=texts.full,
         instruction_image=texts.image,
         job=job,
-        label_map=labels.label_map if labels else (),
+        label_map=labels.label_map,
     )
 
 
