@@ -208,3 +208,36 @@ def test_a_lease_lapses_and_only_its_holder_releases_it(db_url: str) -> None:
     store.release_lease("watcher", "b")
     assert store.lease_holder("watcher") is None and store.acquire_lease("watcher", "c", 60)
     assert store.acquire_lease("other", "a", 60)  # leases are per name
+
+
+def test_each_write_of_a_claim_renews_it(db_url: str) -> None:
+    """A holder that keeps writing (steps, heartbeats) is alive: its claim must not go stale
+    and be taken over while it works, however long ago it first claimed."""
+    from bot.state import announcements
+
+    store = Store(db_url)
+    where = {"channel": "C1", "thread_ts": None}
+
+    def age(seconds: int) -> None:
+        with store.engine.begin() as conn:
+            conn.execute(
+                sa.update(announcements).values(claimed_at=utcnow() - timedelta(seconds=seconds))
+            )
+
+    assert store.claim_announcement("mice-1", "a", 30, **where) is not None
+    for write in (
+        lambda: store.renew_announcement("mice-1", "a"),
+        lambda: store.save_steps("mice-1", "a", [{"kind": "text", "state": "done"}]),
+    ):
+        age(31)
+        write()
+        assert store.claim_announcement("mice-1", "b", 30, **where) is None
+    age(31)  # no write for longer than the lease: taken over
+    taken = store.claim_announcement("mice-1", "b", 30, **where)
+    assert taken is not None and taken.claimed_by == "b"
+    assert taken.steps == [{"kind": "text", "state": "done"}]
+    store.add_watch(job_name="mice-1", region="us-east-2", channel="C1")
+    store.finish_announcement("mice-1", "b")
+    done = store.get_announcement("mice-1")
+    assert done is not None and (done.state, done.claimed_by) == ("done", None)
+    assert store.get_watch("mice-1").completion_announced  # type: ignore[union-attr]
