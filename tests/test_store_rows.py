@@ -3,8 +3,13 @@ what every other part of gtbot trusts the database to say. SQLite and, in CI, Po
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from bot.state import ChainRow, Store, leases, utcnow
@@ -241,3 +246,40 @@ def test_each_write_of_a_claim_renews_it(db_url: str) -> None:
     done = store.get_announcement("mice-1")
     assert done is not None and (done.state, done.claimed_by) == ("done", None)
     assert store.get_watch("mice-1").completion_announced  # type: ignore[union-attr]
+
+
+def test_a_health_check_write_waits_its_timeout_then_gives_up(tmp_path: Path) -> None:
+    """check_writable is what /healthz asks: it waits for another writer up to its timeout,
+    fails after it, and leaves the store's own writes their usual patience."""
+    path = tmp_path / "gtbot.db"
+    store = Store(f"sqlite:///{path}")
+    store.check_writable(0.2)
+
+    def hold(seconds: float) -> threading.Thread:
+        other = sqlite3.connect(path, check_same_thread=False)
+        other.execute("BEGIN EXCLUSIVE")
+        held = threading.Event()
+
+        def release() -> None:
+            held.set()
+            time.sleep(seconds)
+            other.rollback()
+            other.close()
+
+        thread = threading.Thread(target=release)
+        thread.start()
+        held.wait()
+        return thread
+
+    thread = hold(0.5)
+    started = time.monotonic()
+    with pytest.raises(sa.exc.OperationalError, match="locked"):
+        store.check_writable(0.1)
+    assert time.monotonic() - started < 0.45  # gave up before the other writer finished
+    store.check_writable(3.0)  # waited for it
+    assert time.monotonic() - started >= 0.45
+    thread.join()
+    store.check_writable(0.1)  # its short patience is its own, not the connection's after it
+    thread = hold(0.5)
+    assert store.add_watch(job_name="mice-1", region="us-east-2", channel="C1")  # waits
+    thread.join()
