@@ -283,3 +283,18 @@ def test_a_health_check_write_waits_its_timeout_then_gives_up(tmp_path: Path) ->
     thread = hold(0.5)
     assert store.add_watch(job_name="mice-1", region="us-east-2", channel="C1")  # waits
     thread.join()
+
+
+def test_a_released_claim_is_that_holders_on_that_job_only(db_url: str) -> None:
+    store = Store(db_url)
+    where = {"channel": "C1", "thread_ts": None}
+    assert store.claim_announcement("mice-1", "a", 30, **where)
+    assert store.claim_announcement("mice-2", "a", 30, **where)
+    store.release_announcement("mice-1", "b")  # not b's
+    assert store.get_announcement("mice-1").claimed_by == "a"  # type: ignore[union-attr]
+    store.release_announcement("mice-1", "a")
+    assert store.get_announcement("mice-1").claimed_by is None  # type: ignore[union-attr]
+    assert store.get_announcement("mice-2").claimed_by == "a"  # type: ignore[union-attr]
+    assert store.claim_announcement("mice-2", "b", 30, **where) is None
+    taken = store.claim_announcement("mice-1", "b", 30, **where)
+    assert taken is not None and taken.claimed_by == "b"
