@@ -223,12 +223,18 @@ def _show(work: Path, mutant: str) -> str:
 
 
 def _mutated_line(diff: str) -> str:
-    """The mutant's changed line(s), stripped: stable when mutmut renumbers mutants."""
-    return " | ".join(
-        line[1:].strip()
-        for line in diff.splitlines()
-        if line.startswith("+") and not line.startswith("+++")
-    )
+    """The mutant's changed line(s), stripped: stable when mutmut renumbers mutants. A mutant
+    that only removes lines (an argument, a condition) is named by what it removed."""
+
+    def lines(sign: str) -> list[str]:
+        return [
+            line[1:].strip()
+            for line in diff.splitlines()
+            if line.startswith(sign) and not line.startswith(sign * 3)
+        ]
+
+    added = lines("+")
+    return " | ".join(added) if added else "removed: " + " | ".join(lines("-"))
 
 
 def _function(mutant: str) -> str:

@@ -298,3 +298,60 @@ def test_a_released_claim_is_that_holders_on_that_job_only(db_url: str) -> None:
     assert store.claim_announcement("mice-2", "b", 30, **where) is None
     taken = store.claim_announcement("mice-1", "b", 30, **where)
     assert taken is not None and taken.claimed_by == "b"
+
+
+def test_claims_and_steps_stay_with_their_job(db_url: str) -> None:
+    from bot.state import ClaimLost, announcements
+
+    store = Store(db_url)
+    first = store.claim_announcement("mice-1", "a", 30, channel="C1", thread_ts="1.0")
+    assert first is not None and (first.job_name, first.thread_ts) == ("mice-1", "1.0")
+    assert store.get_announcement("nope") is None
+    # A brand-new job is claimed whatever other jobs are claimed.
+    assert store.claim_announcement("mice-2", "a", 30, channel="C2", thread_ts=None)
+    store.save_steps("mice-1", "a", [{"kind": "text"}])
+    assert store.get_announcement("mice-2").steps is None  # type: ignore[union-attr]
+    # A holder that claims again (a restart) renews its claim: nobody takes it over.
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(announcements).values(claimed_at=utcnow() - timedelta(seconds=31)))
+    assert store.claim_announcement("mice-1", "a", 30, channel="C1", thread_ts=None)
+    assert store.claim_announcement("mice-1", "b", 30, channel="C1", thread_ts=None) is None
+    # Taking over one job's stale claim leaves the holder's other jobs alone.
+    store.release_announcement("mice-2", "a")
+    assert store.claim_announcement("mice-3", "b", 30, channel="C1", thread_ts=None)
+    assert store.get_announcement("mice-2").claimed_by is None  # type: ignore[union-attr]
+    with pytest.raises(ClaimLost, match="mice-1"):
+        store.save_steps("mice-1", "b", [])
+
+
+def test_stalls_subscribers_and_leases_are_per_job_and_name(db_url: str) -> None:
+    store = Store(db_url)
+    for job in ("mice-1", "mice-2"):
+        store.add_watch(job_name=job, region="us-east-2", channel="C1")
+    assert store.claim_stall("mice-1") and store.claim_stall("mice-2")
+    store.add_subscriber("mice-1", "U2")
+    store.add_subscriber("mice-2", "U2")  # the same person on another job
+    assert store.subscribers("mice-2") == ["U2"]
+    assert store.acquire_lease("watcher", "a", 60) and store.acquire_lease("other", "a", 60)
+    store.release_lease("watcher", "a")
+    assert store.lease_holder("other") == "a" and store.lease_holder("watcher") is None
+
+
+def test_times_read_back_as_stored(db_url: str) -> None:
+    from bot.state import plans, watches
+
+    store = Store(db_url)
+    _add_plan(store, "p1", "mice-1")
+    store.add_watch(job_name="mice-1", region="us-east-2", channel="C1", thread_ts="1.0")
+    then = datetime(2026, 11, 1, 8, 30, tzinfo=UTC)
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(plans).values(updated_at=then, created_at=then))
+        conn.execute(sa.update(watches).values(created_at=then))
+    plan = store.get_plan("p1")
+    assert plan is not None and (plan.created_at, plan.updated_at) == (then, then)
+    store.update_watch("mice-1", progress_at=then)
+    watch = store.get_watch("mice-1")
+    assert watch is not None and (watch.created_at, watch.progress_at) == (then, then)
+    # Watching again keeps the thread the card's news goes to, when one is given.
+    store.add_watch(job_name="mice-1", region="us-east-2", channel="C2", thread_ts="2.0")
+    assert store.get_watch("mice-1").thread_ts == "2.0"  # type: ignore[union-attr]
