@@ -290,7 +290,8 @@ LINES: list[tuple[str, Line, list[tuple[str, str | None]], tuple[Any, ...] | Non
     *(
         (
             f"size {w}x{h}",
-            line(worker("a", answer(kp(NOSE, 1, 1), size=(w, h))), worker("b", B)),
+            # At (0, 0): in any image, so only the size's check can refuse the line.
+            line(worker("a", answer(kp(NOSE, 0, 0), size=(w, h))), worker("b", B)),
             [(f"worker 1: image size {text} {_NO_SIZE}", "a")],
             frame(["b"], B_AT),
         )
@@ -929,6 +930,25 @@ def test_ordinary_lines_never_need_the_careful_path() -> None:
     record["myjob-metadata"] = record.pop("annotatedResult-metadata")
     assert _careful_lines([json.dumps(record)], label_attribute="myjob") == []
     assert _careful_lines([json.dumps(record)]) == [1]  # found by the careful path only
+
+
+def test_the_careful_path_explains_only_the_points_that_need_it() -> None:
+    """A line read carefully (here for worker 2's spelling) still places well-formed points
+    without the point-by-point checks."""
+    reader = _Reader(SPEC, no_fetch, ReadReport(), None)
+    slow_point = reader._slow_point
+    explained: list[object] = []
+
+    def spy(*args: Any) -> int:
+        explained.append(args[3])
+        return slow_point(*args)
+
+    reader._slow_point = spy  # type: ignore[method-assign]
+    edges = [kp(NOSE, 0, 0), kp(TAIL, 640, 480), kp(WNOSE, 0.5, 479.5), kp(WTAIL, 12, 1)]
+    odd = [kp("Black Mouse Nose", 1, 2), kp(NOSE, 3, 4), kp(TAIL, True, 1), kp(WNOSE, 1, 480.5)]
+    got = reader.read_line(1, line(worker("a", answer(*edges)), worker("b", answer(*odd))))
+    assert explained == odd
+    assert got is not None and got.workers == ["a", "b"]
 
 
 def test_unusual_lines_are_left_to_the_careful_path() -> None:

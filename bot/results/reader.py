@@ -402,12 +402,11 @@ class _Pending:
 
     def __init__(self, fast: bool) -> None:
         self.fast = fast
-        # Per line: the raw text, and its index among fast-read lines or -1.
-        self.entries: list[tuple[int, str | bytes | memoryview, int]] = []
         self._clear()
 
     def _clear(self) -> None:
-        self.entries = []
+        # Per line: the raw text, and its index among fast-read lines or -1.
+        self.entries: list[tuple[int, str | bytes | memoryview, int]] = []
         self.refs: list[str] = []
         self.widths: list[float] = []
         self.heights: list[float] = []
