@@ -355,6 +355,22 @@ LINES: list[tuple[str, Line, list[tuple[str, str | None]], tuple[Any, ...] | Non
         [("worker 1: keypoint entry is not an object", "a")],
         frame(["a"], [1, 2, N, N, N, N, N, N]),
     ),
+    *(
+        (
+            f"the only point unusable: {why}",
+            line(worker("a", answer(point)), worker("b", B)),
+            [(f"worker 1: {why}", "a"), ("worker 1: no usable keypoint", "a")],
+            frame(["b"], B_AT),
+        )
+        for point, why in [
+            (5, "keypoint entry is not an object"),
+            (kp(None, 1, 1), "keypoint without a text label"),
+            (kp(NOSE, "1", 1), "'black mouse nose' has a non-numeric coordinate"),
+            (kp(NOSE, math.nan, 1), "'black mouse nose' has a non-finite coordinate (nan, 1)"),
+            (kp(NOSE, 10**400, 1), "'black mouse nose' is outside the image"),
+            (kp(NOSE, 1, 481), "'black mouse nose' at (1, 481) is outside the image"),
+        ]
+    ),
     (
         "label not text",
         line(worker("a", answer(kp(5, 1, 1), kp(TAIL, 1, 2)))),
@@ -560,19 +576,35 @@ def test_an_input_manifest_line_is_counted_as_one() -> None:
 
 def test_each_placement_of_a_label_takes_the_next_slot_up_to_num_obj() -> None:
     points = [kp("mouse tail", 1, 2), kp("tail", 3, 4), kp("mouse tail", 5, 6), kp("nose", 7, 8)]
+    edges = [kp("nose", 0, 0), kp("nose", 640, 480), kp("tail", 0, 480), kp("tail", 640, 0)]
+    outside = [kp("nose", x, y) for x, y in [(-0.5, 1), (640.5, 1), (1, -0.5), (1, 480.5)]]
     lines = [
         line(worker("a", answer(*points)), worker("b", answer(kp("mouse nose", 9, 9)))),
         line(worker("c", answer(kp("tail", 1, 1), kp("tail", 2, 2), kp("nose", 3, 3)))),
+        line(worker("d", answer(*edges)), worker("e", answer(*outside, kp("tail", 1, 1)))),
     ]
     expect(
         lines,
-        [(1, "worker 1: 'mouse tail' placed more than 2 times", "a")],
+        [(1, "worker 1: 'mouse tail' placed more than 2 times", "a")]
+        + [(3, f"worker 2: 'nose' at ({at}) is outside the image", "e")
+           for at in ("-0.5, 1", "640.5, 1", "1, -0.5", "1, 480.5")],
         [
             (1, *frame(["a", "b"], [7, 8, N, N, 1, 2, 3, 4] + [9, 9, N, N, N, N, N, N])),
             (2, *frame(["c"], [3, 3, N, N, 1, 1, 2, 2])),
+            (3, *frame(["d", "e"], [0, 0, 640, 480, 0, 480, 640, 0] + [N, N, N, N, 1, 1, N, N])),
         ],
         spec=TWICE,
-    )
+    )  # fmt: skip
+
+
+def test_a_label_map_spelling_is_read_as_mapped_before_any_loose_match() -> None:
+    spec = LabelSpec(
+        "mouse", ("black", "white"), ("nose", "tail"), (), num_obj=2,
+        label_map=(("Nose", "black mouse nose"), ("nose", "white mouse nose")),
+    )  # fmt: skip
+    points = [kp("Nose", 1, 1), kp("nose", 2, 2), kp("NOSE", 3, 3)]
+    at = [1, 1, N, N, N, N, N, N, 2, 2, 3, 3, N, N, N, N]
+    expect([line(worker("a", answer(*points)))], [], [(1, *frame(["a"], at))], spec=spec)
 
 
 # -- worker answers in worker-response files (no consolidation Lambda) -------------------------
@@ -660,18 +692,21 @@ def test_answers_kept_in_s3_are_fetched_one_by_one() -> None:
         {"workerId": "c", "annotationData": {"s3Uri": long_uri}},
         {"workerId": "d", "annotationData": {"s3Uri": "s3://lab/answers/d.json"}},
         {"workerId": "e", "annotationData": {"content": json.dumps(B), "s3Uri": "s3://nowhere"}},
+        {"workerId": "f", "annotationData": {"s3Uri": "s3://lab/answers/f.json"}},
     ]
     fetch = _fetch({
         "s3://lab/answers/a.json": A,
         "s3://lab/answers/b.json": B,
         long_uri: OSError("e" * 300),
         "s3://lab/answers/d.json": OSError(""),
+        "s3://lab/answers/f.json": OSError("f" * 120),  # as long as a message may be
     })  # fmt: skip
     expect(
         [line(*items)],
         [
             (1, f"worker 3: cannot read its answer {long_uri[:200]}: {'e' * 117}...", "c"),
             (1, "worker 4: cannot read its answer s3://lab/answers/d.json: OSError", "d"),
+            (1, f"worker 6: cannot read its answer s3://lab/answers/f.json: {'f' * 120}", "f"),
         ],
         [(1, *frame(["a", "b", "e"], A_AT + B_AT + B_AT))],
         fetch=fetch,
@@ -797,19 +832,20 @@ def test_a_later_chunks_report_folds_into_the_earlier() -> None:
         )
     )
     first.job_name = None
-    read_chunk([line(worker("a", answer(kp("cat", 1, 1))), metadata={"job-name": "job-b"}),
-                "[]", "[]", "[]", GOOD], 4, SPEC, fetch=no_fetch, report=later)  # fmt: skip
+    read_chunk([line(worker("a", answer(kp("cat", 1, 1), kp("cat", 1, 1))), metadata={"job-name": "job-b"}),
+                "[]", "[]", json.dumps({"source-ref": REF}), GOOD], 4, SPEC, fetch=no_fetch,
+               report=later)  # fmt: skip
     first.count_unknown("dog", 2)
     first.merge(later)
     assert problems(first) == [
         (2, f"line is not valid JSON ({_NOT_JSON})", N),
         (3, "only a `source-ref`, no labels: this is a line of an input manifest, not of a job's "
             "output manifest", N),
-        (4, "worker 1: 1 keypoint with labels this project does not have ('cat')", "a"),
+        (4, "worker 1: 2 keypoints with labels this project does not have ('cat')", "a"),
     ]  # fmt: skip
     assert (first.problem_count, first.frames, first.frames_skipped) == (2 + 6, 2, 2 + 4)
-    assert (first.lines, first.input_lines, first.job_name) == (8, 1, "job-b")
-    assert first.unknown_labels == {"dog": 2, "cat": 1}
+    assert (first.lines, first.input_lines, first.job_name) == (8, 2, "job-b")
+    assert first.unknown_labels == {"dog": 2, "cat": 2}
     later.merge(first)
     assert later.lines == 8 and later.job_name == "job-b"
 
