@@ -1097,15 +1097,13 @@ def job_name_of(metadata: dict[str, Any]) -> str | None:
 def _as_float(value: object) -> float | None:
     """A JSON number as a finite float; None for anything else, including NaN, infinities and
     integers beyond the float range (which `math.isfinite` would raise on)."""
-    if type(value) is float:
-        return value if math.isfinite(value) else None
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, int) and not isinstance(value, bool):
         try:
             return float(value)
         except OverflowError:
             return None
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
     return None
 
 
