@@ -23,9 +23,9 @@ from bot.results.reader import (
     FrameBatch,
     Problem,
     ReadReport,
-    _Pending,
     _Reader,
     _segments,
+    file_name,
     local_worker_response_fetch,
     read_batches,
     read_chunk,
@@ -189,6 +189,25 @@ LINES: list[tuple[str, Line, list[tuple[str, str | None]], tuple[Any, ...] | Non
         [("`source-ref` is not valid Unicode text", N)],
         N,
     ),
+    (
+        "a source-ref beyond ASCII",
+        line(worker("a", A), ref="s3://lab/Mäuse/ß-1.jpg"),
+        [],
+        frame(["a"], A_AT, ref="s3://lab/Mäuse/ß-1.jpg"),
+    ),
+    (
+        "metadata not an object",
+        line(worker("a", A), **{"annotatedResult-metadata": 5}),
+        [],
+        frame(["a"], A_AT),
+    ),
+    (
+        "answers under a -metadata key are not read",
+        json.dumps({"source-ref": REF, "x-metadata": {"annotationsFromAllWorkers": [worker("a", A)]},
+                    "x-metadata-metadata": {}}),
+        [("no worker answers: neither consolidated annotations nor a `worker-response-ref`", N)],
+        N,
+    ),  # fmt: skip
     ("not UTF-8", GOOD.encode().replace(b"f1", b"\xff1"), [("line is not UTF-8 text", N)], N),
     (
         "failed object",
@@ -529,6 +548,13 @@ def test_each_hostile_line_is_explained_and_costs_nothing_else(
         assert width is None or type(width) is float
 
 
+def test_lines_are_read_a_batch_at_a_time() -> None:
+    batches = read_batches(
+        iter([GOOD] * 5), SPEC, fetch=no_fetch, report=ReadReport(), batch_lines=2
+    )
+    assert [b.lines for b in batches] == [[1, 2], [3, 4], [5]]
+
+
 def test_blank_lines_are_neither_frames_nor_problems() -> None:
     report = expect(
         [GOOD, "", "   ", "\t", GOOD], [], [(1, *GOOD_FRAME), (5, *GOOD_FRAME)], skipped=0
@@ -581,17 +607,23 @@ def test_each_placement_of_a_label_takes_the_next_slot_up_to_num_obj() -> None:
     lines = [
         line(worker("a", answer(*points)), worker("b", answer(kp("mouse nose", 9, 9)))),
         line(worker("c", answer(kp("tail", 1, 1), kp("tail", 2, 2), kp("nose", 3, 3)))),
-        line(worker("d", answer(*edges)), worker("e", answer(*outside, kp("tail", 1, 1)))),
+        line(
+            worker("d", answer(*edges, kp("cat", 1, 1))),
+            worker("e", answer(*outside, kp("tail", 1, 1))),
+        ),
+        line(worker("f", answer(kp("mouse tail", 5, 6))), worker("g", answer(kp("nose", 7, 8)))),
     ]
     expect(
         lines,
-        [(1, "worker 1: 'mouse tail' placed more than 2 times", "a")]
+        [(1, "worker 1: 'mouse tail' placed more than 2 times", "a"),
+         (3, "worker 1: 1 keypoint with labels this project does not have ('cat')", "d")]
         + [(3, f"worker 2: 'nose' at ({at}) is outside the image", "e")
            for at in ("-0.5, 1", "640.5, 1", "1, -0.5", "1, 480.5")],
         [
             (1, *frame(["a", "b"], [7, 8, N, N, 1, 2, 3, 4] + [9, 9, N, N, N, N, N, N])),
             (2, *frame(["c"], [3, 3, N, N, 1, 1, 2, 2])),
             (3, *frame(["d", "e"], [0, 0, 640, 480, 0, 480, 640, 0] + [N, N, N, N, 1, 1, N, N])),
+            (4, *frame(["f", "g"], [N, N, N, N, 5, 6, N, N] + [7, 8, N, N, N, N, N, N])),
         ],
         spec=TWICE,
     )  # fmt: skip
@@ -667,6 +699,12 @@ def test_worker_response_files_give_each_worker_by_identity() -> None:
 def test_unusable_worker_response_files_are_explained(body: object, reason: str) -> None:
     expect([_responses_line(), GOOD], [(1, reason, N)], [(2, *GOOD_FRAME)],
            fetch=_fetch({RESPONSES: body}), skipped=1)  # fmt: skip
+
+
+def test_a_worker_response_file_holds_up_to_32_answers() -> None:
+    fetch = _fetch({RESPONSES: {"answers": [{"answerContent": B}] * 32}})
+    workers = [f"worker-{i}" for i in range(1, 33)]
+    expect([_responses_line()], [], [(1, *frame(workers, B_AT * 32))], fetch=fetch)
 
 
 def test_a_long_worker_response_uri_is_cut_in_the_message() -> None:
@@ -800,6 +838,10 @@ def test_a_line_lists_at_most_100_problems_and_counts_the_rest() -> None:
         assert listed[at + 99] == (number, "worker 25: no usable keypoint", "w24")
         assert listed[at + 100] == (number, "more problems on this line are counted, not listed", N)
     assert seen == report.problems
+    just_over = line(*(worker(f"w{i}", bad) for i in range(25)))  # 100 + "no usable worker"
+    report = read([just_over])[0]
+    assert report.problem_count == 101 and len(report.problems) == 101
+    assert problems(report)[-1] == (1, "more problems on this line are counted, not listed", N)
     capped = ReadReport(limit=5, sink=(sunk := []).append)
     list(read_batches([hostile, GOOD], SPEC, fetch=no_fetch, report=capped))
     assert capped.problems == report.problems[:5] and sunk == report.problems[:101]
@@ -914,6 +956,7 @@ def test_a_frame_without_a_size_has_nan_for_it_and_names_its_image() -> None:
     sizes = batch.image_sizes()
     assert np.isnan(sizes[0]).all() and sizes[1].tolist() == [640.0, 480.0]
     assert batch.file_names() == ["x.png", "f1.jpg"] and batch.file_names() is batch.file_names()
+    assert file_name("s3://lab/a/y.png?versionId=3?x") == "y.png"  # the first "?" starts a query
     empty = FrameBatch([], [], [], [], [], [], np.empty((0, 0, 4, 2)))
     assert empty.image_sizes().shape == (0, 2) and len(empty) == 0
 
@@ -921,26 +964,30 @@ def test_a_frame_without_a_size_has_nan_for_it_and_names_its_image() -> None:
 # -- ordinary lines take the fast path -------------------------------------------------------------
 
 
-def _careful_lines(lines: list[Line], label_attribute: str | None = None) -> list[int]:
-    """The lines a batch sends to the careful path (a spy on `read_line`)."""
-    report = ReadReport(limit=None)
-    reader = _Reader(SPEC, no_fetch, report, label_attribute)
-    read_line = reader.read_line
+@pytest.fixture
+def careful_lines(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[int]]:
+    """The lines a chunk sends to the careful path (a spy on `_Reader.read_line`)."""
     seen: list[int] = []
+    read_line = _Reader.read_line
 
-    def spy(number: int, raw: str | bytes | memoryview) -> Any:
+    def spy(self: _Reader, number: int, raw: str | bytes | memoryview) -> Any:
         seen.append(number)
-        return read_line(number, raw)
+        return read_line(self, number, raw)
 
-    reader.read_line = spy  # type: ignore[method-assign]
-    pending = _Pending(True)
-    for number, raw in enumerate(lines, start=1):
-        pending.add(reader, number, raw)
-    pending.flush(reader)
-    return seen
+    monkeypatch.setattr(_Reader, "read_line", spy)
+
+    def careful_lines(lines: list[Line], label_attribute: str | None = None) -> list[int]:
+        seen.clear()
+        report = ReadReport(limit=None)
+        read_chunk(lines, 1, SPEC, fetch=no_fetch, report=report, label_attribute=label_attribute)
+        return list(seen)
+
+    return careful_lines
 
 
-def test_ordinary_lines_never_need_the_careful_path() -> None:
+def test_ordinary_lines_never_need_the_careful_path(
+    careful_lines: Callable[..., list[int]],
+) -> None:
     """Results do not depend on the path (above); this is the speed: a line of the recipe, at
     any of its edges, is read in bulk."""
     edges = line(
@@ -959,13 +1006,13 @@ def test_ordinary_lines_never_need_the_careful_path() -> None:
         line(worker("a", {**A, "extra": {"keypoints": 1}})),
         GOOD.encode(),
     ]
-    assert _careful_lines(ordinary) == []
-    assert _careful_lines([*ordinary, "{", *ordinary]) == [len(ordinary) + 1]
+    assert careful_lines(ordinary) == []
+    assert careful_lines([*ordinary, "{", *ordinary]) == [len(ordinary) + 1]
     record = json.loads(GOOD)
     record["myjob"] = record.pop("annotatedResult")
     record["myjob-metadata"] = record.pop("annotatedResult-metadata")
-    assert _careful_lines([json.dumps(record)], label_attribute="myjob") == []
-    assert _careful_lines([json.dumps(record)]) == [1]  # found by the careful path only
+    assert careful_lines([json.dumps(record)], label_attribute="myjob") == []
+    assert careful_lines([json.dumps(record)]) == [1]  # found by the careful path only
 
 
 def test_the_careful_path_explains_only_the_points_that_need_it() -> None:
@@ -987,10 +1034,12 @@ def test_the_careful_path_explains_only_the_points_that_need_it() -> None:
     assert got is not None and got.workers == ["a", "b"]
 
 
-def test_unusual_lines_are_left_to_the_careful_path() -> None:
+def test_unusual_lines_are_left_to_the_careful_path(
+    careful_lines: Callable[..., list[int]],
+) -> None:
     """The other half: a line the fast path took wrongly would lose its problems."""
-    unusual = [case[1] for case in LINES if case[0] not in ("32 workers", "time spent, believed from 0 s to a day", "worker ids that are not text", "the image's edges are in", "size 1x1, points on its edges", "size 100,000 px")]  # fmt: skip
-    assert _careful_lines(unusual) == list(range(1, len(unusual) + 1))
+    unusual = [case[1] for case in LINES if case[0] not in ("32 workers", "time spent, believed from 0 s to a day", "worker ids that are not text", "the image's edges are in", "size 1x1, points on its edges", "size 100,000 px", "a source-ref beyond ASCII")]  # fmt: skip
+    assert careful_lines(unusual) == list(range(1, len(unusual) + 1))
 
 
 # -- worker-response files on disk -------------------------------------------------------------------
