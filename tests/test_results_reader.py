@@ -223,6 +223,12 @@ LINES: list[tuple[str, Line, list[tuple[str, str | None]], tuple[Any, ...] | Non
     ),
     ("empty failure reason", line(worker("a", A), metadata={"failure-reason": ""}), [], frame(["a"], A_AT)),
     (
+        "answers a number",
+        line(**{"annotatedResult": {"annotationsFromAllWorkers": 5}}),
+        [("`annotationsFromAllWorkers` is not a list", N)],
+        N,
+    ),
+    (
         "answers not a list",
         json.dumps({"source-ref": REF, "annotatedResult": {"annotationsFromAllWorkers": {}},
                     "annotatedResult-metadata": {}}),
@@ -279,6 +285,12 @@ LINES: list[tuple[str, Line, list[tuple[str, str | None]], tuple[Any, ...] | Non
         "no keypoints",
         line(worker("a", {"other": 1}), worker("b", B)),
         [("worker 1: answer has no keypoints", "a")],
+        frame(["b"], B_AT),
+    ),
+    (
+        "keypoints empty",
+        line(worker("a", answer()), worker("b", B)),
+        [("worker 1: placed no keypoints", "a")],
         frame(["b"], B_AT),
     ),
     (
