@@ -321,10 +321,15 @@ LINES: list[tuple[str, Line, list[tuple[str, str | None]], tuple[Any, ...] | Non
     *(
         (
             f"size {w}x{h}",
-            # At (0, 0): in any image, so only the size's check can refuse the line.
-            line(worker("a", answer(kp(NOSE, 0, 0), size=(w, h))), worker("b", B)),
-            [(f"worker 1: image size {text} {_NO_SIZE}", "a")],
-            frame(["b"], B_AT),
+            # Both at (0, 0), in any image, with the same size: only the size's check can
+            # refuse the line.
+            line(*(worker(name, answer(kp(NOSE, 0, 0), size=(w, h))) for name in "ab")),
+            [
+                (f"worker 1: image size {text} {_NO_SIZE}", "a"),
+                (f"worker 2: image size {text} {_NO_SIZE}", "b"),
+                ("no usable worker answer on this line", N),
+            ],
+            N,
         )
         for w, h, text in [
             (0, 480, "0x480"),
@@ -935,6 +940,12 @@ def test_wide_lines_get_batches_of_their_own_with_careful_lines_in_each() -> Non
     assert (
         np.isnan(batches[1].coords[1, 19]).all() and not np.isnan(batches[1].coords[0, 19, 0]).any()
     )
+    # Two runs are two batches too.
+    shapes = [
+        b.coords.shape
+        for b in read_batches([GOOD, GOOD, wide], SPEC, fetch=no_fetch, report=ReadReport())
+    ]
+    assert shapes == [(2, 2, 4, 2), (1, 20, 4, 2)]
     sizes = batches[0].image_sizes()
     assert sizes.dtype == np.float64 and sizes.tolist() == [[640.0, 480.0]] * 2
 
@@ -951,6 +962,8 @@ def test_wide_lines_get_batches_of_their_own_with_careful_lines_in_each() -> Non
         ([1, 1, 1, 20, 20], [(0, 3), (3, 5)]),
         ([1, 20, 20, 1], [(0, 4)]),
         ([20, 1, 1, 1, 20, 20, 1], [(0, 1), (1, 4), (4, 6), (6, 7)]),
+        ([1, 1, 1, 9, 20], [(0, 4), (4, 5)]),
+        ([9, 1, 1, 1, 20], [(0, 4), (4, 5)]),
     ],
 )
 def test_a_batch_is_cut_where_lines_have_more_than_twice_the_usual_workers(
@@ -1020,6 +1033,10 @@ def test_ordinary_lines_never_need_the_careful_path(
     ]
     assert careful_lines(ordinary) == []
     assert careful_lines([*ordinary, "{", *ordinary]) == [len(ordinary) + 1]
+    # Lines the batch check refuses go alone, not the batch with them.
+    twice = line(worker("a", answer(kp(NOSE, 1, 2), kp(NOSE, 1, 2))), worker("b", B))
+    outside = line(worker("a", answer(kp(NOSE, 1, 481))), worker("b", B))
+    assert careful_lines([*ordinary, twice, *ordinary, outside]) == [12, 24]
     record = json.loads(GOOD)
     record["myjob"] = record.pop("annotatedResult")
     record["myjob-metadata"] = record.pop("annotatedResult-metadata")
