@@ -1010,7 +1010,7 @@ def careful_lines(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[int]]:
     return careful_lines
 
 
-def test_ordinary_lines_never_need_the_careful_path(
+def test_ordinary_lines_of_a_chunk_never_need_the_careful_path(
     careful_lines: Callable[..., list[int]],
 ) -> None:
     """Results do not depend on the path (above); this is the speed: a line of the recipe, at
@@ -1063,7 +1063,7 @@ def test_the_careful_path_explains_only_the_points_that_need_it() -> None:
     assert got is not None and got.workers == ["a", "b"]
 
 
-def test_unusual_lines_are_left_to_the_careful_path(
+def test_unusual_lines_of_a_chunk_are_left_to_the_careful_path(
     careful_lines: Callable[..., list[int]],
 ) -> None:
     """The other half: a line the fast path took wrongly would lose its problems."""
