@@ -71,6 +71,7 @@ _RESULTS = (
     "tests/test_results_consolidation.py",
     "tests/test_results_forms.py",
     "tests/test_results_fastpath.py",
+    "tests/test_results_reader.py",
 )
 TARGETS: dict[str, Target] = {
     "consensus": Target("bot/results/consensus.py", _RESULTS),

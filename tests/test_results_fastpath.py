@@ -70,7 +70,7 @@ def _quirky_lines() -> list[str]:
 
     return [
         *lines,
-        _edit(base, 1, point(0, x=True)),  # bools pass the old fast check: kept as 1.0
+        _edit(base, 1, point(0, x=True)),  # a bool is not a number: reported by both paths
         _edit(base, 1, point(0, x=12, y=40)),  # integers
         _edit(base, 2, point(3, label="  Black Mouse NOSE ")),  # loose spelling
         _edit(base, 0, duplicate),

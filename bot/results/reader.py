@@ -62,9 +62,6 @@ _INF = math.inf
 _DEFAULT_METADATA = f"{DEFAULT_LABEL_ATTRIBUTE}-metadata"
 # Lines per batch unless the caller says otherwise (see `bot.results.consolidation.BATCH_FRAMES`).
 DEFAULT_BATCH_LINES = 512
-# Beyond this a float no longer holds every integer, so the batch check could round a huge
-# integer coordinate differently from the careful path; such points take the careful path.
-_EXACT_INT = float(2**53)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -360,7 +357,7 @@ def local_worker_response_fetch(manifest_path: Path, fallback: Fetch | None = No
         looked: list[str] = []
         if at >= 0:
             parts = PurePosixPath(uri[at + 1 :]).parts
-            if ".." not in parts and "" not in parts:
+            if ".." not in parts:  # PurePosixPath drops empty parts ("a//b" is "a/b")
                 for root in roots:
                     candidate = root.joinpath(*parts)
                     looked.append(str(candidate))
@@ -405,18 +402,18 @@ class _Pending:
 
     def __init__(self, fast: bool) -> None:
         self.fast = fast
-        # Per line: the raw text, and its index among fast-read lines or -1.
-        self.entries: list[tuple[int, str | bytes | memoryview, int]] = []
         self._clear()
 
     def _clear(self) -> None:
-        self.entries = []
+        # Per line: the raw text, and its index among fast-read lines or -1.
+        self.entries: list[tuple[int, str | bytes | memoryview, int]] = []
         self.refs: list[str] = []
         self.widths: list[float] = []
         self.heights: list[float] = []
         self.workers: list[list[str]] = []
         self.seconds: list[list[float | None]] = []
-        self.job_names: list[object] = []
+        # Per fast-read line, its metadata: the job's name is read from the first that has one.
+        self.metadata: list[dict[str, Any]] = []
         # Per fast-read worker: points given. Per point of fast-read workers, in order: slot,
         # x, y. Typed arrays, not lists: each value is unboxed as it is read (its Python
         # object freed while still in cache) and numpy takes the lot without a copy.
@@ -498,8 +495,7 @@ class _Pending:
         self.heights.append(float(height))
         self.workers.append(workers)  # type: ignore[arg-type]
         self.seconds.append(seconds)  # type: ignore[arg-type]
-        name = metadata.get("job-name")
-        self.job_names.append(name if name is not None else metadata.get("job_name"))
+        self.metadata.append(metadata)
         return True
 
     def flush(self, reader: _Reader) -> list[FrameBatch]:
@@ -522,7 +518,7 @@ class _Pending:
             careful: list[tuple[int, list[float]]] = []
             frame_of_line = np.arange(n_fast, dtype=np.int64)
             if report.job_name is None:
-                report.job_name = next((n for n in self.job_names if type(n) is str), None)
+                report.job_name = next(filter(None, map(job_name_of, self.metadata)), None)
         else:
             lines, refs, widths, heights, workers, seconds = [], [], [], [], [], []
             careful = []  # (frame position, flat coords)
@@ -530,8 +526,8 @@ class _Pending:
             for number, raw, fast in entries:
                 if fast >= 0 and accepted[fast]:
                     frame_of_line[fast] = len(lines)
-                    if report.job_name is None and type(self.job_names[fast]) is str:
-                        report.job_name = str(self.job_names[fast])
+                    if report.job_name is None:
+                        report.job_name = job_name_of(self.metadata[fast])
                     lines.append(number)
                     refs.append(self.refs[fast])
                     widths.append(self.widths[fast])
@@ -605,17 +601,14 @@ class _Pending:
         x = np.frombuffer(self.xs, dtype=np.float64)
         y = np.frombuffer(self.ys, dtype=np.float64)
         line_of_point = line_of_worker[worker]
-        with np.errstate(invalid="ignore"):
-            # Beyond 2**53 a float may stand for a huge integer the careful path rounds
-            # differently; such points go there.
-            ok = (
-                (x >= 0.0)
-                & (x <= np.array(self.widths)[line_of_point])
-                & (x < _EXACT_INT)
-                & (y >= 0.0)
-                & (y <= np.array(self.heights)[line_of_point])
-                & (y < _EXACT_INT)
-            )
+        # Widths and heights are at most MAX_IMAGE_SIDE, far below 2**53: every point kept is
+        # a float the careful path would read the same, never a rounded huge integer.
+        ok = (
+            (x >= 0.0)
+            & (x <= np.array(self.widths)[line_of_point])
+            & (y >= 0.0)
+            & (y <= np.array(self.heights)[line_of_point])
+        )
         placed = np.bincount((worker * n_slots + slot)[ok], minlength=n_workers * n_slots)
         bad_worker = (placed.reshape(n_workers, n_slots) > 1).any(axis=1)
         bad_worker |= np.bincount(worker[~ok], minlength=n_workers) > 0
@@ -736,7 +729,7 @@ class _Reader:
         if answers is None:
             return None
         frame = Frame(number, source_ref, None, None, [], [], [])
-        for position, (worker, seconds, content) in enumerate(answers, start=1):
+        for position, worker, seconds, content in answers:
             self._add_worker(frame, position, worker, seconds, content)
         if not frame.workers:
             report.skip(number, "no usable worker answer on this line")
@@ -759,8 +752,10 @@ class _Reader:
 
     def _answers(
         self, number: int, record: dict[str, Any], attribute: str, metadata: dict[str, Any]
-    ) -> list[tuple[str, float | None, object]] | None:
-        """(worker id, seconds spent, content) for each worker, from either manifest form."""
+    ) -> list[tuple[int, str, float | None, object]] | None:
+        """(position, worker id, seconds spent, content) for each worker, from either manifest
+        form; the position is the answer's place on the line (1-based), also when an entry
+        before it was not an answer, so a message names the answer a user finds there."""
         report = self.report
         result = record.get(attribute)
         if isinstance(result, dict) and "annotationsFromAllWorkers" in result:
@@ -771,7 +766,7 @@ class _Reader:
             if len(workers) > MAX_WORKERS_PER_LINE:
                 report.skip(number, _too_many_workers(len(workers)))
                 return None
-            out: list[tuple[str, float | None, object]] = []
+            out: list[tuple[int, str, float | None, object]] = []
             for position, item in enumerate(workers, start=1):
                 if not isinstance(item, dict):
                     report.add(number, f"worker {position}: answer is not an object")
@@ -779,9 +774,7 @@ class _Reader:
                 worker = item.get("workerId")
                 worker = worker if isinstance(worker, str) else f"worker-{position}"
                 content = self._annotation_data(number, position, worker, item)
-                if content is None:
-                    continue
-                out.append((worker, _seconds(item.get("timeSpentInSeconds")), content))
+                out.append((position, worker, _seconds(item.get("timeSpentInSeconds")), content))
             return out
         ref = metadata.get("worker-response-ref")
         if not isinstance(ref, str) or not ref:
@@ -825,6 +818,7 @@ class _Reader:
                 continue
             out.append(
                 (
+                    position,
                     _worker_identity(answer, position),
                     _seconds(answer.get("timeSpentInSeconds")),
                     answer.get("answerContent"),
@@ -841,7 +835,7 @@ class _Reader:
         the annotations into `annotationsFromAllWorkers` as they are)."""
         data = item.get("annotationData")
         if not isinstance(data, dict):
-            return None  # reported as an answer without keypoints, as before
+            return None  # reported as an answer without keypoints (`_add_worker`)
         content = data.get("content")
         if content is not None:
             return content
@@ -925,7 +919,13 @@ class _Reader:
                     j = base + 2 * index[point["label"]]
                     x = point["x"]
                     y = point["y"]
-                    if 0.0 <= x <= w and 0.0 <= y <= h and coords[j] != coords[j]:
+                    if (
+                        0.0 <= x <= w
+                        and 0.0 <= y <= h
+                        and coords[j] != coords[j]
+                        and type(x) is not bool  # true is 1 to Python, not to a worker
+                        and type(y) is not bool
+                    ):
                         coords[j] = x
                         coords[j + 1] = y
                         placed += 1
@@ -997,9 +997,11 @@ class _Reader:
                 report.add(number, f"{where}: {label!r} has a non-numeric coordinate", worker)
                 return 0
         assert isinstance(x, int | float) and isinstance(y, int | float)
-        if _as_float(x) is None or _as_float(y) is None:
-            # An integer too large for a float is finite but lies outside any image.
-            if isinstance(x, int) or isinstance(y, int):
+        fx, fy = _as_float(x), _as_float(y)
+        if fx is None or fy is None:
+            # An integer too large for a float is finite but lies outside any image; NaN and
+            # the infinities (Python's json reads them) are not places at all.
+            if (fx is None and isinstance(x, int)) or (fy is None and isinstance(y, int)):
                 report.add(number, f"{where}: {label!r} is outside the image", worker)
             else:
                 report.add(
@@ -1095,15 +1097,13 @@ def job_name_of(metadata: dict[str, Any]) -> str | None:
 def _as_float(value: object) -> float | None:
     """A JSON number as a finite float; None for anything else, including NaN, infinities and
     integers beyond the float range (which `math.isfinite` would raise on)."""
-    if type(value) is float:
-        return value if math.isfinite(value) else None
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, int) and not isinstance(value, bool):
         try:
             return float(value)
         except OverflowError:
             return None
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
     return None
 
 
