@@ -222,13 +222,11 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {"future": True}
-        if url.startswith("sqlite"):
-            # Several threads (Bolt's listeners, the scheduler) share one engine; SQLite writers
-            # wait for each other instead of failing at once.
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         try:
-            self.engine: Engine = sa.create_engine(url, **kwargs)
+            # Several threads (Bolt's listeners, the scheduler) share one engine: SQLAlchemy 2
+            # pools a file SQLite database with check_same_thread off, and the pragmas below
+            # make its writers wait for each other instead of failing at once.
+            self.engine: Engine = sa.create_engine(url)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise ConfigError(
                 f"GTBOT_DATABASE_URL={url!r} is not a database URL gtbot can use ({exc}). "

@@ -355,3 +355,26 @@ def test_times_read_back_as_stored(db_url: str) -> None:
     # Watching again keeps the thread the card's news goes to, when one is given.
     store.add_watch(job_name="mice-1", region="us-east-2", channel="C2", thread_ts="2.0")
     assert store.get_watch("mice-1").thread_ts == "2.0"  # type: ignore[union-attr]
+
+
+def test_a_sqlite_store_is_shared_by_threads_whose_writers_wait(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gtbot.db'}"
+    store = Store(url)
+    assert store.url == url
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    errors: list[BaseException] = []
+
+    def watch(i: int) -> None:
+        try:
+            store.add_watch(job_name=f"mice-{i}", region="us-east-2", channel="C1")
+        except BaseException as exc:  # noqa: BLE001 - any failure is the test's finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=watch, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(list(store.iter_all_watches())) == 8
