@@ -472,3 +472,12 @@ def test_an_instruction_image_that_is_a_link_loop_is_refused(tmp_path: Path) -> 
         "image in the project (e.g. `instruction_image: instructions.png`) and give its path "
         "from there."
     ]
+
+
+def test_a_label_map_reaches_the_project(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        LABELS + "data_bucket: lab-a\ntemplate_bucket: lab-b\nregion: us-east-2\n"
+        "label_map: {Nose tip: nose}\n",
+    )
+    assert load_project(tmp_path, "proj").label_map == (("Nose tip", "nose"),)
