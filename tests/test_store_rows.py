@@ -378,3 +378,15 @@ def test_a_sqlite_store_is_shared_by_threads_whose_writers_wait(tmp_path: Path) 
     for thread in threads:
         thread.join()
     assert errors == [] and len(list(store.iter_all_watches())) == 8
+
+
+def test_a_database_url_gtbot_cannot_use_is_explained_word_for_word() -> None:
+    from bot.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        Store("mysql-ish://nowhere")
+    message = info.value.user_message
+    assert message.startswith("GTBOT_DATABASE_URL='mysql-ish://nowhere' is not a database URL ")
+    assert message.endswith(
+        "). Example: sqlite:///gtbot.db or postgresql+psycopg://user@host/gtbot"
+    )
