@@ -143,7 +143,8 @@ def _prepare(name: str, target: Target, fresh: bool) -> Path:
     if fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    for rel in _tracked_files():
+    tracked = _tracked_files()
+    for rel in tracked:
         src, dst = ROOT / rel, work / rel
         if not src.is_file():
             continue
@@ -159,7 +160,7 @@ def _prepare(name: str, target: Target, fresh: bool) -> Path:
     tests = ", ".join(json.dumps(t) for t in target.tests)
     sources = ["bot", "handlers", "aws", "templates"]
     # The rest of the checkout (Dockerfile, README, manifests...): tests read them beside the code.
-    others = sorted({rel.split("/")[0] for rel in _tracked_files()} - {*sources, "tests"})
+    others = sorted({rel.split("/")[0] for rel in tracked} - {*sources, "tests"})
     pyproject += (
         "\n[tool.mutmut]\n"
         f"source_paths = {json.dumps(sources)}\n"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bot.state import ChainRow, Store, leases, utcnow
+from bot.errors import ConfigError
+from bot.state import ChainRow, ClaimLost, Store, announcements, leases, plans, utcnow, watches
 
 
 def _add_plan(store: Store, plan_id: str, job: str, **extra: object) -> None:
@@ -218,8 +219,6 @@ def test_a_lease_lapses_and_only_its_holder_releases_it(db_url: str) -> None:
 def test_each_write_of_a_claim_renews_it(db_url: str) -> None:
     """A holder that keeps writing (steps, heartbeats) is alive: its claim must not go stale
     and be taken over while it works, however long ago it first claimed."""
-    from bot.state import announcements
-
     store = Store(db_url)
     where = {"channel": "C1", "thread_ts": None}
 
@@ -301,8 +300,6 @@ def test_a_released_claim_is_that_holders_on_that_job_only(db_url: str) -> None:
 
 
 def test_claims_and_steps_stay_with_their_job(db_url: str) -> None:
-    from bot.state import ClaimLost, announcements
-
     store = Store(db_url)
     first = store.claim_announcement("mice-1", "a", 30, channel="C1", thread_ts="1.0")
     assert first is not None and (first.job_name, first.thread_ts) == ("mice-1", "1.0")
@@ -338,8 +335,6 @@ def test_stalls_subscribers_and_leases_are_per_job_and_name(db_url: str) -> None
 
 
 def test_times_read_back_as_stored(db_url: str) -> None:
-    from bot.state import plans, watches
-
     store = Store(db_url)
     _add_plan(store, "p1", "mice-1")
     store.add_watch(job_name="mice-1", region="us-east-2", channel="C1", thread_ts="1.0")
@@ -381,8 +376,6 @@ def test_a_sqlite_store_is_shared_by_threads_whose_writers_wait(tmp_path: Path) 
 
 
 def test_a_database_url_gtbot_cannot_use_is_explained_word_for_word() -> None:
-    from bot.errors import ConfigError
-
     with pytest.raises(ConfigError) as info:
         Store("mysql-ish://nowhere")
     message = info.value.user_message
