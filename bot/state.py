@@ -632,13 +632,17 @@ class Store:
                 conn.exec_driver_sql(f"PRAGMA busy_timeout={wait_ms}")
             try:
                 if conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {wait_ms}")
+                    # The statement's time includes its wait for locks, so this one bound covers
+                    # another writer too (PostgreSQL's runtime-config-client page: a lock_timeout
+                    # as large as statement_timeout is "rather pointless"). LOCAL: this
+                    # transaction only, not the pooled connection's later work.
                     conn.exec_driver_sql(f"SET LOCAL statement_timeout = {wait_ms}")
-                conn.execute(
-                    sa.update(schema_version)
-                    .where(schema_version.c.id == 1)
-                    .values(version=schema_version.c.version)
-                )
+                # SQLite leaves a page alone when a row is rewritten as it was, so writing the
+                # same value commits nothing and a full disk goes unseen: change the row, then
+                # put it back, in one transaction.
+                row = sa.update(schema_version).where(schema_version.c.id == 1)
+                conn.execute(row.values(version=schema_version.c.version + 1))
+                conn.execute(row.values(version=schema_version.c.version - 1))
                 conn.commit()
             finally:
                 conn.rollback()
@@ -671,6 +675,8 @@ class Store:
                         sa.insert(leases).values(name=name, holder=holder, expires_at=expires)
                     )
             except sa.exc.IntegrityError:
+                # Another replica inserted the first row since our SELECT (PostgreSQL: an
+                # UPDATE of no row locks nothing; SQLite's UPDATE already took the write lock).
                 return False
         return True
 

@@ -6,6 +6,7 @@ when it changes, and record the result in MUTATION.md:
     .venv/bin/pip install -e '.[mutation]'
     .venv/bin/python tests/mutation.py --list
     nice .venv/bin/python tests/mutation.py consensus          # one module (re-runnable)
+    bash .ci/with-postgres nice .venv/bin/python tests/mutation.py state  # needs PostgreSQL
     .venv/bin/python tests/mutation.py --report               # the table for MUTATION.md
 
 Each module runs in its own folder, `.mutation/<module>/`, holding a copy of the tracked files
@@ -64,6 +65,8 @@ class Target:
     tests: tuple[str, ...]
     # Mutant-name globs when only part of the module is in scope (project validation).
     names: tuple[str, ...] = ()
+    # Lines only PostgreSQL runs (the store's): judged only with a server, so the run needs one.
+    postgres: bool = False
 
 
 _RESULTS = (
@@ -90,6 +93,7 @@ TARGETS: dict[str, Target] = {
     "state": Target(
         "bot/state.py",
         ("tests/test_state.py", "tests/test_store_rows.py", "tests/test_lease.py"),
+        postgres=True,
     ),
     "watcher": Target(
         "bot/jobs/watcher.py",
@@ -189,6 +193,14 @@ def run(name: str, fresh: bool, children: int) -> int:
     """mutmut on one module; mutants that survived an earlier run are checked again when the
     tests changed since (mutmut itself re-runs only mutants of changed functions)."""
     target = TARGETS[name]
+    if target.postgres and not os.environ.get("GTBOT_TEST_POSTGRES_URL"):
+        print(
+            f"{name}: some lines run only on PostgreSQL, and without a server their mutants "
+            "would survive. Run it under a throwaway one:\n"
+            f"    bash .ci/with-postgres nice .venv/bin/python tests/mutation.py {name}",
+            file=sys.stderr,
+        )
+        return 2
     work = _prepare(name, target, fresh)
     # The tests as copied for this run: a test edited while it runs is checked next time.
     digest = _tests_digest(target)
@@ -197,7 +209,9 @@ def run(name: str, fresh: bool, children: int) -> int:
     )
     mutmut = Path(sys.executable).with_name("mutmut")
     cmd = ["nice", "-n", "10", str(mutmut), "run", "--max-children", str(children)]
-    env = {k: v for k, v in os.environ.items() if k != "GTBOT_TEST_POSTGRES_URL"}
+    # Each test makes its own PostgreSQL database (tests/db_support.py), so mutants running
+    # side by side share the server safely; modules without PostgreSQL lines skip those tests.
+    env = {k: v for k, v in os.environ.items() if k != "GTBOT_TEST_POSTGRES_URL" or target.postgres}
     print(f"{name}: {' '.join(cmd + list(target.names))} (in {work})", flush=True)
     code = subprocess.run(cmd + list(target.names), cwd=work, env=env).returncode
     if before and before.get("tests") != digest:

@@ -145,6 +145,10 @@ def test_consensus_beats_single_workers_and_corrects_flips(
                 swaps[(frame, animal, pair)],
             )
     # A swapped answer is a large error for a single worker; consensus removes most of them.
+    # The emulator replays the same workforce for a seed (its stream is not keyed by the job
+    # name, which carries the time). This draw gives 4.7x; twelve other draws of this job gave
+    # 2.5x to 6.2x (median 4x), so a bound of 3 is the usual result, not a promise for every
+    # sample of 30 frames.
     far_single = sum(e > 12.0 for e in worker_errors) / len(worker_errors)
     far_consensus = sum(e > 12.0 for e in consensus_errors) / len(consensus_errors)
     assert far_consensus < far_single / 3, (far_consensus, far_single)

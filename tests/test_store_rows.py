@@ -11,9 +11,20 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from db_support import POSTGRES_URL, postgres_database
 
 from bot.errors import ConfigError
-from bot.state import ChainRow, ClaimLost, Store, announcements, leases, plans, utcnow, watches
+from bot.state import (
+    ChainRow,
+    ClaimLost,
+    Store,
+    announcements,
+    leases,
+    plans,
+    schema_version,
+    utcnow,
+    watches,
+)
 
 
 def _add_plan(store: Store, plan_id: str, job: str, **extra: object) -> None:
@@ -282,6 +293,93 @@ def test_a_health_check_write_waits_its_timeout_then_gives_up(tmp_path: Path) ->
     thread = hold(0.5)
     assert store.add_watch(job_name="mice-1", region="us-east-2", channel="C1")  # waits
     thread.join()
+
+
+needs_postgres = pytest.mark.skipif(
+    not POSTGRES_URL, reason="GTBOT_TEST_POSTGRES_URL is not set (.ci/with-postgres)"
+)
+
+
+@needs_postgres
+def test_a_postgres_health_check_waits_its_timeout_then_gives_up() -> None:
+    """On PostgreSQL another writer holds the row the health check writes: the check gives up
+    after its own timeout, and the pooled connection keeps no timeout afterwards."""
+    with postgres_database() as url:
+        store = Store(url)
+        store.check_writable(0.2)
+        other = sa.create_engine(url)
+        try:
+            with other.connect() as conn:
+                conn.execute(
+                    sa.update(schema_version)
+                    .where(schema_version.c.id == 1)
+                    .values(version=schema_version.c.version)
+                )  # the row is locked until this transaction ends
+                started = time.monotonic()
+                with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+                    store.check_writable(0.1)
+                assert time.monotonic() - started < 0.45
+                conn.rollback()
+            store.check_writable(0.1)
+            with store.engine.connect() as conn:
+                assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+        finally:
+            other.dispose()
+            store.engine.dispose()
+
+
+def _write_marker(store: Store) -> object:
+    """What changes when someone commits a write to the health check's row."""
+    with store.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            return conn.exec_driver_sql("PRAGMA data_version").scalar()
+        return conn.execute(
+            sa.select(sa.column("xmin")).select_from(schema_version).where(schema_version.c.id == 1)
+        ).scalar()
+
+
+def test_a_health_check_really_writes(db_url: str) -> None:
+    """A write that changes no row would pass on a full disk: the check must commit one."""
+    store = Store(db_url)
+    watcher = Store(db_url)  # SQLite's data_version moves for another connection's commits
+    before = _write_marker(watcher)
+    with store.engine.connect() as conn:
+        version = conn.execute(sa.select(schema_version.c.version)).scalar()
+    store.check_writable(0.5)
+    assert _write_marker(watcher) != before
+    with store.engine.connect() as conn:  # and leaves the schema's version as it was
+        assert conn.execute(sa.select(schema_version.c.version)).scalar() == version
+
+
+def test_a_read_only_database_fails_the_health_check(tmp_path: Path) -> None:
+    path = tmp_path / "gtbot.db"
+    Store(f"sqlite:///{path}")
+    read_only = Store(f"sqlite:///file:{path}?mode=ro&uri=true")
+    with pytest.raises(sa.exc.OperationalError, match="readonly"):
+        read_only.check_writable(0.2)
+
+
+@needs_postgres
+def test_two_replicas_inserting_the_first_lease_row_at_once_get_one_holder() -> None:
+    """PostgreSQL: an UPDATE that finds no row locks nothing, so both replicas can find no
+    lease and insert. The second insert fails on the key; that replica must not hold it."""
+    with postgres_database() as url:
+        mine, theirs = Store(url), Store(url)
+        raced: list[bool] = []
+
+        @sa.event.listens_for(mine.engine, "before_cursor_execute")
+        def _the_other_inserts_first(*args: object) -> None:
+            statement = str(args[2])
+            if statement.startswith("INSERT INTO gtbot_leases") and not raced:
+                raced.append(theirs.acquire_lease("watcher", "b", 60))
+
+        try:
+            assert mine.acquire_lease("watcher", "a", 60) is False
+            assert raced == [True] and mine.lease_holder("watcher") == "b"
+            assert mine.acquire_lease("watcher", "a", 60) is False  # still theirs
+        finally:
+            mine.engine.dispose()
+            theirs.engine.dispose()
 
 
 def test_a_released_claim_is_that_holders_on_that_job_only(db_url: str) -> None:

@@ -230,7 +230,12 @@ class JobStore:
         return function
 
     def new_job(self, name: str, region: str, request: dict[str, Any], seed: int) -> LabelingJob:
+        """The job's workers draw from a stream keyed by the emulator's seed and the job's
+        place in the order of creation, not by its name: gtbot's names carry the submit time,
+        so a name-keyed stream gave every run a different workforce and the same seed did
+        not replay the same job."""
         now = now_ms()
+        ordinal = sum(1 for other in self.jobs.values() if other.region == region)
         return LabelingJob(
             name=name,
             arn=f"arn:aws:sagemaker:{region}:{ACCOUNT_ID}:labeling-job/{name.lower()}",
@@ -239,7 +244,7 @@ class JobStore:
             created=now,
             modified=now,
             job_reference_code=f"{ACCOUNT_ID}{uuid.uuid4().hex[:12]}",
-            rng=random.Random(f"{seed}:{region}:{name.lower()}"),
+            rng=random.Random(f"{seed}:{region}:{ordinal}"),
             started_monotonic=time.monotonic(),
         )
 
