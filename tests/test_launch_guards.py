@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from botocore.exceptions import ClientError, ReadTimeoutError
 from conftest import SANDBOX_TEAM, write_project
 
 from aws import s3
@@ -162,4 +164,101 @@ def test_a_database_error_after_create_is_settled_and_told_truly(
     assert settled == {plan_id: "launched"}
     watch = store.get_watch(plan.job_name)
     assert watch is not None and watch.owner == "U1"
+    assert emu.calls.count("CreateLabelingJob") == 1
+
+
+class _LostAnswer:
+    """SageMaker whose answer to CreateLabelingJob never arrives (a read timeout): the request
+    reached AWS (`made`) or did not. DescribeLabelingJob works, or fails with `describe`."""
+
+    def __init__(self, real: Any, *, made: bool, describe: str | None = None) -> None:
+        self.real, self.made, self.describe = real, made, describe
+
+    def create_labeling_job(self, **request: Any) -> dict[str, Any]:
+        if self.made:
+            self.real.create_labeling_job(**request)
+        raise ReadTimeoutError(endpoint_url="https://api.sagemaker.us-east-2.amazonaws.com/")
+
+    def describe_labeling_job(self, **kwargs: Any) -> dict[str, Any]:
+        if self.describe:
+            error = {"Error": {"Code": self.describe, "Message": "said AWS"}}
+            raise ClientError(error, "DescribeLabelingJob")  # type: ignore[arg-type]
+        return self.real.describe_labeling_job(**kwargs)  # type: ignore[no-any-return]
+
+
+class _Clients:
+    def __init__(self, real: Any, sagemaker: _LostAnswer) -> None:
+        self.real, self._sagemaker = real, sagemaker
+
+    def sagemaker(self, region: str) -> _LostAnswer:
+        return self._sagemaker
+
+    def s3(self, region: str) -> Any:
+        return self.real.s3(region)
+
+
+def _losing_answers(ctx: Context, **how: Any) -> Context:
+    lost = _LostAnswer(ctx.clients.sagemaker("us-east-2"), **how)
+    return Context(settings=ctx.settings, clients=_Clients(ctx.clients, lost), store=ctx.store)  # type: ignore[arg-type]
+
+
+TIMEOUT = 'Read timeout on endpoint URL: "https://api.sagemaker.us-east-2.amazonaws.com/"'
+
+
+def test_a_launch_whose_answer_was_lost_but_made_the_job_is_that_job(
+    lab: tuple[Context, Store], emu: GroundTruthEmulator
+) -> None:
+    """An error is not a refusal: AWS is asked whether the job exists, and it does."""
+    ctx, store = lab
+    plan_id, plan = _plan(ctx, store)
+    decision = _launch(_losing_answers(ctx, made=True), store, plan_id)
+    assert (decision.kind, decision.message) == ("launched", f"Launched {plan.job_name}.")
+    assert decision.recorded and decision.job is not None
+    assert decision.job.name == plan.job_name
+    assert decision.plan is not None and decision.plan.state == "launched"
+    assert store.get_watch(plan.job_name) is not None
+    assert emu.calls.count("CreateLabelingJob") == 1
+    assert emu.job_names() == [plan.job_name]
+
+
+def test_a_launch_whose_request_never_reached_aws_fails_and_says_why(
+    lab: tuple[Context, Store], emu: GroundTruthEmulator
+) -> None:
+    ctx, store = lab
+    plan_id, plan = _plan(ctx, store)
+    decision = _launch(_losing_answers(ctx, made=False), store, plan_id)
+    message = f"Could not create labeling job {plan.job_name}: {TIMEOUT}"
+    assert (decision.kind, decision.message) == ("failed", message)
+    assert decision.plan is not None
+    assert (decision.plan.state, decision.plan.error) == ("failed", message)
+    assert store.get_watch(plan.job_name) is None and emu.job_names() == []
+    assert _launch(ctx, store, plan_id).kind == "already"  # a failed plan stays failed
+
+
+def test_a_launch_aws_cannot_be_asked_about_is_left_for_the_restart(
+    lab: tuple[Context, Store], emu: GroundTruthEmulator
+) -> None:
+    """Neither launched nor failed: saying either could be a lie that costs money (a second
+    plan) or data (a job nobody watches). The plan stays launching until AWS can be asked."""
+    ctx, store = lab
+    plan_id, plan = _plan(ctx, store)
+    unsure = _losing_answers(ctx, made=True, describe="AccessDeniedException")
+    decision = _launch(unsure, store, plan_id)
+    assert decision.kind == "unknown"
+    assert decision.message == (
+        f"Could not launch {plan.job_name} for sure: Could not create labeling job "
+        f"{plan.job_name}: {TIMEOUT} AWS could not be asked whether the job exists (Could not "
+        f"describe labeling job {plan.job_name}: the credentials in use are not allowed to do "
+        "this. Check the IAM policy of the user or role gtbot runs as (see the README's 'AWS "
+        f"permissions').). gtbot checks again when it next starts; `status {plan.job_name}` "
+        "tells you now."
+    )
+    assert decision.plan is not None and decision.plan.id == plan_id
+    assert store.get_plan(plan_id).state == "launching"  # type: ignore[union-attr]
+    assert _launch(ctx, store, plan_id).kind == "already"  # a second click spends nothing
+    assert emu.calls.count("CreateLabelingJob") == 1
+
+    settled = {p.id: p.state for p in launcher.recover_launches(ctx, store)}  # the restart
+    assert settled == {plan_id: "launched"}
+    assert store.get_watch(plan.job_name) is not None
     assert emu.calls.count("CreateLabelingJob") == 1

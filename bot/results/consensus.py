@@ -26,6 +26,10 @@ MAX_FLIP_ROUNDS = 10
 _SWAP_EPS = 1e-6
 # Instance matching for num_obj > 1 tries every permutation up to this many instances.
 _MAX_PERMUTED_INSTANCES = 4
+# Instance matching re-orders workers until their orders fit the medians they make. Each round
+# lowers the summed Manhattan distance by more than _SWAP_EPS, so it ends by itself; this is a
+# guard only (random batches of 2-4 instances settle within 6 rounds).
+MAX_MATCH_ROUNDS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +164,10 @@ def _match_instances(coords: FloatArray, num_obj: int) -> FloatArray:
 
     Workers place a label `num_obj` times in any order; instances are first ordered left to
     right, then each worker's order is re-chosen to best fit the per-instance medians (all
-    permutations up to 4 instances, a few rounds). Instances are matched per label: instance j
-    of "nose" and instance j of "tail" are not guaranteed to be the same individual, which
-    the template gives no way to know.
+    permutations up to 4 instances), until no worker's order changes: a fixed number of rounds
+    left some batches half matched. Instances are matched per label: instance j of "nose" and
+    instance j of "tail" are not guaranteed to be the same individual, which the template
+    gives no way to know.
     """
     n_frames, n_workers, n_slots, _ = coords.shape
     grouped = coords.reshape(n_frames, n_workers, n_slots // num_obj, num_obj, 2)
@@ -171,13 +176,25 @@ def _match_instances(coords: FloatArray, num_obj: int) -> FloatArray:
     grouped = np.take_along_axis(grouped, order[..., None], axis=3)
     if num_obj <= _MAX_PERMUTED_INSTANCES:
         perms = np.array(list(itertools.permutations(range(num_obj))), dtype=np.int64)
-        for _ in range(3):
+        for _ in range(MAX_MATCH_ROUNDS):
             median = nanmedian_workers(grouped)  # (B, L, n, 2)
             costs = []
             for perm in perms:
-                d = _distance(grouped[:, :, :, perm], median[:, None])
-                costs.append(np.where(np.isnan(d), 0.0, d).sum(axis=3))
-            best = np.argmin(np.stack(costs, axis=-1), axis=-1)  # (B, W, L)
+                moved = grouped[:, :, :, perm]
+                # Manhattan distance: the per-axis median is what minimises it, so every round
+                # lowers the summed distance and the rounds must end (no cycle to cap).
+                d = np.abs(moved - median[:, None]).sum(axis=-1)
+                # An unplaced point costs nothing. A placed point has no median to fit in a
+                # slot nobody uses: it may not move there (workers who each placed one mouse
+                # would all jump to the empty slot and back, round after round).
+                d = np.where(np.isnan(moved[..., 0]), 0.0, np.where(np.isnan(d), np.inf, d))
+                costs.append(d.sum(axis=3))
+            cost = np.stack(costs, axis=-1)  # (B, W, L, perms); perms[0] is the order as it is
+            best = np.argmin(cost, axis=-1)  # (B, W, L)
+            gain = cost[..., 0] - np.take_along_axis(cost, best[..., None], axis=-1)[..., 0]
+            best = np.where(gain > _SWAP_EPS, best, 0)  # a tie never moves a worker
+            if not best.any():
+                break  # every worker's order fits the medians it makes: a fixed point
             chosen = perms[best]  # (B, W, L, n)
             grouped = np.take_along_axis(grouped, chosen[..., None], axis=3)
     return grouped.reshape(n_frames, n_workers, n_slots, 2)
