@@ -5,7 +5,8 @@ test_launch_guards."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from bot.jobs import launcher
 from bot.jobs.adaptive import AdaptivePolicy, FrameRule
 from bot.recipe import Plan
 from bot.settings import Settings
-from bot.state import Store
+from bot.state import Store, plans, utcnow
 
 TEAM = "arn:aws:sagemaker:us-east-2:394669845002:workteam/public-crowd/default"
 REQUEST = {"InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": "s3://b/m"}}}}
@@ -99,7 +100,12 @@ def test_a_second_plan_of_the_same_job_name_is_refused_word_for_word(
     )
     round_two = _plan(job_name="mice-1-r2", parent="mice-1", round=2)
     plan_id = launcher.record_plan(store, round_two, user="U1", channel="C1", thread_ts="1.2")
-    assert store.get_plan(plan_id).thread_ts == "1.2"  # type: ignore[union-attr]
+    stored = store.get_plan(plan_id)
+    assert stored is not None and (stored.parent, stored.round, stored.thread_ts) == (
+        "mice-1",
+        2,
+        "1.2",
+    )
     with pytest.raises(NameInUseError) as info:
         launcher.record_plan(store, round_two, user="U1", channel="C1")
     assert info.value.user_message == (
@@ -118,8 +124,10 @@ def test_who_may_press_a_plans_buttons_word_for_word(lab: tuple[Context, Store])
         "forbidden",
         "Only the person who asked for this plan, or an admin, may cancel it.",
     )
+    assert other.plan is not None and other.plan.id == plan_id  # the card is drawn again
     other = launcher.launch_plan(ctx, store, plan_id, user="U2", is_admin=False, is_submitter=True)
     assert other.message == "Only the person who asked for this plan, or an admin, may launch it."
+    assert other.plan is not None and other.plan.id == plan_id
     no_longer = launcher.launch_plan(ctx, store, plan_id, user="U1", is_admin=False)
     assert (no_longer.kind, no_longer.message) == (
         "forbidden",
@@ -222,7 +230,7 @@ def test_a_restart_settles_each_launch_it_can_and_leaves_the_others(
         store.set_plan_message(ids[job], f"{job}.ts")
         assert store.transition_plan(ids[job], ("pending",), "launching", by="UA")
     ctx, fake = _with_aws(ctx, {"mice-a": "AccessDeniedException", "mice-b": "ResourceNotFound"})
-    with caplog.at_level(logging.WARNING, logger="gtbot.launcher"):
+    with caplog.at_level(logging.WARNING, logger="gtbot.launch"):
         settled = launcher.recover_launches(ctx, store)
     assert sorted((p.job_name, p.state) for p in settled) == [
         ("mice-b", "pending"),
@@ -240,7 +248,9 @@ def test_a_restart_settles_each_launch_it_can_and_leaves_the_others(
     assert store.get_watch("mice-b") is None
 
 
-def test_a_launch_is_recorded_as_the_clicker_made_it(lab: tuple[Context, Store]) -> None:
+def test_a_launch_is_recorded_as_the_clicker_made_it(
+    lab: tuple[Context, Store], caplog: pytest.LogCaptureFixture
+) -> None:
     """The watch and the adaptive chain are written from the plan as stored after the click:
     an admin who launches someone's plan is the one the automatic rounds answer to."""
     ctx, store = lab
@@ -254,7 +264,11 @@ def test_a_launch_is_recorded_as_the_clicker_made_it(lab: tuple[Context, Store])
     assert clicked is not None
     stale = launcher.PlanRow(**{**clicked.__dict__, "decided_by": None})  # as read before
     job = JobInfo("mice-20261130120000", "arn:job", "InProgress", CREATED)
-    decision = launcher._record_launch(ctx, store, stale, job, "UA")
+    with caplog.at_level(logging.INFO, logger="gtbot.launch"):
+        decision = launcher._record_launch(ctx, store, stale, job, "UA")
+    assert [r.getMessage() for r in caplog.records] == [
+        "launched job=mice-20261130120000 project=mice by=UA"  # the audit trail of spending
+    ]
     assert (decision.kind, decision.message) == ("launched", "Launched mice-20261130120000.")
     assert decision.plan is not None and decision.plan.state == "launched"
     assert decision.job is job and decision.recorded
@@ -269,6 +283,7 @@ def test_a_launch_is_recorded_as_the_clicker_made_it(lab: tuple[Context, Store])
     assert (watch.project, watch.region, watch.job_created) == ("mice", "us-east-2", CREATED)
     chain = store.get_chain("mice-20261130120000")
     assert chain is not None and chain.launched_by == "UA" and chain.thread_ts == "9.9"
+    assert chain.policy == policy.as_dict()
 
 
 class DatabaseDown(Store):
@@ -290,9 +305,11 @@ def test_a_launch_the_database_could_not_record_is_told_truly(
     errors = {} if describe == "works" else {"mice-20261130120000": "ThrottlingException"}
     ctx, _ = _with_aws(Context(settings=settings, store=store), errors)
     made = JobInfo("mice-20261130120000", "arn:job", "Initializing", None)
-    with caplog.at_level(logging.INFO, logger="gtbot.launcher"):
+    with caplog.at_level(logging.INFO, logger="gtbot.launch"):
         decision = launcher._record_launch(ctx, store, plan, made, "U1")
     trace = caplog.records[0].getMessage().rsplit(" ", 1)[-1]
+    assert re.fullmatch("[0-9a-f]{12}", trace)  # what an admin greps the logs for
+    assert ctx.clients.regions == ["us-east-2"]  # type: ignore[attr-defined]  # the plan's
     assert caplog.records[0].getMessage() == (
         f"launched mice-20261130120000 but could not record it, trace id {trace}"
     )
@@ -327,3 +344,64 @@ def test_a_cancel_that_loses_the_race_says_what_won(tmp_path: Path) -> None:
     plan_id = launcher.record_plan(store, _plan(), user="U1", channel="C1")
     decision = launcher.cancel_plan(store, plan_id, user="U1", is_admin=False)
     assert (decision.kind, decision.message) == ("already", "This plan is being launched.")
+
+
+def _crashed_launch(store: Store, *, days_old: int = 0) -> str:
+    """A plan a replica clicked, then died before it could record what AWS did."""
+    plan_id = launcher.record_plan(store, _plan(), user="U1", channel="C1")
+    store.set_plan_message(plan_id, "1.1")
+    assert store.transition_plan(plan_id, ("pending",), "launching", by="UA")
+    stale = utcnow() - launcher.STALE_LAUNCH - timedelta(minutes=1)
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.update(plans)
+            .where(plans.c.id == plan_id)
+            .values(updated_at=stale, created_at=stale - timedelta(days=days_old))
+        )
+    return plan_id
+
+
+def test_a_click_on_a_crashed_launch_that_made_its_job_records_that_job(
+    lab: tuple[Context, Store],
+) -> None:
+    ctx, store = lab
+    plan_id = _crashed_launch(store)
+    ctx, fake = _with_aws(ctx, {})
+    decision = launcher.launch_plan(
+        ctx, store, plan_id, user="U1", is_admin=False, is_submitter=True
+    )
+    assert (decision.kind, decision.message) == (
+        "already",
+        "This plan was launched as mice-20261130120000.",
+    )
+    assert decision.plan is not None and decision.plan.state == "launched"
+    assert fake.asked == ["mice-20261130120000"]
+    assert ctx.clients.regions == ["us-east-2"]  # type: ignore[attr-defined]
+    watch = store.get_watch("mice-20261130120000")
+    assert watch is not None
+    assert (watch.owner, watch.channel, watch.message_ts, watch.region) == (
+        "U1",
+        "C1",
+        "1.1",
+        "us-east-2",
+    )
+
+
+def test_a_click_on_a_crashed_launch_that_made_nothing_still_expires_the_old_plan(
+    lab: tuple[Context, Store],
+) -> None:
+    """AWS has no job, so the plan is pending again; but it is two days old, and a pending
+    plan that old is not launched (its frames and cost may no longer hold)."""
+    ctx, store = lab
+    plan_id = _crashed_launch(store, days_old=2)
+    ctx, fake = _with_aws(ctx, {"mice-20261130120000": "ResourceNotFound"})
+    decision = launcher.launch_plan(
+        ctx, store, plan_id, user="U1", is_admin=False, is_submitter=True
+    )
+    assert (decision.kind, decision.message) == (
+        "expired",
+        "This plan is more than 24 h old: its frames and cost may no longer hold. Nothing was "
+        "launched; run `submit mice` again for a new plan.",
+    )
+    assert decision.plan is not None and decision.plan.state == "expired"
+    assert fake.asked == ["mice-20261130120000"] and store.get_watch("mice-20261130120000") is None

@@ -99,6 +99,28 @@ def test_a_plan_whose_manifest_changed_is_refused(
     assert again.kind == "already" and emu.calls.count("CreateLabelingJob") == 0
 
 
+def test_a_plan_whose_frames_were_swapped_for_as_many_others_is_refused(
+    lab: tuple[Context, Store], emu: GroundTruthEmulator
+) -> None:
+    """The count alone would let a card that showed 2 frames launch 2 other ones."""
+    ctx, store = lab
+    plan_id, plan = _plan(ctx, store)
+    uri = plan.request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
+    bucket, key = s3.split_s3_uri(uri)
+    client = ctx.clients.s3("us-east-2")
+    body = s3.get_bytes(client, bucket, key)
+    s3.put_bytes(client, bucket, key, body.replace(b"frame_000001", b"frame_000009"), "text/plain")
+
+    decision = _launch(ctx, store, plan_id)
+    assert (decision.kind, decision.message) == (
+        "failed",
+        "The frames changed since this plan was made: it showed 2 images, its manifest now "
+        "lists as many, but not the same ones. Nothing was launched; run `submit demo` again "
+        "for a new plan and cost.",
+    )
+    assert emu.calls.count("CreateLabelingJob") == 0
+
+
 def test_a_plan_expires_after_a_day(lab: tuple[Context, Store], emu: GroundTruthEmulator) -> None:
     ctx, store = lab
     plan_id, _ = _plan(ctx, store)
@@ -187,14 +209,19 @@ class _LostAnswer:
 
 
 class _Clients:
+    """The clients of one region; `regions` is every region a client was asked for."""
+
     def __init__(self, real: Any, sagemaker: _LostAnswer) -> None:
         self.real, self._sagemaker = real, sagemaker
+        self.regions: set[str | None] = set()
 
     def sagemaker(self, region: str) -> _LostAnswer:
+        self.regions.add(region)
         return self._sagemaker
 
     def s3(self, region: str) -> Any:
-        return self.real.s3(region)
+        self.regions.add(region)
+        return self.real.s3("us-east-2")
 
 
 def _losing_answers(ctx: Context, **how: Any) -> Context:
@@ -211,8 +238,10 @@ def test_a_launch_whose_answer_was_lost_but_made_the_job_is_that_job(
     """An error is not a refusal: AWS is asked whether the job exists, and it does."""
     ctx, store = lab
     plan_id, plan = _plan(ctx, store)
-    decision = _launch(_losing_answers(ctx, made=True), store, plan_id)
+    lossy = _losing_answers(ctx, made=True)
+    decision = _launch(lossy, store, plan_id)
     assert (decision.kind, decision.message) == ("launched", f"Launched {plan.job_name}.")
+    assert lossy.clients.regions == {"us-east-2"}  # type: ignore[attr-defined]  # the plan's
     assert decision.recorded and decision.job is not None
     assert decision.job.name == plan.job_name
     assert decision.plan is not None and decision.plan.state == "launched"

@@ -259,9 +259,10 @@ def _what_changed(ctx: Context, plan: PlanRow) -> str | None:
     digest, images = manifest_digest(body)
     shown = plan.summary.get("images")
     if digest != plan.manifest_sha256 or images != shown:
+        now = f"{images}" if images != shown else "as many, but not the same ones"
         return (
             f"The frames changed since this plan was made: it showed {shown} images, its "
-            f"manifest now lists {images}. {again}"
+            f"manifest now lists {now}. {again}"
         )
     return None
 
