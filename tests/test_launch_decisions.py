@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from aws.groundtruth import JobInfo
 from bot.context import Context
-from bot.errors import NameInUseError
+from bot.errors import AwsError, NameInUseError
 from bot.jobs import launcher
 from bot.jobs.adaptive import AdaptivePolicy, FrameRule
 from bot.recipe import Plan
@@ -134,6 +134,7 @@ def test_who_may_press_a_plans_buttons_word_for_word(lab: tuple[Context, Store])
         "Launching spends money and only submitters may do it; you are not (or no longer) one. "
         "Ask an admin to add you (or your user group) to GTBOT_SUBMITTERS.",
     )
+    assert no_longer.plan is not None and no_longer.plan.id == plan_id
     assert store.get_plan(plan_id).state == "pending"  # type: ignore[union-attr]
     # An admin may cancel anyone's plan; then every button says what happened to it.
     cancelled = launcher.cancel_plan(store, plan_id, user="UA", is_admin=True)
@@ -205,19 +206,38 @@ class FakeSageMaker:
         }
 
 
+class FakeS3:
+    """GetObject refused with `error` (an S3 error code), as S3 refuses it."""
+
+    def __init__(self, region: str, error: str | None, asked: list[tuple[str, str, str]]) -> None:
+        self.region, self.error, self.asked = region, error, asked
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+        self.asked.append((self.region, Bucket, Key))
+        raise ClientError({"Error": {"Code": self.error or "NoSuchKey", "Message": "no"}}, "Get")
+
+
 class FakeClients:
-    def __init__(self, sagemaker: FakeSageMaker) -> None:
+    def __init__(self, sagemaker: FakeSageMaker, s3_error: str | None = None) -> None:
         self._sagemaker = sagemaker
         self.regions: list[str] = []
+        self.s3_error = s3_error
+        self.s3_asked: list[tuple[str, str, str]] = []
 
     def sagemaker(self, region: str) -> FakeSageMaker:
         self.regions.append(region)
         return self._sagemaker
 
+    def s3(self, region: str) -> FakeS3:
+        return FakeS3(region, self.s3_error, self.s3_asked)
 
-def _with_aws(ctx: Context, errors: dict[str, str]) -> tuple[Context, FakeSageMaker]:
+
+def _with_aws(
+    ctx: Context, errors: dict[str, str], s3_error: str | None = None
+) -> tuple[Context, FakeSageMaker]:
     fake = FakeSageMaker(errors)
-    return Context(settings=ctx.settings, clients=FakeClients(fake), store=ctx.store), fake  # type: ignore[arg-type]
+    clients = FakeClients(fake, s3_error)
+    return Context(settings=ctx.settings, clients=clients, store=ctx.store), fake  # type: ignore[arg-type]
 
 
 def test_a_restart_settles_each_launch_it_can_and_leaves_the_others(
@@ -336,6 +356,8 @@ class RacingStore(Store):
     def transition_plan(self, plan_id: str, *args: Any, **kwargs: Any) -> bool:
         if args[1] == "cancelled":
             super().transition_plan(plan_id, ("pending",), "launching", by="U2")
+        if args[1] == "launching" and kwargs.get("by") != "U2":
+            super().transition_plan(plan_id, ("pending",), "cancelled", by="U2")
         return super().transition_plan(plan_id, *args, **kwargs)
 
 
@@ -344,6 +366,35 @@ def test_a_cancel_that_loses_the_race_says_what_won(tmp_path: Path) -> None:
     plan_id = launcher.record_plan(store, _plan(), user="U1", channel="C1")
     decision = launcher.cancel_plan(store, plan_id, user="U1", is_admin=False)
     assert (decision.kind, decision.message) == ("already", "This plan is being launched.")
+
+
+def test_a_launch_that_loses_the_race_says_what_won(tmp_path: Path) -> None:
+    store = RacingStore(f"sqlite:///{tmp_path / 'gtbot.db'}")
+    settings = Settings(projects_dir=tmp_path, database_url="", lab_config_path=None)
+    plan_id = launcher.record_plan(store, _plan(), user="U1", channel="C1")
+    ctx, fake = _with_aws(Context(settings=settings, store=store), {})
+    decision = launcher.launch_plan(
+        ctx, store, plan_id, user="U1", is_admin=False, is_submitter=True
+    )
+    assert (decision.kind, decision.message) == ("already", "This plan was cancelled.")
+    assert decision.plan is not None and decision.plan.decided_by == "U2"
+    assert fake.asked == [] and ctx.clients.s3_asked == []  # type: ignore[attr-defined]
+
+
+def test_a_launch_whose_frames_s3_cannot_show_stays_launchable(
+    lab: tuple[Context, Store],
+) -> None:
+    """Nothing was spent, so the plan is pending again for the next click, and the error is
+    the caller's to show."""
+    ctx, store = lab
+    plan_id = launcher.record_plan(store, _plan(), user="U1", channel="C1")
+    ctx, fake = _with_aws(ctx, {}, s3_error="AccessDenied")
+    with pytest.raises(AwsError) as info:
+        launcher.launch_plan(ctx, store, plan_id, user="U1", is_admin=False, is_submitter=True)
+    assert info.value.user_message.startswith("Could not read s3://b/m: ")
+    assert ctx.clients.s3_asked == [("us-east-2", "b", "m")]  # type: ignore[attr-defined]
+    plan = store.get_plan(plan_id)
+    assert plan is not None and plan.state == "pending" and fake.asked == []
 
 
 def _crashed_launch(store: Store, *, days_old: int = 0) -> str:
@@ -395,13 +446,12 @@ def test_a_click_on_a_crashed_launch_that_made_nothing_still_expires_the_old_pla
     ctx, store = lab
     plan_id = _crashed_launch(store, days_old=2)
     ctx, fake = _with_aws(ctx, {"mice-20261130120000": "ResourceNotFound"})
-    decision = launcher.launch_plan(
-        ctx, store, plan_id, user="U1", is_admin=False, is_submitter=True
-    )
+    decision = launcher.launch_plan(ctx, store, plan_id, user="UB", is_admin=True)  # an admin
     assert (decision.kind, decision.message) == (
         "expired",
         "This plan is more than 24 h old: its frames and cost may no longer hold. Nothing was "
         "launched; run `submit mice` again for a new plan.",
     )
     assert decision.plan is not None and decision.plan.state == "expired"
+    assert decision.plan.decided_by == "UB"
     assert fake.asked == ["mice-20261130120000"] and store.get_watch("mice-20261130120000") is None

@@ -7,6 +7,7 @@ database error after CreateLabelingJob is settled from AWS: the job runs, the an
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -233,13 +234,17 @@ TIMEOUT = 'Read timeout on endpoint URL: "https://api.sagemaker.us-east-2.amazon
 
 
 def test_a_launch_whose_answer_was_lost_but_made_the_job_is_that_job(
-    lab: tuple[Context, Store], emu: GroundTruthEmulator
+    lab: tuple[Context, Store], emu: GroundTruthEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An error is not a refusal: AWS is asked whether the job exists, and it does."""
     ctx, store = lab
     plan_id, plan = _plan(ctx, store)
     lossy = _losing_answers(ctx, made=True)
-    decision = _launch(lossy, store, plan_id)
+    with caplog.at_level(logging.INFO, logger="gtbot.launch"):
+        decision = _launch(lossy, store, plan_id)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"launched job={plan.job_name} project=demo by=U1"
+    ]
     assert (decision.kind, decision.message) == ("launched", f"Launched {plan.job_name}.")
     assert lossy.clients.regions == {"us-east-2"}  # type: ignore[attr-defined]  # the plan's
     assert decision.recorded and decision.job is not None
@@ -265,14 +270,20 @@ def test_a_launch_whose_request_never_reached_aws_fails_and_says_why(
 
 
 def test_a_launch_aws_cannot_be_asked_about_is_left_for_the_restart(
-    lab: tuple[Context, Store], emu: GroundTruthEmulator
+    lab: tuple[Context, Store], emu: GroundTruthEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Neither launched nor failed: saying either could be a lie that costs money (a second
     plan) or data (a job nobody watches). The plan stays launching until AWS can be asked."""
     ctx, store = lab
     plan_id, plan = _plan(ctx, store)
     unsure = _losing_answers(ctx, made=True, describe="AccessDeniedException")
-    decision = _launch(unsure, store, plan_id)
+    with caplog.at_level(logging.INFO, logger="gtbot.launch"):
+        decision = _launch(unsure, store, plan_id)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"launch of {plan.job_name}: unsettled (Could not describe labeling job {plan.job_name}: "
+        "the credentials in use are not allowed to do this. Check the IAM policy of the user or "
+        "role gtbot runs as (see the README's 'AWS permissions').)"
+    ]
     assert decision.kind == "unknown"
     assert decision.message == (
         f"Could not launch {plan.job_name} for sure: Could not create labeling job "
