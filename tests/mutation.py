@@ -216,7 +216,8 @@ def run(name: str, fresh: bool, children: int) -> int:
     code = subprocess.run(cmd + list(target.names), cwd=work, env=env).returncode
     if before and before.get("tests") != digest:
         last = summarize(name)
-        again = [*last["unexplained"], *last["explained"]]  # type: ignore[misc]
+        # Timeouts too: on a loaded machine a slow test run can time out with no hang at all.
+        again = [*last["unexplained"], *last["explained"], *last["timeouts"]]  # type: ignore[misc]
         if again:
             print(f"{name}: the tests changed; checking {len(again)} survivors again", flush=True)
             code = subprocess.run(cmd + again, cwd=work, env=env).returncode or code
@@ -285,14 +286,20 @@ def summarize(name: str) -> dict[str, object]:
         if status in ("survived", "no tests", "suspicious", "timeout"):
             survivors.append((mutant, status))
     known = _equivalents()
-    explained, unexplained = [], []
+    explained, unexplained, timeouts = [], [], []
     for mutant, status in survivors:
         if status == "timeout":
-            continue  # a mutant that makes the tests hang is caught
+            timeouts.append(mutant)  # a mutant that makes the tests hang is caught
+            continue
         line = _mutated_line(_show(work, mutant))
         reason = known.get((_function(mutant), line))
         (explained if reason else unexplained).append(mutant)
-    summary = {"counts": counts, "unexplained": unexplained, "explained": explained}
+    summary = {
+        "counts": counts,
+        "unexplained": unexplained,
+        "explained": explained,
+        "timeouts": timeouts,
+    }
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
