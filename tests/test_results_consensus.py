@@ -241,6 +241,14 @@ def test_lone_clicks_never_jump_to_an_instance_nobody_placed() -> None:
     np.testing.assert_array_equal(matched, clicks)
 
 
+def test_a_near_tie_keeps_the_workers_own_order() -> None:
+    """Float noise must not re-order a worker: a move has to win by more than the tie margin.
+    The two other workers fix the medians; the third worker's swapped order would fit them
+    2e-7 px better, less than the margin, so its order stays as placed."""
+    two = np.array([[[[0, 0], [10, 10]], [[0, 0], [10, 10]], [[5, 5 + 1e-7], [5, 5]]]], dtype=float)
+    np.testing.assert_array_equal(_match_instances(two, 2), two)
+
+
 def _fits(coords: Array, num_obj: int) -> list[tuple[int, int, int, float]]:
     """Each worker's instance order that another order fits better, by more than the tie
     margin, against the medians of all workers (Manhattan distance; an unplaced point costs
