@@ -257,6 +257,7 @@ def test_a_restart_settles_each_launch_it_can_and_leaves_the_others(
         ("mice-c", "launched"),
     ]
     assert sorted(fake.asked) == ["mice-a", "mice-b", "mice-c"]
+    assert ctx.clients.regions == ["us-east-2"] * 3  # type: ignore[attr-defined]  # the plans'
     assert store.get_plan(ids["mice-a"]).state == "launching"  # type: ignore[union-attr]
     assert [r.getMessage() for r in caplog.records] == [
         f"could not settle plan {ids['mice-a']}: Could not describe labeling job mice-a: the "
