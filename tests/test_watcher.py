@@ -369,9 +369,20 @@ class _NullNotifier:
         return None
 
     def post_thread(
-        self, channel: str, thread_ts: str | None, text: str, key: str | None = None
+        self,
+        channel: str,
+        thread_ts: str | None,
+        text: str,
+        key: str | None = None,
+        *,
+        mention: tuple[str, ...] = (),
+        links: object = None,
+        skip: frozenset[str] = frozenset(),
     ) -> str:
         return "2.0"
+
+    def open_dm(self, user: str) -> str:
+        return f"D{user}"
 
     def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None:
         return None
