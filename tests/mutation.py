@@ -102,6 +102,10 @@ TARGETS: dict[str, Target] = {
             "tests/test_watcher.py",
             "tests/test_announcement.py",
             "tests/test_lease.py",
+            # The stall warning, direct messages when a channel is gone, results built in the
+            # background, and the scheduler's start and stop: run only in these flows.
+            "tests/test_people_told.py",
+            "tests/test_graceful_stop.py",
         ),
     ),
     "auth": Target(
