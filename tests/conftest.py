@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from aws.emulator.groundtruth import (
     start_groundtruth_emulator,
 )
 from aws.emulator.moto_s3 import LocalS3, start_local_s3
+from bot.logs import NOISY
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -121,6 +123,27 @@ def stub() -> Iterator[RecordingSlackStub]:
 def rig(emulator: GroundTruthEmulator, s3_endpoint: str, tmp_path: Path) -> JobRig:
     """Jobs on the emulators, from the `emulator` fixture of the module that asks."""
     return JobRig(emulator, s3_endpoint, tmp_path / "frames")
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """gtbot's entry points configure the process's logging (the root level, a JSON handler on
+    the stderr of the moment, the noisy libraries' levels). A test that runs one must not leave
+    that to the next test in its worker: INFO lines from other loggers then reached tests that
+    read their own log lines, and the handler wrote to a closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    noisy = {name: logging.getLogger(name).level for name in NOISY}
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    for name, was in noisy.items():
+        logging.getLogger(name).setLevel(was)
 
 
 @pytest.fixture(params=BACKENDS)
