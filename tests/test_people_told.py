@@ -12,6 +12,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from aws.emulator.groundtruth import GroundTruthEmulator
 from aws.groundtruth import JobInfo
 from bot.context import Context
 from bot.jobs.watcher import Completion, Watcher
-from bot.state import Store, WatchRow
+from bot.state import Store, WatchRow, utcnow
 from handlers.slack import SlackNotifier, web_client
 
 REGION = "us-east-2"
@@ -132,6 +133,32 @@ def test_a_stall_is_told_once_and_again_after_the_job_moves(
     _ticks_until(watcher, lambda: bool((w := store.get_watch(job)) and w.stall_told_at is None))
     emulator.settings.update({"rate": 0})
     _ticks_until(watcher, lambda: len(stalls()) == 2)
+
+
+def test_a_stall_is_measured_in_hours(
+    ctx: Context, rig: JobRig, stub: RecordingSlackStub, emulator: GroundTruthEmulator
+) -> None:
+    """GTBOT_STALL_HOURS is hours: with 1, counts unmoved for two minutes are no stall (a slow
+    crowd), and counts unmoved for two hours are, told once."""
+    store = _store(ctx)
+    ctx.settings = dataclasses.replace(ctx.settings, stall_hours=1.0)
+    job = "mice-told-hours"
+    emulator.settings.update({"rate": 0})  # nobody works: the job never moves
+    rig.create_job(job, frames=3)
+    store.add_watch(job_name=job, region=REGION, channel="CHOURS", owner=OWNER)
+    watcher = _watcher(ctx)
+    _ticks_until(watcher, lambda: bool((w := store.get_watch(job)) and w.progress_at))
+
+    def stalls() -> list[str]:
+        return [text_of(c) for c in stub.thread_posts("CHOURS") if "no progress" in text_of(c)]
+
+    store.update_watch(job, progress_at=utcnow() - timedelta(minutes=2))
+    watcher.tick()
+    assert stalls() == []
+    store.update_watch(job, progress_at=utcnow() - timedelta(hours=2))
+    watcher.tick()
+    watcher.tick()
+    assert len(stalls()) == 1 and stalls()[0].startswith(f"{job} has made no progress for 1 h")
 
 
 def test_a_gone_channel_moves_the_telling_to_direct_messages(

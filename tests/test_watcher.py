@@ -544,32 +544,37 @@ def test_a_refused_token_holds_everything_and_gives_nothing_up(
     emulator: GroundTruthEmulator,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The bot token is revoked (invalid_auth) while a job ends: each tick stops at the first
-    refusal, says so, and counts no attempt, so once an admin fixes the token the end is told
-    once, however long it took."""
-    job, channel = "mice-watch-token", "CTOKEN"
-    emulator.settings.update({"rate": 0})  # the first tick must see the job unfinished
-    rig.create_job(job, frames=2)
+    """The bot token is revoked (invalid_auth) while two jobs end: each tick stops at the
+    first refusal (no other watch can be told either), says so once, and counts no attempt,
+    so once an admin fixes the token each end is told once, however long it took."""
+    jobs = {"mice-watch-token": "CTOKEN", "mice-watch-token2": "CTOKEN2"}
+    emulator.settings.update({"rate": 0})  # the first tick must see the jobs unfinished
     store = _store(ctx)
-    store.add_watch(job_name=job, region="us-east-2", channel=channel)
+    for job, channel in jobs.items():
+        rig.create_job(job, frames=2)
+        store.add_watch(job_name=job, region="us-east-2", channel=channel)
     watcher = _watcher(ctx)
     watcher.tick()
-    assert stub.completions(channel) == []
+    assert all(stub.completions(channel) == [] for channel in jobs.values())
     emulator.settings.update({"rate": 6.0})
-    wait_until(lambda: rig.status(job) == "Completed", 15, "Completed")
+    for job in jobs:
+        wait_until(lambda job=job: rig.status(job) == "Completed", 15, "Completed")
     stub.revoke("xoxb-test")
     with caplog.at_level(logging.ERROR, logger="gtbot.watcher"):
         for _ in range(7):  # more ticks than a step may fail for passing reasons
             assert watcher.tick().announced == []
-    assert stub.completions(channel) == []
-    assert any("SLACK_BOT_TOKEN" in r.getMessage() for r in caplog.records)
-    announcement = store.get_announcement(job)
-    assert announcement is None or announcement.state == "open"
+    refused = [r for r in caplog.records if "SLACK_BOT_TOKEN" in r.getMessage()]
+    assert len(refused) == 7  # one per tick: the tick stopped at the first watch
+    for job, channel in jobs.items():
+        assert stub.completions(channel) == []
+        announcement = store.get_announcement(job)
+        assert announcement is None or announcement.state == "open"
 
     stub.revoked.clear()
-    _tick_until_announced(watcher, job)
-    assert len(stub.completions(channel)) == 1
-    assert card_state(stub.updates(channel)[-1])[0] == "Completed"
+    for job, channel in jobs.items():
+        _tick_until_announced(watcher, job)
+        assert len(stub.completions(channel)) == 1
+        assert card_state(stub.updates(channel)[-1])[0] == "Completed"
 
 
 def test_a_thread_deleted_mid_announcement_gets_the_end_in_the_channel(
