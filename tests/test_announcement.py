@@ -9,6 +9,7 @@ to be unavailable, once. Watching a finished job again does not tell its end aga
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -157,6 +158,29 @@ def test_a_permanent_slack_error_is_reported_once(
         for name in ("preview.png", "agreement.png")
     )
     assert store.active_watches() == []
+
+
+def test_a_post_that_keeps_failing_for_passing_reasons_is_given_up_after_five_tries(
+    ctx: Context, rig: JobRig, stub: RecordingSlackStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack fails the completion text every time, for a reason that could pass: it is tried
+    MAX_STEP_ATTEMPTS (5) times, one per tick, then given up and said so, never retried forever."""
+    job = "mice-text-keeps-failing"
+    store = _finished_job(ctx, rig, job)
+    watcher = Watcher(ctx, store, _notifier(ctx), holder="w", lease_seconds=30)
+    with caplog.at_level(logging.WARNING, logger="gtbot.watcher"):
+        for _ in range(8):
+            stub.fail_text["Counts:"] = "fatal_error"
+            watcher.tick()
+    tries = [
+        c
+        for c in stub.of("chat.postMessage")
+        if "Counts:" in text_of(c) and c.params["channel"] == CHANNEL
+    ]
+    assert len(tries) == 5
+    assert [r.getMessage() for r in caplog.records if "failed for good" in r.getMessage()] == [
+        f"announcement of {job}: text step failed for good: gave up after 5 attempts: fatal_error"
+    ]
 
 
 @pytest.mark.parametrize("error", ["not_in_channel", "missing_scope"])
