@@ -161,6 +161,35 @@ def test_a_stall_is_measured_in_hours(
     assert len(stalls()) == 1 and stalls()[0].startswith(f"{job} has made no progress for 1 h")
 
 
+@pytest.mark.parametrize(("error", "tries"), [("fatal_error", 2), ("missing_scope", 1)])
+def test_a_stall_warning_slack_fails_is_told_once_it_can_be(
+    ctx: Context,
+    rig: JobRig,
+    stub: RecordingSlackStub,
+    emulator: GroundTruthEmulator,
+    error: str,
+    tries: int,
+) -> None:
+    """A passing error gives the stall's claim back, so the next tick tells it (once); an
+    error that cannot pass keeps it, so the warning is not posted again every tick."""
+    store = _store(ctx)
+    ctx.settings = dataclasses.replace(ctx.settings, stall_hours=1.0)
+    job = f"mice-stall-{error.replace('_', '-')}"
+    emulator.settings.update({"rate": 0})
+    rig.create_job(job, frames=3)
+    store.add_watch(job_name=job, region=REGION, channel="CSTALLS", owner=OWNER)
+    watcher = _watcher(ctx)
+    _ticks_until(watcher, lambda: bool((w := store.get_watch(job)) and w.progress_at))
+    store.update_watch(job, progress_at=utcnow() - timedelta(hours=2))
+    stub.fail_text["no progress"] = error
+    for _ in range(4):
+        watcher.tick()
+    posts = [c for c in stub.of("chat.postMessage") if "no progress" in text_of(c)]
+    assert len(posts) == tries
+    told = [c for c in stub.thread_posts("CSTALLS") if "no progress" in text_of(c)]
+    assert len(told) == tries - 1
+
+
 def test_a_gone_channel_moves_the_telling_to_direct_messages(
     ctx: Context, rig: JobRig, stub: RecordingSlackStub
 ) -> None:
