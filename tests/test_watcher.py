@@ -16,7 +16,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -438,6 +438,36 @@ def _summary(name: str, labeled: int) -> dict[str, object]:
         "LabelCounters": {"TotalLabeled": labeled, "Unlabeled": 10 - labeled},
         "WorkteamArn": TEAM,
     }
+
+
+def test_one_listing_reaches_back_to_the_oldest_watched_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing starts 10 minutes before the oldest watched job, so a job launched hours
+    before the newest is in it too; from the newest, each older job would cost a
+    DescribeLabelingJob every tick (found by the independent run)."""
+    monkeypatch.setenv("GTBOT_PROJECTS_DIR", str(tmp_path / "projects"))
+    client = boto3.client("sagemaker", region_name="us-east-2")
+    old, new = datetime(2026, 11, 20, 6, tzinfo=UTC), datetime(2026, 11, 20, 9, tzinfo=UTC)
+    listing = {
+        "SortBy": "CreationTime",
+        "SortOrder": "Descending",
+        "CreationTimeAfter": old - timedelta(minutes=10),
+        "MaxResults": 100,
+    }
+    with Stubber(client) as stubbed:
+        stubbed.add_response(
+            "list_labeling_jobs",
+            {"LabelingJobSummaryList": [_summary("mice-new", 1), _summary("mice-old", 4)]},
+            listing,
+        )
+        store = Store(f"sqlite:///{tmp_path / 'gtbot.db'}")
+        store.add_watch(job_name="mice-old", region="us-east-2", channel="C1", job_created=old)
+        store.add_watch(job_name="mice-new", region="us-east-2", channel="C2", job_created=new)
+        ctx = Context(settings=Settings.from_env(), clients=_OneSageMaker(client), store=store)
+        report = Watcher(ctx, store, _Cards(), lease_seconds=30).tick()
+        stubbed.assert_no_pending_responses()
+    assert sorted(report.updated) == ["mice-new", "mice-old"] and report.aws_calls == 1
 
 
 def test_a_job_on_the_second_page_of_the_listing_is_read_from_that_page(
