@@ -254,12 +254,13 @@ def test_a_frame_where_everyone_left_would_swap_is_not_flipped_back_and_forth() 
                 [[67.99, 250.99], [40.56, 304.59]],
                 [[211.18, 196.63], [201.14, 182.06]],
                 [[180.94, 192.92], [185.66, 203.08]],
-            ]
+            ],
+            [[[10, 0], [50, 0]]] * 4,  # a plain frame beside it: the rule holds per frame
         ]
     )
     result = consensus_batch(clicks, ears)
     np.testing.assert_allclose(result.points[0], [[193.4, 206.02], [192.68, 205.63]])
-    assert result.flipped[0].tolist() == [True, False, True, True]
+    assert result.flipped.tolist() == [[True, False, True, True], [False] * 4]
     assert result.flip_rounds == 2
 
 
