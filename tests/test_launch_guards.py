@@ -79,17 +79,21 @@ def test_an_old_plan_launches_the_frames_it_showed(
     assert emu.calls.count("CreateLabelingJob") == 1
 
 
+def _rewrite_manifest(ctx: Context, plan: recipe.Plan, change: Callable[[bytes], bytes]) -> None:
+    """Someone edits the plan's manifest object in S3 after the card was shown."""
+    uri = plan.request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
+    bucket, key = s3.split_s3_uri(uri)
+    client = ctx.clients.s3("us-east-2")
+    s3.put_bytes(client, bucket, key, change(s3.get_bytes(client, bucket, key)), "text/plain")
+
+
 def test_a_plan_whose_manifest_changed_is_refused(
     lab: tuple[Context, Store], emu: GroundTruthEmulator
 ) -> None:
     ctx, store = lab
     plan_id, plan = _plan(ctx, store)
-    uri = plan.request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
-    bucket, key = s3.split_s3_uri(uri)
-    client = ctx.clients.s3("us-east-2")
-    body = s3.get_bytes(client, bucket, key)
     extra = b'{"source-ref": "s3://demo-frames/demo/images/other.jpg"}\n'
-    s3.put_bytes(client, bucket, key, body + extra * 34, "application/jsonl")
+    _rewrite_manifest(ctx, plan, lambda body: body + extra * 34)
 
     decision = _launch(ctx, store, plan_id)
     assert decision.kind == "failed"
@@ -106,11 +110,7 @@ def test_a_plan_whose_frames_were_swapped_for_as_many_others_is_refused(
     """The count alone would let a card that showed 2 frames launch 2 other ones."""
     ctx, store = lab
     plan_id, plan = _plan(ctx, store)
-    uri = plan.request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
-    bucket, key = s3.split_s3_uri(uri)
-    client = ctx.clients.s3("us-east-2")
-    body = s3.get_bytes(client, bucket, key)
-    s3.put_bytes(client, bucket, key, body.replace(b"frame_000001", b"frame_000009"), "text/plain")
+    _rewrite_manifest(ctx, plan, lambda body: body.replace(b"frame_000001", b"frame_000009"))
 
     decision = _launch(ctx, store, plan_id)
     assert (decision.kind, decision.message) == (
