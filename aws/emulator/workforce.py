@@ -266,7 +266,9 @@ class Workforce:
         while not self._stop.wait(TICK_SECONDS):
             now = time.monotonic()
             rate = max(0.0, self._settings.rate)
-            tokens = min(tokens + rate * (now - last), max(1.0, rate))
+            # A rate of 0 is nobody working: a token left from before must not label one more
+            # task whenever a job next starts (tests that stall a job depend on it).
+            tokens = min(tokens + rate * (now - last), max(1.0, rate)) if rate > 0 else 0.0
             last = now
             try:
                 self._advance_lifecycles(now)
