@@ -135,19 +135,28 @@ def test_a_stall_is_told_once_and_again_after_the_job_moves(
     _ticks_until(watcher, lambda: len(stalls()) == 2)
 
 
+def _watched_still_job(
+    ctx: Context, rig: JobRig, emulator: GroundTruthEmulator, job: str, channel: str
+) -> tuple[Store, Watcher]:
+    """A running job nobody works on, watched with GTBOT_STALL_HOURS=1 until the watcher has
+    noted when it last moved (the test then sets that moment)."""
+    store = _store(ctx)
+    ctx.settings = dataclasses.replace(ctx.settings, stall_hours=1.0)
+    emulator.settings.update({"rate": 0})  # nobody works: the job never moves
+    rig.create_job(job, frames=3)
+    store.add_watch(job_name=job, region=REGION, channel=channel, owner=OWNER)
+    watcher = _watcher(ctx)
+    _ticks_until(watcher, lambda: bool((w := store.get_watch(job)) and w.progress_at))
+    return store, watcher
+
+
 def test_a_stall_is_measured_in_hours(
     ctx: Context, rig: JobRig, stub: RecordingSlackStub, emulator: GroundTruthEmulator
 ) -> None:
     """GTBOT_STALL_HOURS is hours: with 1, counts unmoved for two minutes are no stall (a slow
     crowd), and counts unmoved for two hours are, told once."""
-    store = _store(ctx)
-    ctx.settings = dataclasses.replace(ctx.settings, stall_hours=1.0)
     job = "mice-told-hours"
-    emulator.settings.update({"rate": 0})  # nobody works: the job never moves
-    rig.create_job(job, frames=3)
-    store.add_watch(job_name=job, region=REGION, channel="CHOURS", owner=OWNER)
-    watcher = _watcher(ctx)
-    _ticks_until(watcher, lambda: bool((w := store.get_watch(job)) and w.progress_at))
+    store, watcher = _watched_still_job(ctx, rig, emulator, job, "CHOURS")
 
     def stalls() -> list[str]:
         return [text_of(c) for c in stub.thread_posts("CHOURS") if "no progress" in text_of(c)]
@@ -172,14 +181,8 @@ def test_a_stall_warning_slack_fails_is_told_once_it_can_be(
 ) -> None:
     """A passing error gives the stall's claim back, so the next tick tells it (once); an
     error that cannot pass keeps it, so the warning is not posted again every tick."""
-    store = _store(ctx)
-    ctx.settings = dataclasses.replace(ctx.settings, stall_hours=1.0)
     job = f"mice-stall-{error.replace('_', '-')}"
-    emulator.settings.update({"rate": 0})
-    rig.create_job(job, frames=3)
-    store.add_watch(job_name=job, region=REGION, channel="CSTALLS", owner=OWNER)
-    watcher = _watcher(ctx)
-    _ticks_until(watcher, lambda: bool((w := store.get_watch(job)) and w.progress_at))
+    store, watcher = _watched_still_job(ctx, rig, emulator, job, "CSTALLS")
     store.update_watch(job, progress_at=utcnow() - timedelta(hours=2))
     stub.fail_text["no progress"] = error
     for _ in range(4):

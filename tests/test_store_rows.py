@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from db_support import POSTGRES_URL, postgres_database
+from db_support import needs_postgres, postgres_database
 
 from bot.errors import ConfigError
 from bot.state import (
@@ -293,11 +293,6 @@ def test_a_health_check_write_waits_its_timeout_then_gives_up(tmp_path: Path) ->
     thread = hold(0.5)
     assert store.add_watch(job_name="mice-1", region="us-east-2", channel="C1")  # waits
     thread.join()
-
-
-needs_postgres = pytest.mark.skipif(
-    not POSTGRES_URL, reason="GTBOT_TEST_POSTGRES_URL is not set (.ci/with-postgres)"
-)
 
 
 @needs_postgres

@@ -349,46 +349,14 @@ def test_lease_one_holder_and_takeover_after_expiry(ctx: Context, rig: JobRig) -
     store = _store(ctx)
     store.add_watch(job_name="mice-lease", region="us-east-2", channel="CLEASE")
     rig.create_job("mice-lease", frames=1)
-    a = Watcher(ctx, store, _NullNotifier(), holder="a", lease_seconds=1.0)
-    b = Watcher(ctx, store, _NullNotifier(), holder="b", lease_seconds=1.0)
+    a = Watcher(ctx, store, _Cards(), holder="a", lease_seconds=1.0)
+    b = Watcher(ctx, store, _Cards(), holder="b", lease_seconds=1.0)
     assert a.tick().held_lease
     assert b.tick() == TickReport()  # no lease: no AWS call, no post
     assert a.tick().held_lease  # renewal by the holder
     time.sleep(1.2)
     assert b.tick().held_lease and store.lease_holder("watcher") == "b"
     assert not a.tick().held_lease
-
-
-class _NullNotifier:
-    """Counts nothing and posts nothing: for tests about who ticks, not what is said."""
-
-    def post_card(self, channel: str, card: object, thread_ts: str | None = None) -> str:
-        return "1.0"
-
-    def update_card(self, channel: str, ts: str, card: object) -> None:
-        return None
-
-    def post_thread(
-        self,
-        channel: str,
-        thread_ts: str | None,
-        text: str,
-        key: str | None = None,
-        *,
-        mention: tuple[str, ...] = (),
-        links: object = None,
-        skip: frozenset[str] = frozenset(),
-    ) -> str:
-        return "2.0"
-
-    def open_dm(self, user: str) -> str:
-        return f"D{user}"
-
-    def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None:
-        return None
-
-    def posted(self, channel: str, thread_ts: str | None) -> Posted:
-        return Posted()
 
 
 class _OneSageMaker(ClientFactory):
@@ -403,7 +371,9 @@ class _OneSageMaker(ClientFactory):
 
 
 class _Cards:
-    """A notifier that keeps the cards it was given: what a channel would show."""
+    """A notifier that keeps the cards it was given (what a channel would show) and posts
+    nothing else; it takes all the `Notifier` protocol passes, so a tick that reaches a job's
+    end does not fail on it."""
 
     def __init__(self) -> None:
         self.cards: list[JobCard] = []
@@ -416,9 +386,20 @@ class _Cards:
         self.cards.append(card)
 
     def post_thread(
-        self, channel: str, thread_ts: str | None, text: str, key: str | None = None
+        self,
+        channel: str,
+        thread_ts: str | None,
+        text: str,
+        key: str | None = None,
+        *,
+        mention: tuple[str, ...] = (),
+        links: object = None,
+        skip: frozenset[str] = frozenset(),
     ) -> str:
         return "1700000001.000001"
+
+    def open_dm(self, user: str) -> str:
+        return f"D{user}"
 
     def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None:
         pass
