@@ -8,6 +8,7 @@ and the tests point gtbot at the local emulators without any gtbot-specific swit
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,20 @@ RETRY_CONFIG = Config(
     read_timeout=60,
     max_pool_connections=32,
 )
+# S3's presigned links are opened by browsers and Slack, not by boto3, so nothing follows a
+# redirect or re-signs for them. botocore, in the regions older than 2014 (us-east-1,
+# us-west-2...), presigns with Signature Version 2 on the legacy global endpoint:
+# - S3 refuses SigV2 for buckets created after 24 June 2020, and in every newer region
+#   (https://docs.aws.amazon.com/AmazonS3/latest/API/Appendix-Sigv2.html, "Specifying the
+#   Signature Version in request authentication");
+# - the global endpoint answers a bucket younger than a day with a 307 to its regional one,
+#   and the link no longer matches its signature there (boto/boto3#1982, boto/boto3#2989), so
+#   a lab's first job, a day after `setup` made its buckets, would post dead links.
+# Hence SigV4 everywhere, and virtual-hosted addressing, which names the bucket's regional
+# endpoint, only on AWS's own hosts: an emulator or MinIO under another name keeps paths.
+S3_CONFIG = RETRY_CONFIG.merge(Config(signature_version="s3v4"))
+S3_ON_AWS_CONFIG = S3_CONFIG.merge(Config(s3={"addressing_style": "virtual"}))
+AWS_HOSTS = (".amazonaws.com", ".amazonaws.com.cn")
 
 
 class ClientFactory:
@@ -34,10 +49,17 @@ class ClientFactory:
         key = (service, region)
         with self._lock:
             if key not in self._clients:
-                self._clients[key] = self._session.client(
-                    service, region_name=region, config=RETRY_CONFIG
-                )
+                self._clients[key] = self._make(service, region)
             return self._clients[key]
+
+    def _make(self, service: str, region: str) -> Any:
+        if service != "s3":
+            return self._session.client(service, region_name=region, config=RETRY_CONFIG)
+        client = self._session.client(service, region_name=region, config=S3_CONFIG)
+        host = urllib.parse.urlsplit(client.meta.endpoint_url).hostname or ""
+        if host.endswith(AWS_HOSTS):
+            client = self._session.client(service, region_name=region, config=S3_ON_AWS_CONFIG)
+        return client
 
     def s3(self, region: str) -> Any:
         return self.client("s3", region)

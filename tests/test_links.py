@@ -4,6 +4,7 @@ that sign it expire sooner (role sessions and SSO last 1-12 h)."""
 from __future__ import annotations
 
 import re
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from aws.clients import ClientFactory
 from aws.groundtruth import JobInfo
-from aws.s3 import link_lifetime
+from aws.s3 import link_lifetime, presign_get
 from bot.context import Context
 from bot.jobs.watcher import completion_links, completion_text
 from bot.settings import Settings
@@ -69,3 +70,31 @@ def test_a_completion_post_states_and_signs_the_real_lifetime(
     assert name == "output.manifest"
     signed = re.search(r"X-Amz-Expires=(\d+)", url)
     assert signed is not None and 1700 < int(signed.group(1)) <= 1800
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "us-west-2", "eu-central-1"])
+def test_a_link_is_signed_v4_on_the_buckets_own_endpoint(
+    region: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Browsers open the links, so nothing re-signs them: botocore's own default in the old
+    regions (SigV2 on the global endpoint) is refused for buckets made since June 2020, and
+    a bucket younger than a day is redirected away from the signed host (aws/clients.py)."""
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)
+    url = presign_get(ClientFactory().s3(region), "lab-output", "demo-1/output.manifest", 3600)
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    regional = "s3" if region == "us-east-1" else f"s3.{region}"  # us-east-1's is the global
+    assert (parts.scheme, parts.hostname) == ("https", f"lab-output.{regional}.amazonaws.com")
+    assert parts.path == "/demo-1/output.manifest"
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert f"/{region}/s3/aws4_request" in query["X-Amz-Credential"][0]
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:9000", "http://minio:9000"])
+def test_an_emulator_or_minio_keeps_path_style_links(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    url = presign_get(ClientFactory().s3("us-west-2"), "lab-output", "k.png", 60)
+    assert url.startswith(f"{endpoint}/lab-output/k.png?X-Amz-Algorithm=AWS4-HMAC-SHA256&")
