@@ -152,3 +152,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     names a server (`.ci/with-postgres` starts one)."""
     with database(request.param, tmp_path) as url:
         yield url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under a mutant (tests/mutation.py), the quickest tests run first: mutmut stops at the
+    first failure, so a mutant a unit test kills no longer waits for the emulator flows."""
+    if "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", ""):
+        return
+    stats = Path("mutmut-stats.json")  # mutmut runs the tests in its `mutants/` copy
+    if not stats.is_file():
+        return
+    import json
+
+    seconds: dict[str, float] = json.loads(stats.read_text()).get("duration_by_test", {})
+    items.sort(key=lambda item: seconds.get(item.nodeid, float("inf")))

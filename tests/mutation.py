@@ -99,6 +99,7 @@ TARGETS: dict[str, Target] = {
         "bot/jobs/watcher.py",
         (
             "tests/test_watcher_texts.py",
+            "tests/test_watcher_parts.py",
             "tests/test_watcher.py",
             "tests/test_announcement.py",
             "tests/test_lease.py",

@@ -1,0 +1,984 @@
+"""The watcher's parts that the flows reach only rarely, driven directly: a real store (SQLite)
+and a Slack fake whose failures each test scripts, so no emulator is needed.
+
+Direct messages when a channel is gone, giving up a step, handing work to the background,
+reading a thread back, a watch without a card, `tell`, and the scheduler `serve` starts. The
+flows in test_watcher.py, test_people_told.py and test_announcement.py drive the same code
+end to end; these pin what those flows cannot see (what the log says, what is stored).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from watcher_support import wait_until
+
+from aws import groundtruth as gt
+from aws.clients import ClientFactory
+from bot.cards import JobCard
+from bot.context import Context
+from bot.errors import ConfigError
+from bot.jobs.watcher import (
+    LEASE_NAME,
+    Completion,
+    DestinationGone,
+    MessageGone,
+    NotifierUnauthorized,
+    Posted,
+    PostFailed,
+    TickReport,
+    Watcher,
+    stall_text,
+    start_watcher,
+)
+from bot.links import Links
+from bot.settings import Settings
+from bot.state import AnnouncementRow, Store, WatchRow, utcnow
+
+JOB = "mice-parts"
+WATCHER_LOG = "gtbot.watcher"
+
+
+class _Slack:
+    """Records every call; `fail[method]` lists the errors its next calls raise, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
+        self.fail: dict[str, list[Exception]] = {}
+        self.gone_users: set[str] = set()
+        self.thread = Posted(keys=frozenset({"seen-key"}))  # what `posted` finds
+
+    def _call(self, method: str, *args: object, **kwargs: object) -> None:
+        self.calls.append((method, args, kwargs))
+        if self.fail.get(method):
+            raise self.fail[method].pop(0)
+
+    def of(self, method: str) -> list[tuple[tuple[object, ...], dict[str, object]]]:
+        return [(a, k) for m, a, k in self.calls if m == method]
+
+    def post_card(self, channel: str, card: JobCard, thread_ts: str | None = None) -> str:
+        self._call("post_card", channel, card, thread_ts)
+        return "1700000000.000100"
+
+    def update_card(self, channel: str, ts: str, card: JobCard) -> None:
+        self._call("update_card", channel, ts, card)
+
+    def post_thread(
+        self,
+        channel: str,
+        thread_ts: str | None,
+        text: str,
+        key: str | None = None,
+        *,
+        mention: tuple[str, ...] = (),
+        links: object = None,
+        skip: frozenset[str] = frozenset(),
+    ) -> str:
+        self._call(
+            "post_thread",
+            channel,
+            thread_ts,
+            text,
+            key=key,
+            mention=mention,
+            links=links,
+            skip=skip,
+        )
+        return "1700000000.000200"
+
+    def open_dm(self, user: str) -> str:
+        self._call("open_dm", user)
+        if user in self.gone_users:
+            raise PostFailed("user_disabled", permanent=True)
+        return f"D{user}"
+
+    def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None:
+        self._call("upload_file", channel, thread_ts, path, title)
+
+    def posted(self, channel: str, thread_ts: str | None) -> Posted:
+        self._call("posted", channel, thread_ts)
+        return self.thread
+
+
+class _CountingStore(Store):
+    """The real store, counting the writes to a watch (a quiet tick should write nothing)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.watch_writes: list[dict[str, object]] = []
+
+    def update_watch(self, job_name: str, **values: object) -> None:
+        self.watch_writes.append(dict(values))
+        super().update_watch(job_name, **values)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> _CountingStore:
+    return _CountingStore(f"sqlite:///{tmp_path / 'gtbot.db'}")
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: Store) -> Context:
+    monkeypatch.setenv("GTBOT_PROJECTS_DIR", str(tmp_path / "projects"))
+    return Context(settings=Settings.from_env(), clients=ClientFactory(), store=store)
+
+
+@pytest.fixture
+def slack() -> _Slack:
+    return _Slack()
+
+
+def _watcher(ctx: Context, slack: _Slack, **kwargs: object) -> Watcher:
+    assert ctx.store is not None
+    return Watcher(ctx, ctx.store, slack, holder="replica-a", lease_seconds=30, **kwargs)  # type: ignore[arg-type]
+
+
+def _watch(store: Store, job: str = JOB, *, owner: str | None = "UOWNER") -> WatchRow:
+    store.add_watch(job_name=job, region="us-west-2", channel="CLAB", owner=owner)
+    watch = store.get_watch(job)
+    assert watch is not None
+    return watch
+
+
+def _job(status: str, labeled: int = 0, *, uri: str | None = None) -> gt.JobInfo:
+    return gt.JobInfo(
+        name=JOB,
+        arn=f"arn:aws:sagemaker:us-west-2:123456789012:labeling-job/{JOB}",
+        status=status,
+        created=None,
+        counters=gt.LabelCounters(total_labeled=labeled, unlabeled=4 - labeled),
+        output_dataset_uri=uri,
+    )
+
+
+def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == WATCHER_LOG]
+
+
+def _claimed(store: Store, key: str = JOB) -> AnnouncementRow:
+    ann = store.claim_announcement(key, "replica-a", 30, channel="CLAB", thread_ts="1700.1")
+    assert ann is not None
+    return ann
+
+
+# ------------------------------------------------------------------ what Slack's errors mean
+
+
+def test_gone_and_refused_errors_say_whether_a_retry_can_help() -> None:
+    """A deleted channel or message never comes back, so it is never retried; a refused token
+    is retried once an admin fixes it. Each keeps Slack's error code for the log."""
+    gone, deleted, refused = (
+        DestinationGone("channel_not_found"),
+        MessageGone("message_not_found"),
+        NotifierUnauthorized("invalid_auth"),
+    )
+    assert (gone.error, gone.permanent) == ("channel_not_found", True)
+    assert (deleted.error, deleted.permanent) == ("message_not_found", True)
+    assert (refused.error, refused.permanent) == ("invalid_auth", False)
+    assert all(isinstance(e, PostFailed) for e in (gone, deleted, refused))
+
+
+# ------------------------------------------------------------------ a channel that is gone
+
+
+def _gone(*_: object) -> None:
+    raise DestinationGone("channel_not_found")
+
+
+def test_a_gone_channel_is_told_to_each_person_in_a_dm_and_logged(
+    ctx: Context, store: _CountingStore, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Everyone who would be mentioned hears where the card went; one whose DM fails is
+    logged by name, and the others are still told."""
+    watch = _watch(store)
+    store.add_subscriber(JOB, "UFAN")
+    store.add_subscriber(JOB, "UGONE")
+    slack.gone_users.add("UGONE")
+    report = TickReport()
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+
+    assert _watcher(ctx, slack)._guarded(watch, report, _gone)
+
+    now = store.get_watch(JOB)
+    assert now is not None and now.dm_only and not now.parked and report.parked == []
+    assert [a[0] for a, _ in slack.of("open_dm")] == ["UFAN", "UGONE", "UOWNER"]
+    told = slack.of("post_thread")
+    assert [(a[0], a[1]) for a, _ in told] == [("DUFAN", None), ("DUOWNER", None)]
+    assert told[0][0][2] == (
+        f"gtbot can no longer post in the channel where the card of {JOB} was (Slack said "
+        f"channel_not_found). It will tell you here when the job ends; `/gt watch {JOB}` in "
+        "another channel shows its card there."
+    )
+    assert _messages(caplog) == [
+        f"the channel of {JOB} is gone (channel_not_found): telling its people in DMs",
+        f"could not tell UGONE about {JOB}: user_disabled",
+    ]
+
+
+def test_a_gone_channel_with_nobody_to_tell_parks_the_watch(
+    ctx: Context, store: _CountingStore, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    watch = _watch(store, owner=None)
+    report = TickReport()
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+
+    assert _watcher(ctx, slack)._guarded(watch, report, _gone)
+
+    now = store.get_watch(JOB)
+    reason = "cannot post to channel CLAB: channel_not_found"
+    assert now is not None and now.parked and now.park_reason == reason and not now.dm_only
+    assert report.parked == [JOB] and slack.calls == []
+    assert _messages(caplog) == [f"parking the watch of {JOB}: {reason}"]
+
+
+def test_the_end_told_in_dms_carries_the_links_and_says_why_it_is_there(
+    ctx: Context, slack: _Slack
+) -> None:
+    links = Links("Links (valid for 6 h)", (("output.manifest", "https://lab-output/o"),))
+    text = {"text": f"{JOB} completed.", "links": links.to_json()}
+    steps = _watcher(ctx, slack)._dm_steps(JOB, text, ["U1", "U2"])
+    said = f"{JOB} completed.\n(Told here because gtbot can no longer post in the job's channel.)"
+    assert steps == [
+        {
+            "kind": "dm",
+            "key": f"{JOB}:dm:{user}",
+            "state": "pending",
+            "attempts": 0,
+            "error": None,
+            "user": user,
+            "text": said,
+            "links": text["links"],
+        }
+        for user in ("U1", "U2")
+    ]
+
+
+# ------------------------------------------------------------------ a watch without a card
+
+
+def test_a_watch_without_a_card_stores_only_what_changed(
+    ctx: Context, store: _CountingStore, slack: _Slack
+) -> None:
+    """Its counts and status are still kept (the stall clock reads them), written only when
+    they change: a tick over many quiet jobs writes nothing."""
+    _watch(store)
+    store.update_watch(JOB, dm_only=True)
+    watcher = _watcher(ctx, slack)
+
+    def tick(job: gt.JobInfo) -> list[dict[str, object]]:
+        store.watch_writes.clear()
+        watch = store.get_watch(JOB)
+        assert watch is not None
+        watcher._without_card(watch, job, "us-west-2", TickReport())
+        return [w for w in store.watch_writes if "last_status" in w]
+
+    assert tick(_job("InProgress", 1)) == [
+        {"last_status": "InProgress", "last_counters": {"labeled": 1, "failed": 0, "unlabeled": 3}}
+    ]
+    now = store.get_watch(JOB)
+    assert now is not None and now.last_status == "InProgress"
+    assert now.last_counters == {"labeled": 1, "failed": 0, "unlabeled": 3}
+    assert tick(_job("InProgress", 1)) == []
+    assert [w["last_counters"] for w in tick(_job("InProgress", 2))] == [
+        {"labeled": 2, "failed": 0, "unlabeled": 2}
+    ]
+    assert [w["last_status"] for w in tick(_job("Stopping", 2))] == ["Stopping"]
+    assert slack.calls == []
+
+
+def test_a_watch_without_a_card_tells_the_end_in_dms_with_a_link_signed_in_its_region(
+    ctx: Context, store: _CountingStore, slack: _Slack
+) -> None:
+    _watch(store)
+    store.update_watch(JOB, dm_only=True)
+    watch = store.get_watch(JOB)
+    assert watch is not None
+    report = TickReport()
+    uri = f"s3://lab-output/{JOB}/manifests/output/output.manifest"
+
+    _watcher(ctx, slack)._without_card(watch, _job("Completed", 4, uri=uri), "us-west-2", report)
+
+    assert report.announced == [JOB]
+    ((args, kwargs),) = slack.of("post_thread")
+    assert args[:2] == ("DUOWNER", None) and args[2].startswith(f"{JOB} completed.")
+    links = kwargs["links"]
+    assert isinstance(links, Links)
+    ((name, link),) = links.items
+    assert name == "output.manifest"
+    credential = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)["X-Amz-Credential"]
+    assert "/us-west-2/s3/" in credential[0]
+
+
+# ------------------------------------------------------------------ announcement steps
+
+
+def test_a_step_given_up_is_stored_failed_with_why_and_a_file_leaves_a_note(
+    ctx: Context, store: _CountingStore, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    ann = _claimed(store)
+    text = {"kind": "text", "key": f"{JOB}:completion", "state": "done", "attempts": 1}
+    picture = {"kind": "file", "key": "t", "state": "attempted", "attempts": 1, "path": "/r/a.png"}
+    steps: list[dict[str, object]] = [text, picture]
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+
+    _watcher(ctx, slack)._give_up(ann, steps, picture, "file_too_large")
+
+    assert picture["state"] == "failed" and picture["error"] == "file_too_large"
+    assert steps[2] == {
+        "kind": "note",
+        "key": f"{JOB}:note:a.png",
+        "state": "pending",
+        "attempts": 0,
+        "error": None,
+        "text": "Could not attach a.png here: Slack said `file_too_large`. "
+        f"`/gt results {JOB}` posts the pictures again.",
+    }
+    stored = store.get_announcement(JOB)
+    assert stored is not None and stored.steps == steps
+    assert _messages(caplog) == [
+        f"announcement of {JOB}: file step failed for good: file_too_large"
+    ]
+
+
+def test_a_text_step_given_up_leaves_no_note(
+    ctx: Context, store: _CountingStore, slack: _Slack
+) -> None:
+    ann = _claimed(store)
+    step = {"kind": "dm", "key": f"{JOB}:dm:U1", "state": "pending", "attempts": 0}
+    steps: list[dict[str, object]] = [step]
+    _watcher(ctx, slack)._give_up(ann, steps, step, "user_disabled")
+    stored = store.get_announcement(JOB)
+    assert stored is not None and stored.steps == [step | {"error": "user_disabled"}]
+    assert step["state"] == "failed"
+
+
+def test_reading_back_asks_the_thread_or_the_dm_and_posts_anyway_when_it_cannot(
+    ctx: Context, store: _CountingStore, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An earlier post is looked for where it went (the thread, or a person's DM). A thread
+    Slack will never show is logged and posted to anyway; a passing failure is retried."""
+    ann = _claimed(store)
+    watcher = _watcher(ctx, slack)
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+
+    assert watcher._read_back(ann) == Posted(keys=frozenset({"seen-key"}))
+    assert watcher._read_back(ann, "DU1") == Posted(keys=frozenset({"seen-key"}))
+    assert [a for a, _ in slack.of("posted")] == [("CLAB", "1700.1"), ("DU1", None)]
+
+    slack.fail["posted"] = [PostFailed("not_in_channel", permanent=True)]
+    assert watcher._read_back(ann) is None
+    assert _messages(caplog) == [
+        f"cannot read the thread of {JOB} to check for an earlier post (not_in_channel); "
+        "posting anyway, which may repeat it"
+    ]
+    slack.fail["posted"] = [PostFailed("ratelimited", permanent=False)]
+    with pytest.raises(PostFailed):
+        watcher._read_back(ann)
+
+
+def test_tell_posts_once_under_its_key_and_again_only_after_a_passing_failure(
+    ctx: Context, store: _CountingStore, slack: _Slack
+) -> None:
+    """What relabel rounds say in a thread: each message once, whatever retries happen."""
+    watcher = _watcher(ctx, slack)
+    key = "round:mice:2"
+    slack.fail["post_thread"] = [PostFailed("ratelimited", permanent=False)]
+    with pytest.raises(PostFailed):
+        watcher.tell(key, "CLAB", "1700.1", "Round 2 launched.")
+    for _ in range(2):
+        watcher.tell(key, "CLAB", "1700.1", "Round 2 launched.")
+    posts = slack.of("post_thread")
+    assert len(posts) == 2
+    assert posts[1] == (("CLAB", "1700.1", "Round 2 launched."), posts[1][1])
+    assert posts[1][1]["key"] == key
+    done = store.get_announcement(key)
+    assert done is not None and done.state == "done"
+
+
+# ------------------------------------------------------------------ the background runner
+
+
+class _Background:
+    """A background runner that keeps what it is given, to run or abandon when a test says."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.given: list[tuple[str, Callable[[], None], Callable[[str], None]]] = []
+        self.refuse = refuse
+
+    def __call__(self, name: str, run: Callable[[], None], abandon: Callable[[str], None]) -> None:
+        if self.refuse:
+            raise RuntimeError("the background runner is shutting down")
+        self.given.append((name, run, abandon))
+
+
+def test_work_is_handed_over_once_until_it_ran_or_was_abandoned(
+    ctx: Context, slack: _Slack
+) -> None:
+    background = _Background()
+    watcher = _watcher(ctx, slack, background=background)
+    ran: list[str] = []
+    abandoned: list[str] = []
+
+    def hand_over() -> None:
+        watcher._hand_over(JOB, f"announce {JOB}", lambda: ran.append("ran"), abandoned.append)
+
+    hand_over()
+    hand_over()  # still in the background: not handed over twice
+    assert [name for name, _, _ in background.given] == [f"announce {JOB}"]
+    background.given[0][1]()
+    assert ran == ["ran"]
+    hand_over()
+    assert len(background.given) == 2
+    background.given[1][2]("abandoned by a stop")
+    assert abandoned == ["abandoned by a stop"]
+    hand_over()
+    assert len(background.given) == 3
+
+
+def test_work_the_background_refuses_is_logged_and_handed_over_next_time(
+    ctx: Context, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    background = _Background(refuse=True)
+    watcher = _watcher(ctx, slack, background=background)
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    watcher._hand_over(JOB, f"announce {JOB}", lambda: None, lambda reason: None)
+    assert _messages(caplog) == [f"could not hand announce {JOB} to the background"]
+    background.refuse = False
+    watcher._hand_over(JOB, f"announce {JOB}", lambda: None, lambda reason: None)
+    assert [name for name, _, _ in background.given] == [f"announce {JOB}"]
+
+
+def test_after_tick_work_runs_in_the_tick_without_a_background_and_its_failure_is_logged(
+    ctx: Context, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[Watcher] = []
+
+    def after(watcher: Watcher) -> None:
+        seen.append(watcher)
+        raise RuntimeError("the round's consolidation failed")
+
+    watcher = _watcher(ctx, slack, after_tick=after)
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    assert watcher.tick().held_lease
+    assert seen == [watcher]
+    assert "the watcher's after-tick work failed (will retry)" in _messages(caplog)
+
+
+def test_after_tick_work_goes_to_the_background_one_at_a_time(ctx: Context, slack: _Slack) -> None:
+    seen: list[Watcher] = []
+    background = _Background()
+    watcher = _watcher(ctx, slack, after_tick=seen.append, background=background)
+    watcher.tick()
+    watcher.tick()  # the first is still in the background
+    assert [name for name, _, _ in background.given] == ["automatic rounds"]
+    assert seen == []
+    background.given[0][1]()
+    assert seen == [watcher]
+    watcher.tick()
+    assert len(background.given) == 2
+
+
+# ------------------------------------------------------------------ the scheduler
+
+
+def test_the_scheduler_ticks_at_once_then_each_poll_and_stop_frees_the_lease(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    """`serve` starts the watcher: the first tick does not wait a poll interval (the
+    default minute), and stopping lets another replica take the lease at once."""
+    ticks: list[Watcher] = []
+    background = _Background()
+
+    def results(*_: object) -> None:
+        return None
+
+    stop = start_watcher(
+        ctx, store, slack, results=results, holder="replica-b", after_tick=ticks.append
+    )
+    try:
+        wait_until(lambda: len(ticks) == 1, 10, "the first tick")
+        time.sleep(1.5)  # a poll of a minute: no second tick
+        assert len(ticks) == 1
+        (watcher,) = ticks
+        assert (watcher.holder, watcher.results, watcher.background) == ("replica-b", results, None)
+        assert store.lease_holder(LEASE_NAME) == "replica-b"
+    finally:
+        stop()
+    assert store.lease_holder(LEASE_NAME) is None
+    stop_again = start_watcher(ctx, store, slack, after_tick=ticks.append, background=background)
+    try:
+        wait_until(lambda: len(background.given) == 1, 10, "the after-tick work handed over")
+    finally:
+        stop_again()
+
+
+def test_the_scheduler_never_runs_two_ticks_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: Store, slack: _Slack
+) -> None:
+    """A tick that outlasts the poll (a slow Slack) is not overlapped by the next one."""
+    monkeypatch.setenv("GTBOT_PROJECTS_DIR", str(tmp_path / "projects"))
+    monkeypatch.setenv("GTBOT_POLL_SECONDS", "1")
+    ctx = Context(settings=Settings.from_env(), clients=ClientFactory(), store=store)
+    running, most, ticks = [0], [0], [0]
+    lock = threading.Lock()
+
+    def slow(_: Watcher) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(2.5 if ticks[0] == 0 else 0)
+        with lock:
+            running[0] -= 1
+            ticks[0] += 1
+
+    stop = start_watcher(ctx, store, slack, after_tick=slow)
+    try:
+        wait_until(lambda: ticks[0] >= 3, 15, "three ticks a second apart")
+    finally:
+        stop()
+    assert most[0] == 1
+
+
+# ------------------------------------------------------------------ running the steps
+
+URI = f"s3://lab-output/{JOB}/manifests/output/output.manifest"
+
+
+def _pending(kind: str, key: str, **fields: object) -> dict[str, Any]:
+    return {"kind": kind, "key": key, "state": "pending", "attempts": 0, "error": None, **fields}
+
+
+def _text(key: str = f"{JOB}:completion", **fields: object) -> dict[str, Any]:
+    return _pending("text", key, **({"text": f"{JOB} completed."} | fields))
+
+
+def _dm(user: str, **fields: object) -> dict[str, Any]:
+    return _pending("dm", f"{JOB}:dm:{user}", user=user, text="The end.", **fields)
+
+
+def _run(
+    ctx: Context,
+    store: Store,
+    slack: _Slack,
+    steps: list[dict[str, Any]],
+    *,
+    thread_ts: str | None = "1700.1",
+) -> list[dict[str, Any]]:
+    """Run the steps as the announcement of JOB; what the store then holds."""
+    ann = store.claim_announcement(JOB, "replica-a", 30, channel="CLAB", thread_ts=thread_ts)
+    assert ann is not None
+    store.save_steps(JOB, "replica-a", steps)  # as composed
+    try:
+        _watcher(ctx, slack)._run_steps(ann, steps)
+    finally:
+        stored = store.get_announcement(JOB)
+        assert stored is not None and stored.steps is not None
+        steps[:] = stored.steps
+    return steps
+
+
+def _outcomes(steps: list[dict[str, Any]]) -> list[tuple[str, int, str | None]]:
+    return [(s["state"], s["attempts"], s["error"]) for s in steps]
+
+
+def test_each_step_is_posted_in_the_thread_and_recorded_done(
+    ctx: Context, store: Store, slack: _Slack, tmp_path: Path
+) -> None:
+    picture = tmp_path / "frame.png"
+    picture.write_bytes(b"\x89PNG")
+    links = Links("Links (valid for 6 h)", (("output.manifest", "https://lab-output/o"),))
+    title = f"{JOB}: frame.png"
+    steps = [
+        _text(mention=["U1"], links=links.to_json(), attempts=1, error="ratelimited"),
+        _pending("file", title, path=str(picture), title=title),
+    ]
+    _run(ctx, store, slack, steps)
+    assert _outcomes(steps) == [("done", 2, None), ("done", 1, None)]
+    ((args, kwargs),) = slack.of("post_thread")
+    assert args == ("CLAB", "1700.1", f"{JOB} completed.")
+    assert kwargs == {
+        "key": f"{JOB}:completion",
+        "mention": ("U1",),
+        "links": links,
+        "skip": frozenset(),
+    }
+    assert slack.of("upload_file") == [(("CLAB", "1700.1", picture, title), {})]
+    assert slack.of("posted") == []  # nothing was attempted before: nothing to look for
+
+
+def test_a_step_attempted_before_is_looked_for_once_and_not_posted_twice(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    """A crash between a post and its record: the thread is read back (once) and what it
+    already holds is marked done; what it lacks is posted, told not to repeat the rest."""
+    slack.thread = Posted(
+        keys=frozenset({f"{JOB}:completion"}), file_titles=frozenset({f"{JOB}: a.png"})
+    )
+    steps = [
+        _text(state="attempted", attempts=1),
+        _pending("file", f"{JOB}: a.png", path="/gone/a.png", title=f"{JOB}: a.png")
+        | {"state": "attempted", "attempts": 1},
+        _pending("note", f"{JOB}:note:b.png", text="Could not attach b.png.")
+        | {"state": "attempted", "attempts": 1},
+    ]
+    _run(ctx, store, slack, steps)
+    assert _outcomes(steps) == [("done", 1, None), ("done", 1, None), ("done", 2, None)]
+    assert [a for a, _ in slack.of("posted")] == [("CLAB", "1700.1")]
+    ((args, kwargs),) = slack.of("post_thread")
+    assert args[2] == "Could not attach b.png." and kwargs["skip"] == slack.thread.keys
+
+
+def test_a_direct_message_opens_the_dm_once_and_is_looked_for_there(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    slack.thread = Posted(keys=frozenset({f"{JOB}:dm:U2"}))
+    steps = [_dm("U1"), _dm("U2", channel="DU2", state="attempted", attempts=1)]
+    _run(ctx, store, slack, steps)
+    assert _outcomes(steps) == [("done", 1, None), ("done", 1, None)]
+    assert steps[0]["channel"] == "DU1"
+    assert [a for a, _ in slack.of("open_dm")] == [("U1",)]
+    assert [a for a, _ in slack.of("posted")] == [("DU2", None)]
+    assert [a for a, _ in slack.of("post_thread")] == [("DU1", None, "The end.")]
+
+
+def test_a_dm_that_cannot_be_opened_is_given_up_and_the_others_are_told(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    slack.gone_users.add("UGONE")
+    steps = [_dm("UGONE"), _dm("U1")]
+    _run(ctx, store, slack, steps)
+    assert _outcomes(steps) == [("failed", 0, "user_disabled"), ("done", 1, None)]
+    assert "channel" not in steps[0]
+
+
+def test_a_dm_that_cannot_be_opened_yet_is_tried_next_tick(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    slack.fail["open_dm"] = [PostFailed("ratelimited", permanent=False)]
+    steps = [_dm("U1")]
+    with pytest.raises(PostFailed):
+        _run(ctx, store, slack, steps)
+    assert _outcomes(steps) == [("pending", 0, None)] and "channel" not in steps[0]
+
+
+def test_a_step_that_failed_five_times_is_given_up_with_its_last_error(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    steps = [_text(attempts=5, error="ratelimited"), _text(key="b", attempts=4, error="fatal")]
+    _run(ctx, store, slack, steps)
+    assert _outcomes(steps) == [
+        ("failed", 5, "gave up after 5 attempts: ratelimited"),
+        ("done", 5, None),
+    ]
+    assert len(slack.of("post_thread")) == 1
+
+
+def test_a_refused_token_leaves_the_step_as_it_was(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    slack.fail["post_thread"] = [NotifierUnauthorized("invalid_auth")]
+    steps = [_text(attempts=2, error="ratelimited")]
+    with pytest.raises(NotifierUnauthorized):
+        _run(ctx, store, slack, steps)
+    assert _outcomes(steps) == [("pending", 2, "ratelimited")]
+
+
+def test_a_post_refused_for_good_is_given_up_and_a_passing_failure_is_kept_for_later(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    slack.fail["post_thread"] = [
+        PostFailed("invalid_blocks", permanent=True),
+        PostFailed("ratelimited", permanent=False),
+    ]
+    steps = [_text(), _text(key="b"), _text(key="c")]
+    with pytest.raises(PostFailed) as raised:
+        _run(ctx, store, slack, steps)
+    assert raised.value.error == "ratelimited"
+    assert _outcomes(steps) == [
+        ("failed", 1, "invalid_blocks"),
+        ("attempted", 1, "ratelimited"),
+        ("pending", 0, None),
+    ]
+
+
+def test_a_file_no_longer_on_disk_is_given_up_with_a_note_in_the_thread(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    steps = [_pending("file", f"{JOB}: a.png", path="/gone/a.png", title=f"{JOB}: a.png")]
+    _run(ctx, store, slack, steps)
+    why = "a.png is no longer on the bot's disk"
+    assert _outcomes(steps) == [("failed", 1, why), ("done", 1, None)]
+    assert slack.of("upload_file") == []
+    ((args, _),) = slack.of("post_thread")
+    assert args[2].startswith(f"Could not attach a.png here: Slack said `{why}`.")
+
+
+def test_a_gone_channel_sends_the_end_to_each_person_in_a_dm(
+    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    _watch(store)
+    store.add_subscriber(JOB, "UFAN")
+    slack.fail["post_thread"] = [DestinationGone("channel_not_found")]
+    steps = [_text(), _pending("file", "t", path="/r/a.png", title="t")]
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    _run(ctx, store, slack, steps)
+    gone = "channel_not_found"
+    assert _outcomes(steps[:2]) == [("failed", 1, gone), ("failed", 0, gone)]
+    told = f"{JOB} completed.\n(Told here because gtbot can no longer post in the job's channel.)"
+    assert [(s["key"], s["state"], s["channel"], s["text"]) for s in steps[2:]] == [
+        (f"{JOB}:dm:{user}", "done", f"D{user}", told) for user in ("UFAN", "UOWNER")
+    ]
+    assert slack.of("upload_file") == []
+    assert _messages(caplog) == [f"the channel of {JOB} is gone ({gone}): its end goes to DMs"]
+
+
+@pytest.mark.parametrize("watched", [True, False])
+def test_a_gone_channel_with_nobody_to_tell_ends_the_announcement(
+    watched: bool, ctx: Context, store: Store, slack: _Slack
+) -> None:
+    if watched:
+        _watch(store, owner=None)
+    slack.fail["post_thread"] = [DestinationGone("channel_not_found")]
+    steps = [_text(), _text(key="b")]
+    with pytest.raises(DestinationGone):
+        _run(ctx, store, slack, steps)
+    assert [s["state"] for s in steps] == ["failed", "failed"]
+    ann = store.get_announcement(JOB)
+    assert ann is not None and ann.state == "done"
+
+
+def test_a_gone_dm_is_given_up_and_the_others_are_still_told(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    slack.fail["post_thread"] = [DestinationGone("channel_not_found")]
+    steps = [_dm("U1", channel="DU1"), _dm("U2", channel="DU2")]
+    _run(ctx, store, slack, steps)
+    assert _outcomes(steps) == [("failed", 1, "channel_not_found"), ("done", 1, None)]
+
+
+def test_a_deleted_thread_gets_the_rest_of_the_end_in_the_channel(
+    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack.fail["post_thread"] = [MessageGone("thread_not_found")]
+    steps = [_text(), _text(key="b")]
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    _run(ctx, store, slack, steps)
+    assert _outcomes(steps) == [("done", 1, None), ("done", 1, None)]
+    assert [a[:2] for a, _ in slack.of("post_thread")] == [
+        ("CLAB", "1700.1"),
+        ("CLAB", None),
+        ("CLAB", None),
+    ]
+    assert _messages(caplog) == [
+        f"the thread of {JOB} is gone (thread_not_found); announcing in the channel"
+    ]
+
+
+def test_a_deleted_message_with_no_thread_is_given_up(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    slack.fail["post_thread"] = [MessageGone("message_not_found")]
+    steps = [_text(), _text(key="b")]
+    _run(ctx, store, slack, steps, thread_ts=None)
+    assert _outcomes(steps) == [("failed", 1, "message_not_found"), ("done", 1, None)]
+
+
+# ------------------------------------------------------------------ what the end says
+
+
+def _compose(
+    ctx: Context,
+    store: Store,
+    slack: _Slack,
+    job: gt.JobInfo,
+    results: Callable[..., Completion | None] | None = None,
+) -> list[dict[str, Any]]:
+    watch = store.get_watch(JOB) or _watch(store)
+    return _watcher(ctx, slack, results=results)._compose(watch, job, "us-west-2")
+
+
+def test_the_end_carries_the_results_their_links_and_pictures(
+    ctx: Context, store: Store, slack: _Slack, tmp_path: Path
+) -> None:
+    pictures = (tmp_path / "a.png", tmp_path / "b.png")
+    extra = Links("Results", (("keypoints.json", "https://lab-output/k"),))
+    asked: list[tuple[object, str, str]] = []
+
+    def results(c: Context, watch: WatchRow, job: gt.JobInfo) -> Completion:
+        asked.append((c, watch.job_name, job.name))
+        return Completion("Results: 4 frames.", pictures, extra)
+
+    _watch(store)
+    store.add_subscriber(JOB, "UFAN")
+    steps = _compose(ctx, store, slack, _job("Completed", 4, uri=URI), results)
+    assert asked == [(ctx, JOB, JOB)]
+    first = steps[0]
+    assert (first["kind"], first["key"], first["state"]) == ("text", f"{JOB}:completion", "pending")
+    assert first["text"] == (
+        f"{JOB} completed. Counts: 4 labeled, 0 failed, 0 not labeled.\n"
+        f"Output manifest: {URI}\nResults: 4 frames."
+    )
+    assert first["mention"] == ["UFAN"]
+    links = Links.from_json(first["links"])
+    assert links is not None and links.title.startswith("Links (valid for")
+    assert [name for name, _ in links.items] == ["output.manifest", "keypoints.json"]
+    assert steps[1:] == [
+        _pending("file", f"{JOB}: {p.name}", path=str(p), title=f"{JOB}: {p.name}")
+        for p in pictures
+    ]
+
+
+def test_results_links_stand_alone_when_there_is_no_manifest_link(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    extra = Links("Results", (("keypoints.json", "https://lab-output/k"),))
+    steps = _compose(
+        ctx, store, slack, _job("Stopped", 2), lambda *_: Completion("Results.", (), extra)
+    )
+    assert steps[0]["links"] == extra.to_json() and len(steps) == 1
+
+
+def test_results_without_links_keep_the_manifest_link(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    steps = _compose(ctx, store, slack, _job("Completed", 4, uri=URI), lambda *_: None)
+    links = Links.from_json(steps[0]["links"])
+    assert links is not None and [n for n, _ in links.items] == ["output.manifest"]
+    steps = _compose(ctx, store, slack, _job("Completed", 4, uri=URI), lambda *_: Completion("R."))
+    links = Links.from_json(steps[0]["links"])
+    assert links is not None and [n for n, _ in links.items] == ["output.manifest"]
+
+
+def test_results_that_fail_are_said_unavailable_and_the_end_is_still_told(
+    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused(*_: object) -> None:
+        raise ConfigError("the project folder mice is gone.")
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    job = _job("Completed", 4)
+    (said,) = _compose(ctx, store, slack, job, refused)
+    assert said["text"] == (
+        f"{JOB} completed. Counts: 4 labeled, 0 failed, 0 not labeled.\nResults unavailable "
+        f"because the project folder mice is gone. `/gt results {JOB}` tries again."
+    )
+    assert f"results for {JOB} unavailable: the project folder mice is gone." in _messages(caplog)
+    (said,) = _compose(ctx, store, slack, job, broken)
+    assert re.search(
+        r"\nResults unavailable because of an unexpected error \(trace id \S+\); an admin can "
+        rf"find it in the log\. `/gt results {JOB}` tries again\.$",
+        said["text"],
+    )
+
+
+def test_a_failed_job_builds_no_results(ctx: Context, store: Store, slack: _Slack) -> None:
+    asked: list[str] = []
+    steps = _compose(ctx, store, slack, _job("Failed"), lambda *_: asked.append("asked"))
+    assert asked == [] and len(steps) == 1 and steps[0]["links"] is None
+    assert steps[0]["text"].startswith(f"{JOB} failed: no reason given.")
+
+
+def test_the_end_of_a_watch_without_a_channel_goes_to_dms_or_is_recorded_untold(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    _watch(store)
+    store.update_watch(JOB, dm_only=True)
+    steps = _compose(ctx, store, slack, _job("Failed"))
+    assert [(s["kind"], s["user"]) for s in steps] == [("dm", "UOWNER")]
+    store.update_watch(JOB, owner=None)
+    (step,) = _compose(ctx, store, slack, _job("Failed"))
+    assert (step["kind"], step["state"], step["error"]) == (
+        "text",
+        "failed",
+        "channel gone, nobody to tell",
+    )
+
+
+# ------------------------------------------------------------------ stalls
+
+
+def _stalled_for(store: Store, hours: float, labeled: int = 1) -> WatchRow:
+    counters = {"labeled": labeled, "failed": 0, "unlabeled": 4 - labeled}
+    store.update_watch(JOB, last_counters=counters, progress_at=utcnow() - timedelta(hours=hours))
+    watch = store.get_watch(JOB)
+    assert watch is not None
+    return watch
+
+
+def test_a_stall_is_told_once_in_the_cards_thread_after_the_set_hours(
+    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    watch = _watch(store)
+    store.update_watch(JOB, thread_ts="1700.1")
+    store.add_subscriber(JOB, "UFAN")
+    watcher = _watcher(ctx, slack)
+    job = _job("InProgress", 1)
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+
+    watcher._check_stall(watch, job)  # first sight: the clock starts now
+    started = store.get_watch(JOB)
+    assert started is not None and started.progress_at is not None and slack.calls == []
+    watcher._check_stall(_stalled_for(store, 5.9), job)
+    assert slack.calls == []
+    watcher._check_stall(_stalled_for(store, 6.1), job)
+    ((args, kwargs),) = slack.of("post_thread")
+    assert args == ("CLAB", "1700.1", stall_text(job, 6.0)) and kwargs["mention"] == ("UFAN",)
+    assert _messages(caplog) == [f"told that {JOB} has stalled for 6 h"]
+    told = store.get_watch(JOB)
+    assert told is not None and told.stall_told_at is not None
+    watcher._check_stall(told, job)
+    assert len(slack.of("post_thread")) == 1
+
+    watcher._check_stall(told, _job("InProgress", 2))  # it moved: the clock starts again
+    moved = store.get_watch(JOB)
+    assert moved is not None and moved.stall_told_at is None
+    assert moved.progress_at is not None and moved.progress_at > told.progress_at  # type: ignore[operator]
+
+
+def test_a_stall_of_a_watch_without_a_channel_is_told_in_dms(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    _watch(store)
+    store.update_watch(JOB, dm_only=True)
+    job = _job("InProgress", 1)
+    _watcher(ctx, slack)._check_stall(_stalled_for(store, 7), job)
+    assert [a for a, _ in slack.of("post_thread")] == [("DUOWNER", None, stall_text(job, 6.0))]
+
+
+@pytest.mark.parametrize(("permanent", "told_again"), [(False, True), (True, False)])
+def test_a_stall_warning_slack_fails_is_told_again_only_if_that_can_help(
+    permanent: bool, told_again: bool, ctx: Context, store: Store, slack: _Slack
+) -> None:
+    _watch(store)
+    watcher = _watcher(ctx, slack)
+    job = _job("InProgress", 1)
+    slack.fail["post_thread"] = [PostFailed("some_error", permanent=permanent)]
+    with pytest.raises(PostFailed):
+        watcher._check_stall(_stalled_for(store, 7), job)
+    after = store.get_watch(JOB)
+    assert after is not None and (after.stall_told_at is None) is told_again
+    watcher._check_stall(after, job)
+    assert len(slack.of("post_thread")) == (2 if told_again else 1)
+
+
+@pytest.mark.parametrize("status", ["Completed", "Failed", "Stopped", "Stopping"])
+def test_a_job_that_ends_or_is_stopping_is_never_called_stalled(
+    status: str, ctx: Context, store: _CountingStore, slack: _Slack
+) -> None:
+    _watch(store)
+    watch = _stalled_for(store, 9)
+    store.watch_writes.clear()
+    _watcher(ctx, slack)._check_stall(watch, _job(status, 1))
+    assert store.watch_writes == [] and slack.calls == []
