@@ -10,6 +10,7 @@ end to end; these pin what those flows cannot see (what the log says, what is st
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -402,6 +403,10 @@ def test_tell_posts_once_under_its_key_and_again_only_after_a_passing_failure(
     assert posts[1][1]["key"] == key
     done = store.get_announcement(key)
     assert done is not None and done.state == "done"
+    assert done.steps == [
+        {"kind": "text", "key": key, "state": "done", "attempts": 2, "error": None}
+        | {"text": "Round 2 launched."}
+    ]
 
 
 # ------------------------------------------------------------------ the background runner
@@ -485,6 +490,9 @@ def test_after_tick_work_goes_to_the_background_one_at_a_time(ctx: Context, slac
     assert seen == [watcher]
     watcher.tick()
     assert len(background.given) == 2
+    background.given[1][2]("abandoned by a stop")  # gtbot stopping: nothing to hand back
+    watcher.tick()
+    assert len(background.given) == 3
 
 
 # ------------------------------------------------------------------ the scheduler
@@ -510,6 +518,7 @@ def test_the_scheduler_ticks_at_once_then_each_poll_and_stop_frees_the_lease(
         assert len(ticks) == 1
         (watcher,) = ticks
         assert (watcher.holder, watcher.results, watcher.background) == ("replica-b", results, None)
+        assert watcher.notifier is slack
         assert store.lease_holder(LEASE_NAME) == "replica-b"
     finally:
         stop()
@@ -982,3 +991,48 @@ def test_a_job_that_ends_or_is_stopping_is_never_called_stalled(
     store.watch_writes.clear()
     _watcher(ctx, slack)._check_stall(watch, _job(status, 1))
     assert store.watch_writes == [] and slack.calls == []
+
+
+def test_the_first_tick_is_at_once_whatever_the_servers_time_zone(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    """A lab server kept on local time (UTC+9 here) must not read its "now" as UTC: the first
+    tick would then wait nine hours."""
+    ticks: list[Watcher] = []
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "JST-9"
+    time.tzset()
+    try:
+        stop = start_watcher(ctx, store, slack, after_tick=ticks.append)
+        try:
+            wait_until(lambda: len(ticks) == 1, 10, "the first tick")
+        finally:
+            stop()
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+def test_stopping_does_not_wait_for_a_tick_in_progress(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    """`serve` stops on SIGTERM while a tick may be waiting on Slack: the lease is freed at
+    once (that tick stops at its next watch, and renews nothing)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def blocked(_: Watcher) -> None:
+        entered.set()
+        release.wait(20)
+
+    stop = start_watcher(ctx, store, slack, after_tick=blocked)
+    try:
+        assert entered.wait(10)
+        stopper = threading.Thread(target=stop)
+        stopper.start()
+        stopper.join(5)
+        assert not stopper.is_alive() and store.lease_holder(LEASE_NAME) is None
+    finally:
+        release.set()
