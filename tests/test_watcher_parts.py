@@ -16,7 +16,8 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from bot.jobs.watcher import (
 )
 from bot.links import Links
 from bot.settings import Settings
-from bot.state import AnnouncementRow, Store, WatchRow, utcnow
+from bot.state import AnnouncementRow, ClaimLost, Store, WatchRow, utcnow
 
 JOB = "mice-parts"
 WATCHER_LOG = "gtbot.watcher"
@@ -1036,3 +1037,325 @@ def test_stopping_does_not_wait_for_a_tick_in_progress(
         assert not stopper.is_alive() and store.lease_holder(LEASE_NAME) is None
     finally:
         release.set()
+
+
+# ------------------------------------------------------------------ the card
+
+
+def _card_tick(
+    ctx: Context,
+    store: Store,
+    slack: _Slack,
+    job: gt.JobInfo,
+    **watch: object,
+) -> TickReport:
+    """One watch's turn in a tick (what `_tick` runs per listed job), on a watch set up so."""
+    if store.get_watch(JOB) is None:
+        _watch(store)
+    if watch:
+        store.update_watch(JOB, **watch)
+    now = store.get_watch(JOB)
+    assert now is not None
+    report = TickReport()
+    _watcher(ctx, slack)._one(now, job, "us-west-2", report)
+    return report
+
+
+def _shown(store: Store) -> tuple[object, ...]:
+    w = store.get_watch(JOB)
+    assert w is not None
+    return (w.message_ts, w.thread_ts, w.last_status, (w.last_counters or {}).get("labeled"))
+
+
+def test_a_first_card_is_posted_and_remembered(ctx: Context, store: Store, slack: _Slack) -> None:
+    report = _card_tick(ctx, store, slack, _job("InProgress", 1))
+    ((args, _),) = slack.of("post_card")
+    assert (args[0], args[2]) == ("CLAB", None)
+    assert (args[1].job_name, args[1].status, args[1].owner) == (JOB, "InProgress", "UOWNER")
+    ts = "1700000000.000100"
+    assert _shown(store) == (ts, ts, "InProgress", 1) and report.updated == [JOB]
+    assert slack.of("post_thread") == []  # no status before: nothing changed from
+
+
+def test_a_status_change_updates_the_card_and_says_so_in_its_thread(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    job = _job("Completed", 4)
+    _card_tick(ctx, store, slack, job, message_ts="M", thread_ts="M", last_status="InProgress")
+    ((args, _),) = slack.of("update_card")
+    assert (args[0], args[1], args[2].status) == ("CLAB", "M", "Completed")
+    assert [a for a, _ in slack.of("post_thread")][0] == (
+        "CLAB",
+        "M",
+        f"{JOB}: InProgress → Completed",
+    )
+    assert _shown(store) == ("M", "M", "Completed", 4)
+
+
+def test_a_quiet_job_costs_no_post_and_no_write(
+    ctx: Context, store: _CountingStore, slack: _Slack
+) -> None:
+    counters = {"labeled": 1, "failed": 0, "unlabeled": 3}
+    _watch(store)
+    store.update_watch(
+        JOB, message_ts="M", thread_ts="M", last_status="InProgress", last_counters=counters
+    )
+    store.update_watch(JOB, progress_at=utcnow())
+    store.watch_writes.clear()
+    report = _card_tick(ctx, store, slack, _job("InProgress", 1))
+    assert slack.calls == [] and store.watch_writes == [] and report.updated == []
+
+
+def test_new_counts_alone_update_the_card_without_a_reply(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    _card_tick(
+        ctx, store, slack, _job("InProgress", 2), message_ts="M", thread_ts="M",
+        last_status="InProgress", last_counters={"labeled": 1, "failed": 0, "unlabeled": 3},
+    )  # fmt: skip
+    assert len(slack.of("update_card")) == 1 and slack.of("post_thread") == []
+    assert _shown(store) == ("M", "M", "InProgress", 2)
+
+
+def test_a_deleted_card_is_posted_again_with_a_new_thread(
+    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack.fail["update_card"] = [MessageGone("message_not_found")]
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    _card_tick(
+        ctx, store, slack, _job("InProgress", 2), message_ts="M", thread_ts="M",
+        last_status="InProgress",
+    )  # fmt: skip
+    ts = "1700000000.000100"
+    assert _shown(store) == (ts, ts, "InProgress", 2)
+    assert [a[2] for a, _ in slack.of("post_card")] == [None]
+    assert _messages(caplog) == [
+        f"the card of {JOB} was deleted (message_not_found); posting a new one"
+    ]
+
+
+def test_a_card_slack_refuses_for_good_is_logged_and_the_job_goes_on(
+    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack.fail["update_card"] = [PostFailed("invalid_blocks", permanent=True)]
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    _card_tick(
+        ctx, store, slack, _job("Completed", 4), message_ts="M", thread_ts="M",
+        last_status="InProgress",
+    )  # fmt: skip
+    assert _shown(store) == ("M", "M", "Completed", 4)
+    assert slack.of("post_card") == [] and len(slack.of("post_thread")) == 2  # reply, the end
+    assert _messages(caplog)[0] == f"the card of {JOB} was not updated: Slack said invalid_blocks"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [PostFailed("ratelimited", permanent=False), DestinationGone("channel_not_found")],
+    ids=["passing", "gone"],
+)
+def test_a_card_update_that_may_work_later_or_elsewhere_is_raised_and_nothing_stored(
+    error: PostFailed, ctx: Context, store: Store, slack: _Slack
+) -> None:
+    slack.fail["update_card"] = [error]
+    with pytest.raises(type(error)):
+        _card_tick(
+            ctx, store, slack, _job("InProgress", 2), message_ts="M", thread_ts="M",
+            last_status="Initializing",
+        )  # fmt: skip
+    assert _shown(store) == ("M", "M", "Initializing", None)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [PostFailed("ratelimited", permanent=False), DestinationGone("channel_not_found")],
+    ids=["passing", "gone"],
+)
+def test_a_new_card_that_may_work_later_or_elsewhere_is_raised(
+    error: PostFailed, ctx: Context, store: Store, slack: _Slack
+) -> None:
+    slack.fail["post_card"] = [error]
+    with pytest.raises(type(error)):
+        _card_tick(ctx, store, slack, _job("InProgress", 2))
+    assert _shown(store) == (None, None, None, None)
+
+
+def test_a_new_card_slack_refuses_for_good_leaves_the_news_without_a_card(
+    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack.fail["post_card"] = [PostFailed("invalid_blocks", permanent=True)]
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    report = _card_tick(ctx, store, slack, _job("InProgress", 2))
+    assert _shown(store) == (None, None, "InProgress", 2) and report.updated == [JOB]
+    assert _messages(caplog) == [f"{JOB}: Slack refused a post for good: invalid_blocks"]
+
+
+def test_a_status_reply_slack_refuses_for_good_is_logged_and_the_card_kept(
+    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack.fail["post_thread"] = [PostFailed("msg_too_long", permanent=True)]
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    _card_tick(
+        ctx, store, slack, _job("InProgress", 2), message_ts="M", thread_ts="M",
+        last_status="Initializing",
+    )  # fmt: skip
+    assert _shown(store) == ("M", "M", "InProgress", 2)
+    assert _messages(caplog) == [f"{JOB}: Slack refused a post for good: msg_too_long"]
+
+
+def test_a_follow_up_rounds_card_goes_in_its_parents_thread(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    _card_tick(ctx, store, slack, _job("InProgress", 1), thread_ts="PARENT")
+    assert [a[2] for a, _ in slack.of("post_card")] == ["PARENT"]
+    assert _shown(store) == ("1700000000.000100", "PARENT", "InProgress", 1)
+
+
+def test_the_job_created_time_is_kept_from_aws(ctx: Context, store: Store, slack: _Slack) -> None:
+    created = datetime(2026, 11, 29, 8, tzinfo=UTC)
+    job = replace(_job("InProgress", 1), created=created)
+    _card_tick(ctx, store, slack, job)
+    watch = store.get_watch(JOB)
+    assert watch is not None and watch.job_created == created
+
+
+def test_the_end_is_handed_to_the_background_and_given_back_on_a_stop(
+    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    background = _Background()
+    _watch(store)
+    watch = store.get_watch(JOB)
+    assert watch is not None
+    watcher = _watcher(ctx, slack, background=background)
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    report = TickReport()
+    watcher._one(watch, _job("Completed", 4), "us-west-2", report)
+    ((name, run, abandon),) = background.given
+    assert name == f"announce {JOB}" and report.announced == []
+    _claimed(store)
+    abandon("abandoned")
+    assert _messages(caplog) == [f"announcement of {JOB} abandoned by a stop; handed back"]
+    released = store.claim_announcement(JOB, "replica-b", 30, channel="CLAB", thread_ts=None)
+    assert released is not None  # another watcher takes it at once
+    store.release_announcement(JOB, "replica-b")
+    run()
+    assert [a[2].split(".")[0] for a, _ in slack.of("post_thread")][-1] == f"{JOB} completed"
+    done = store.get_announcement(JOB)
+    assert done is not None and done.state == "done"
+
+
+def test_an_end_told_before_is_only_marked_on_the_watch(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    watch = _watch(store)
+    _claimed(store)
+    store.finish_announcement(JOB, "replica-a")
+    store.update_watch(JOB, completion_announced=False)
+    report = TickReport()
+    _watcher(ctx, slack)._complete(watch, _job("Completed", 4), "us-west-2", report)
+    after = store.get_watch(JOB)
+    assert after is not None and after.completion_announced
+    assert slack.calls == [] and report.announced == []
+
+
+# ------------------------------------------------------------------ one watch's failures
+
+
+@pytest.mark.parametrize(
+    ("error", "goes_on", "said"),
+    [
+        (
+            NotifierUnauthorized("invalid_auth"),
+            False,
+            "Slack refuses gtbot's token (invalid_auth): nothing is posted until an admin "
+            "fixes SLACK_BOT_TOKEN; the watches wait",
+        ),
+        (
+            PostFailed("ratelimited", permanent=False),
+            True,
+            f"watch {JOB}: Slack said ratelimited (will retry)",
+        ),
+        (ConfigError("no such project."), True, f"watch {JOB}: no such project. (will retry)"),
+        (RuntimeError("boom"), True, f"watch {JOB} failed this tick (will retry)"),
+    ],
+    ids=["token", "slack", "user", "bug"],
+)
+def test_a_watchs_failure_is_logged_and_only_a_refused_token_stops_the_tick(
+    error: Exception,
+    goes_on: bool,
+    said: str,
+    ctx: Context,
+    store: Store,
+    slack: _Slack,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watch = _watch(store)
+
+    def fails(*_: object) -> None:
+        raise error
+
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    assert _watcher(ctx, slack)._guarded(watch, TickReport(), fails, "arg") is goes_on
+    assert _messages(caplog) == [said]
+    now = store.get_watch(JOB)
+    assert now is not None and not now.parked
+
+
+def test_a_watchs_work_gets_its_arguments_and_the_report(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    watch = _watch(store)
+    got: list[tuple[object, ...]] = []
+    report = TickReport()
+    assert _watcher(ctx, slack)._guarded(watch, report, lambda *a: got.append(a), "x", 2)
+    assert got == [("x", 2, report)]
+
+
+# ------------------------------------------------------------------ the claim's heartbeat
+
+
+class _BeatStore(_CountingStore):
+    """Counts the claim and lease renewals; the first renewal fails as a lost database would."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.renewals = 0
+        self.leases = 0
+        self.lose_after = 3
+
+    def renew_announcement(self, job_name: str, holder: str) -> None:
+        self.renewals += 1
+        if self.renewals == 1:
+            raise OSError("the database is restarting")
+        if self.renewals >= self.lose_after:
+            raise ClaimLost(job_name)
+        super().renew_announcement(job_name, holder)
+
+    def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        self.leases += 1
+        return super().acquire_lease(name, holder, ttl_seconds)
+
+
+@pytest.mark.parametrize("stopping", [False, True])
+def test_the_heartbeat_renews_claim_and_lease_until_the_claim_is_lost(
+    stopping: bool, tmp_path: Path, ctx: Context, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _BeatStore(f"sqlite:///{tmp_path / 'beat.db'}")
+    watcher = Watcher(ctx, store, slack, holder="replica-a", lease_seconds=0.3)  # type: ignore[arg-type]
+    watcher._held = True
+    if stopping:
+        watcher.stop()
+    store.claim_announcement(JOB, "replica-a", 30, channel="CLAB", thread_ts=None)
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    beat = threading.Thread(target=watcher._heartbeat, args=(JOB, threading.Event()))
+    beat.start()
+    beat.join(10)
+    assert not beat.is_alive() and store.renewals == 3  # a failure, a renewal, then lost
+    assert store.leases == (0 if stopping else 1)
+    assert _messages(caplog) == [f"could not renew the claim on the announcement of {JOB}"]
+
+
+def test_the_heartbeat_ends_with_the_work(ctx: Context, store: Store, slack: _Slack) -> None:
+    watcher = Watcher(ctx, store, slack, holder="replica-a", lease_seconds=30)  # type: ignore[arg-type]
+    stop = threading.Event()
+    stop.set()
+    watcher._heartbeat(JOB, stop)  # returns at once: nothing renewed, nothing raised
