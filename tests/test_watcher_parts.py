@@ -151,15 +151,21 @@ def _watch(store: Store, job: str = JOB, *, owner: str | None = "UOWNER") -> Wat
     return watch
 
 
-def _job(status: str, labeled: int = 0, *, uri: str | None = None) -> gt.JobInfo:
+def _job(status: str, labeled: int = 0, *, uri: str | None = None, name: str = JOB) -> gt.JobInfo:
     return gt.JobInfo(
-        name=JOB,
-        arn=f"arn:aws:sagemaker:us-west-2:123456789012:labeling-job/{JOB}",
+        name=name,
+        arn=f"arn:aws:sagemaker:us-west-2:123456789012:labeling-job/{name}",
         status=status,
         created=None,
         counters=gt.LabelCounters(total_labeled=labeled, unlabeled=4 - labeled),
         output_dataset_uri=uri,
     )
+
+
+def _signed_in(link: str) -> str:
+    """The region a presigned link's SigV4 credential scope names."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)
+    return query["X-Amz-Credential"][0].split("/")[2]
 
 
 def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -315,9 +321,7 @@ def test_a_watch_without_a_card_tells_the_end_in_dms_with_a_link_signed_in_its_r
     links = kwargs["links"]
     assert isinstance(links, Links)
     ((name, link),) = links.items
-    assert name == "output.manifest"
-    credential = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)["X-Amz-Credential"]
-    assert "/us-west-2/s3/" in credential[0]
+    assert name == "output.manifest" and _signed_in(link) == "us-west-2"
 
 
 # ------------------------------------------------------------------ announcement steps
@@ -1221,16 +1225,20 @@ def test_the_job_created_time_is_kept_from_aws(ctx: Context, store: Store, slack
 def test_the_end_is_handed_to_the_background_and_given_back_on_a_stop(
     ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Two jobs ending in one tick: each end is handed over (results can take minutes). A stop
+    gives the claim back; run, the end is told once, with a link signed in the job's region."""
     background = _Background()
-    _watch(store)
-    watch = store.get_watch(JOB)
-    assert watch is not None
+    other = f"{JOB}-2"
     watcher = _watcher(ctx, slack, background=background)
     caplog.set_level(logging.INFO, logger=WATCHER_LOG)
     report = TickReport()
-    watcher._one(watch, _job("Completed", 4), "us-west-2", report)
-    ((name, run, abandon),) = background.given
-    assert name == f"announce {JOB}" and report.announced == []
+    for name in (JOB, other):
+        watcher._one(
+            _watch(store, name), _job("Completed", 4, uri=URI, name=name), "us-west-2", report
+        )
+    assert [name for name, _, _ in background.given] == [f"announce {JOB}", f"announce {other}"]
+    assert report.announced == []
+    _, run, abandon = background.given[0]
     _claimed(store)
     abandon("abandoned")
     assert _messages(caplog) == [f"announcement of {JOB} abandoned by a stop; handed back"]
@@ -1238,9 +1246,46 @@ def test_the_end_is_handed_to_the_background_and_given_back_on_a_stop(
     assert released is not None  # another watcher takes it at once
     store.release_announcement(JOB, "replica-b")
     run()
-    assert [a[2].split(".")[0] for a, _ in slack.of("post_thread")][-1] == f"{JOB} completed"
+    assert len(_messages(caplog)) == 1  # nothing failed
+    ((_, kwargs),) = [c for c in slack.of("post_thread") if c[0][2].startswith(f"{JOB} completed")]
+    assert isinstance(kwargs["links"], Links)
+    assert _signed_in(kwargs["links"].items[0][1]) == "us-west-2"
     done = store.get_announcement(JOB)
     assert done is not None and done.state == "done"
+
+
+def test_an_end_told_in_the_background_to_a_gone_channel_parks_the_watch(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    background = _Background()
+    watcher = _watcher(ctx, slack, background=background)
+    watcher._one(_watch(store, owner=None), _job("Completed", 4), "us-west-2", TickReport())
+    slack.fail["post_thread"] = [DestinationGone("channel_not_found")]
+    background.given[0][1]()
+    watch = store.get_watch(JOB)
+    assert watch is not None and watch.parked
+    assert watch.park_reason == "cannot post to channel CLAB: channel_not_found"
+
+
+class _TakenStore(_CountingStore):
+    """Another watcher takes the claim (this one was presumed dead) while this one posts."""
+
+    def save_steps(self, job_name: str, holder: str, steps: list[dict[str, Any]]) -> None:
+        if any(step["state"] == "attempted" for step in steps):
+            raise ClaimLost(job_name)
+        super().save_steps(job_name, holder, steps)
+
+
+def test_an_end_another_watcher_took_over_is_left_to_it(
+    tmp_path: Path, ctx: Context, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _TakenStore(f"sqlite:///{tmp_path / 'taken.db'}")
+    ctx = replace(ctx, store=store)
+    report = TickReport()
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    _watcher(ctx, slack)._complete(_watch(store), _job("Completed", 4), "us-west-2", report)
+    assert report.announced == [] and slack.calls == []
+    assert _messages(caplog) == [f"another watcher took over the announcement of {JOB}"]
 
 
 def test_an_end_told_before_is_only_marked_on_the_watch(
