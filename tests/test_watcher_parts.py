@@ -1404,3 +1404,18 @@ def test_the_heartbeat_ends_with_the_work(ctx: Context, store: Store, slack: _Sl
     stop = threading.Event()
     stop.set()
     watcher._heartbeat(JOB, stop)  # returns at once: nothing renewed, nothing raised
+
+
+def test_the_claims_heartbeat_never_holds_up_an_exit(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    """The claim beats while the results are built (minutes); its thread is a daemon, named in
+    a thread dump, so a gtbot told to stop never waits on it."""
+    beating: list[tuple[str, bool]] = []
+
+    def results(*_: object) -> None:
+        beating.extend((t.name, t.daemon) for t in threading.enumerate() if "claim" in t.name)
+
+    watcher = _watcher(ctx, slack, results=results)
+    watcher._complete(_watch(store), _job("Completed", 4), "us-west-2", TickReport())
+    assert beating == [("gtbot-claim", True)]
