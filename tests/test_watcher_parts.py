@@ -1419,3 +1419,21 @@ def test_the_claims_heartbeat_never_holds_up_an_exit(
     watcher = _watcher(ctx, slack, results=results)
     watcher._complete(_watch(store), _job("Completed", 4), "us-west-2", TickReport())
     assert beating == [("gtbot-claim", True)]
+
+
+def test_an_end_nobody_can_be_told_is_recorded_with_why(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    """The channel is gone and nobody is left to tell: the announcement is closed with its one
+    step failed and the reason, which is what an admin finds in the database."""
+    _watch(store, owner=None)
+    store.update_watch(JOB, dm_only=True)
+    watch = store.get_watch(JOB)
+    assert watch is not None
+    _watcher(ctx, slack)._complete(watch, _job("Failed"), "us-west-2", TickReport())
+    ann = store.get_announcement(JOB)
+    assert ann is not None and ann.state == "done" and ann.steps is not None
+    assert [(s["state"], s["error"]) for s in ann.steps] == [
+        ("failed", "channel gone, nobody to tell")
+    ]
+    assert slack.calls == []
