@@ -1437,3 +1437,19 @@ def test_an_end_nobody_can_be_told_is_recorded_with_why(
         ("failed", "channel gone, nobody to tell")
     ]
     assert slack.calls == []
+
+
+def test_parts_of_a_long_post_in_a_deleted_thread_are_all_posted_in_the_channel(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    """A crash after part 1 of a long end reached the thread: the rest is posted there without
+    part 1. If the thread is then deleted, part 1 went with it: the channel gets every part."""
+    slack.thread = Posted(keys=frozenset({f"{JOB}:completion#1"}))
+    slack.fail["post_thread"] = [MessageGone("thread_not_found")]
+    steps = [_text(state="attempted", attempts=1)]
+    _run(ctx, store, slack, steps)
+    assert _outcomes(steps) == [("done", 2, None)]
+    assert [(a[1], k["skip"]) for a, k in slack.of("post_thread")] == [
+        ("1700.1", slack.thread.keys),
+        (None, frozenset()),
+    ]

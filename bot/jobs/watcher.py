@@ -778,7 +778,8 @@ class Watcher:
                 "the thread of %s is gone (%s); announcing in the channel", ann.job_name, exc
             )
             ann = replace(ann, thread_ts=None)
-            self._send(ann, step, seen)
+            # What was read back is the deleted thread, gone with it: nothing to skip here.
+            self._send(ann, step, None)
         return ann
 
     def _send(self, ann: AnnouncementRow, step: dict[str, Any], seen: Posted | None) -> None:
