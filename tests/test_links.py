@@ -60,7 +60,7 @@ def test_a_completion_post_states_and_signs_the_real_lifetime(
         created=None,
         output_dataset_uri="s3://out/demo/demo-1/manifests/output/output.manifest",
     )
-    assert "X-Amz" not in completion_text(ctx, job, "us-east-2")  # the text names, links sign
+    assert "X-Amz" not in completion_text(job)  # the text names, links sign
     links = completion_links(ctx, job, "us-east-2")
     assert links is not None
     assert links.title in ("Links (valid for only 29 min", "Links (valid for only 30 min") or (

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,14 +55,16 @@ class _Slack:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
-        self.fail: dict[str, list[Exception]] = {}
+        self.fail: dict[str, list[Exception | None]] = {}
         self.gone_users: set[str] = set()
         self.thread = Posted(keys=frozenset({"seen-key"}))  # what `posted` finds
 
     def _call(self, method: str, *args: object, **kwargs: object) -> None:
         self.calls.append((method, args, kwargs))
         if self.fail.get(method):
-            raise self.fail[method].pop(0)
+            error = self.fail[method].pop(0)  # None: this call goes through
+            if error is not None:
+                raise error
 
     def of(self, method: str) -> list[tuple[tuple[object, ...], dict[str, object]]]:
         return [(a, k) for m, a, k in self.calls if m == method]
@@ -123,9 +125,36 @@ class _CountingStore(Store):
         super().update_watch(job_name, **values)
 
 
+class _CheckedStore(_CountingStore):
+    """Checks every record of an announcement's steps as it is written: a crash right after any
+    write resumes from that record, so it must be whole (never None, never fewer steps than
+    before, no done step undone), or the next run would post again what was posted."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.bad_writes: list[str] = []
+
+    def save_steps(self, job_name: str, holder: str, steps: list[dict[str, Any]]) -> None:
+        before = self.get_announcement(job_name)
+        old = (before.steps if before is not None else None) or []
+        if not isinstance(steps, list) or len(steps) < len(old):
+            self.bad_writes.append(f"{job_name}: {steps!r} after {len(old)} steps")
+        else:
+            undone = [
+                o["key"]
+                for o, n in zip(old, steps, strict=False)
+                if o["state"] == "done" != n["state"]
+            ]
+            if undone:
+                self.bad_writes.append(f"{job_name}: done steps undone: {undone}")
+        super().save_steps(job_name, holder, steps)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> _CountingStore:
-    return _CountingStore(f"sqlite:///{tmp_path / 'gtbot.db'}")
+def store(tmp_path: Path) -> Iterator[_CheckedStore]:
+    checked = _CheckedStore(f"sqlite:///{tmp_path / 'gtbot.db'}")
+    yield checked
+    assert checked.bad_writes == []
 
 
 @pytest.fixture
@@ -654,14 +683,20 @@ def test_a_step_attempted_before_is_looked_for_once_and_not_posted_twice(
 def test_a_direct_message_opens_the_dm_once_and_is_looked_for_there(
     ctx: Context, store: Store, slack: _Slack
 ) -> None:
-    slack.thread = Posted(keys=frozenset({f"{JOB}:dm:U2"}))
-    steps = [_dm("U1"), _dm("U2", channel="DU2", state="attempted", attempts=1)]
+    slack.thread = Posted(keys=frozenset({f"{JOB}:dm:U2", f"{JOB}:dm:U3#1"}))
+    steps = [
+        _dm("U1"),
+        _dm("U2", channel="DU2", state="attempted", attempts=1),
+        _dm("U3", channel="DU3", state="attempted", attempts=1),
+    ]
     _run(ctx, store, slack, steps)
-    assert _outcomes(steps) == [("done", 1, None), ("done", 1, None)]
+    assert _outcomes(steps) == [("done", 1, None), ("done", 1, None), ("done", 2, None)]
     assert steps[0]["channel"] == "DU1"
     assert [a for a, _ in slack.of("open_dm")] == [("U1",)]
-    assert [a for a, _ in slack.of("posted")] == [("DU2", None)]
-    assert [a for a, _ in slack.of("post_thread")] == [("DU1", None, "The end.")]
+    assert [a for a, _ in slack.of("posted")] == [("DU2", None), ("DU3", None)]
+    posts = slack.of("post_thread")
+    assert [a for a, _ in posts] == [("DU1", None, "The end."), ("DU3", None, "The end.")]
+    assert posts[1][1]["skip"] == slack.thread.keys  # part 1 is already in that DM
 
 
 def test_a_dm_that_cannot_be_opened_is_given_up_and_the_others_are_told(
@@ -687,11 +722,11 @@ def test_a_dm_that_cannot_be_opened_yet_is_tried_next_tick(
 def test_a_step_that_failed_five_times_is_given_up_with_its_last_error(
     ctx: Context, store: Store, slack: _Slack
 ) -> None:
-    steps = [_text(attempts=5, error="ratelimited"), _text(key="b", attempts=4, error="fatal")]
+    steps = [_text(key="b", attempts=4, error="fatal"), _text(attempts=5, error="ratelimited")]
     _run(ctx, store, slack, steps)
     assert _outcomes(steps) == [
-        ("failed", 5, "gave up after 5 attempts: ratelimited"),
         ("done", 5, None),
+        ("failed", 5, "gave up after 5 attempts: ratelimited"),
     ]
     assert len(slack.of("post_thread")) == 1
 
@@ -773,10 +808,14 @@ def test_a_gone_channel_with_nobody_to_tell_ends_the_announcement(
 def test_a_gone_dm_is_given_up_and_the_others_are_still_told(
     ctx: Context, store: Store, slack: _Slack
 ) -> None:
-    slack.fail["post_thread"] = [DestinationGone("channel_not_found")]
-    steps = [_dm("U1", channel="DU1"), _dm("U2", channel="DU2")]
+    slack.fail["post_thread"] = [DestinationGone("channel_not_found"), None, DestinationGone("x")]
+    steps = [_dm("U1", channel="DU1"), _dm("U2", channel="DU2"), _dm("U3", channel="DU3")]
     _run(ctx, store, slack, steps)
-    assert _outcomes(steps) == [("failed", 1, "channel_not_found"), ("done", 1, None)]
+    assert _outcomes(steps) == [
+        ("failed", 1, "channel_not_found"),
+        ("done", 1, None),
+        ("failed", 1, "x"),
+    ]
 
 
 def test_a_deleted_thread_gets_the_rest_of_the_end_in_the_channel(
@@ -1453,3 +1492,27 @@ def test_parts_of_a_long_post_in_a_deleted_thread_are_all_posted_in_the_channel(
         ("1700.1", slack.thread.keys),
         (None, frozenset()),
     ]
+
+
+def test_a_channel_gone_after_part_of_the_end_keeps_what_was_told(
+    ctx: Context, store: Store, slack: _Slack, tmp_path: Path
+) -> None:
+    """The text reached the channel, then the channel went before the pictures: the text stays
+    done (it was told), the pictures fail, and the people hear the end in their DMs."""
+    _watch(store)
+    picture = tmp_path / "a.png"
+    picture.write_bytes(b"\x89PNG")
+    slack.fail["upload_file"] = [DestinationGone("channel_not_found")]
+    steps = [_text(), _pending("file", "t", path=str(picture), title="t")]
+    _run(ctx, store, slack, steps)
+    assert _outcomes(steps[:2]) == [("done", 1, None), ("failed", 1, "channel_not_found")]
+    assert [(s["kind"], s["state"]) for s in steps[2:]] == [("dm", "done")]
+
+
+def test_a_crash_after_any_write_of_a_dm_step_resumes_without_a_repeat(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    """The DM's channel is recorded as soon as it is opened (`store` checks every write)."""
+    steps = [_text(state="done", attempts=1), _dm("U1")]
+    _run(ctx, store, slack, steps)
+    assert _outcomes(steps) == [("done", 1, None), ("done", 1, None)]

@@ -29,21 +29,19 @@ def test_a_cards_counters() -> None:
 def test_completion_posts_word_for_word(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     counts = "7 labeled, 2 failed, 3 not labeled"
-    assert completion_text(ctx, _job("Completed", output_dataset_uri=OUT), "us-east-2") == (
+    assert completion_text(_job("Completed", output_dataset_uri=OUT)) == (
         f"mice-1 completed. Counts: {counts}.\nOutput manifest: {OUT}"
     )
-    assert completion_text(ctx, _job("Stopped"), "us-east-2") == (
-        f"mice-1 stopped. Counts: {counts}."
-    )
+    assert completion_text(_job("Stopped")) == (f"mice-1 stopped. Counts: {counts}.")
     what_to_check = (
         "What to check: the role's access to the buckets, the input manifest, the template, "
         "and the workteam (`doctor` checks them)."
     )
     failed = _job("Failed", failure_reason="ClientError: no access", output_dataset_uri=OUT)
-    assert completion_text(ctx, failed, "us-east-2") == (
+    assert completion_text(failed) == (
         f"mice-1 failed: ClientError: no access.\nCounts: {counts}.\n{what_to_check}"
     )
-    assert completion_text(ctx, _job("Failed"), "us-east-2") == (
+    assert completion_text(_job("Failed")) == (
         f"mice-1 failed: no reason given.\nCounts: {counts}.\n{what_to_check}"
     )
     # A failed job's output is not offered, nor a job without one.

@@ -153,7 +153,7 @@ def card_counters(job: gt.JobInfo) -> dict[str, int]:
     return {"labeled": c.total_labeled, "failed": c.failed, "unlabeled": c.unlabeled}
 
 
-def completion_text(ctx: Context, job: gt.JobInfo, region: str) -> str:
+def completion_text(job: gt.JobInfo) -> str:
     c = job.counters
     counts = f"{c.total_labeled} labeled, {c.failed} failed, {c.unlabeled} not labeled"
     if job.status == "Failed":
@@ -638,7 +638,7 @@ class Watcher:
 
     def _compose(self, watch: WatchRow, job: gt.JobInfo, region: str) -> list[dict[str, Any]]:
         """The steps: the text (with the results, or why there are none), then each picture."""
-        text = completion_text(self.ctx, job, region)  # first: it may fail and be retried
+        text = completion_text(job)
         links = completion_links(self.ctx, job, region)
         completion: Completion | None = None
         why_not = ""
