@@ -906,6 +906,9 @@ def test_results_without_links_keep_the_manifest_link(
     steps = _compose(ctx, store, slack, _job("Completed", 4, uri=URI), lambda *_: None)
     links = Links.from_json(steps[0]["links"])
     assert links is not None and [n for n, _ in links.items] == ["output.manifest"]
+    assert steps[0]["text"] == (  # no results, and no word of them either
+        f"{JOB} completed. Counts: 4 labeled, 0 failed, 0 not labeled.\nOutput manifest: {URI}"
+    )
     steps = _compose(ctx, store, slack, _job("Completed", 4, uri=URI), lambda *_: Completion("R."))
     links = Links.from_json(steps[0]["links"])
     assert links is not None and [n for n, _ in links.items] == ["output.manifest"]
@@ -915,7 +918,7 @@ def test_results_that_fail_are_said_unavailable_and_the_end_is_still_told(
     ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
 ) -> None:
     def refused(*_: object) -> None:
-        raise ConfigError("the project folder mice is gone.")
+        raise ConfigError("no frames in the folder VIDEO-BOX.")
 
     def broken(*_: object) -> None:
         raise RuntimeError("boom")
@@ -925,15 +928,20 @@ def test_results_that_fail_are_said_unavailable_and_the_end_is_still_told(
     (said,) = _compose(ctx, store, slack, job, refused)
     assert said["text"] == (
         f"{JOB} completed. Counts: 4 labeled, 0 failed, 0 not labeled.\nResults unavailable "
-        f"because the project folder mice is gone. `/gt results {JOB}` tries again."
+        f"because no frames in the folder VIDEO-BOX. `/gt results {JOB}` tries again."
     )
-    assert f"results for {JOB} unavailable: the project folder mice is gone." in _messages(caplog)
+    assert _messages(caplog) == [
+        f"results for {JOB} unavailable: no frames in the folder VIDEO-BOX."
+    ]
+    caplog.clear()
     (said,) = _compose(ctx, store, slack, job, broken)
-    assert re.search(
-        r"\nResults unavailable because of an unexpected error \(trace id \S+\); an admin can "
+    found = re.search(
+        r"\nResults unavailable because of an unexpected error \(trace id (\w+)\); an admin can "
         rf"find it in the log\. `/gt results {JOB}` tries again\.$",
         said["text"],
     )
+    assert found is not None and found.group(1) != "None"  # the id an admin looks for
+    assert _messages(caplog)[0] == f"results of {JOB} failed, trace id {found.group(1)}"
 
 
 def test_a_failed_job_builds_no_results(ctx: Context, store: Store, slack: _Slack) -> None:
@@ -1435,6 +1443,7 @@ def test_the_heartbeat_renews_claim_and_lease_until_the_claim_is_lost(
     beat.join(10)
     assert not beat.is_alive() and store.renewals == 3  # a failure, a renewal, then lost
     assert store.leases == (0 if stopping else 1)
+    assert store.lease_holder(LEASE_NAME) == (None if stopping else "replica-a")
     assert _messages(caplog) == [f"could not renew the claim on the announcement of {JOB}"]
 
 
