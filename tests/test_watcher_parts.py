@@ -21,7 +21,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 from watcher_support import wait_until
 
 from aws import groundtruth as gt
@@ -342,7 +344,7 @@ def test_a_watch_without_a_card_tells_the_end_in_dms_with_a_link_signed_in_its_r
     report = TickReport()
     uri = f"s3://lab-output/{JOB}/manifests/output/output.manifest"
 
-    _watcher(ctx, slack)._without_card(watch, _job("Completed", 4, uri=uri), "us-west-2", report)
+    _watcher(ctx, slack)._one(watch, _job("Completed", 4, uri=uri), "us-west-2", report)
 
     assert report.announced == [JOB]
     ((args, kwargs),) = slack.of("post_thread")
@@ -1119,10 +1121,12 @@ def _shown(store: Store) -> tuple[object, ...]:
 
 
 def test_a_first_card_is_posted_and_remembered(ctx: Context, store: Store, slack: _Slack) -> None:
-    report = _card_tick(ctx, store, slack, _job("InProgress", 1))
+    report = _card_tick(ctx, store, slack, _job("InProgress", 1), project="mice-lab")
     ((args, _),) = slack.of("post_card")
     assert (args[0], args[2]) == ("CLAB", None)
-    assert (args[1].job_name, args[1].status, args[1].owner) == (JOB, "InProgress", "UOWNER")
+    card = args[1]
+    assert (card.job_name, card.status, card.owner) == (JOB, "InProgress", "UOWNER")
+    assert card.project == "mice-lab"
     ts = "1700000000.000100"
     assert _shown(store) == (ts, ts, "InProgress", 1) and report.updated == [JOB]
     assert slack.of("post_thread") == []  # no status before: nothing changed from
@@ -1525,3 +1529,115 @@ def test_a_crash_after_any_write_of_a_dm_step_resumes_without_a_repeat(
     steps = [_text(state="done", attempts=1), _dm("U1")]
     _run(ctx, store, slack, steps)
     assert _outcomes(steps) == [("done", 1, None), ("done", 1, None)]
+
+
+# ------------------------------------------------------------------ a job the listing missed
+
+
+class _Regions(ClientFactory):
+    """One stubbed SageMaker client, and the regions it was asked for."""
+
+    def __init__(self, client: object) -> None:
+        super().__init__()
+        self._sagemaker = client
+        self.asked: list[str] = []
+
+    def sagemaker(self, region: str) -> object:
+        self.asked.append(region)
+        return self._sagemaker
+
+
+def _described(
+    ctx: Context, store: Store, slack: _Slack, answer: dict[str, Any] | None
+) -> tuple[TickReport, list[str]]:
+    """`_one` for a watched job the listing did not show: it is described in its region."""
+    client = boto3.client("sagemaker", region_name="us-west-2")
+    clients = _Regions(client)
+    watcher = Watcher(replace(ctx, clients=clients), store, slack, holder="replica-a")  # type: ignore[arg-type]
+    report = TickReport()
+    with Stubber(client) as stubbed:
+        if answer is None:
+            stubbed.add_client_error(
+                "describe_labeling_job",
+                service_error_code="ResourceNotFound",
+                service_message=f"Could not find labeling job {JOB}",
+                expected_params={"LabelingJobName": JOB},
+            )
+        else:
+            stubbed.add_response("describe_labeling_job", answer, {"LabelingJobName": JOB})
+        watcher._one(_watch(store), None, "us-west-2", report)
+        stubbed.assert_no_pending_responses()
+    return report, clients.asked
+
+
+def test_a_job_missing_from_the_listing_is_described_in_its_region(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    when = datetime(2026, 11, 29, 8, tzinfo=UTC)
+    answer = {
+        "LabelingJobName": JOB,
+        "LabelingJobArn": f"arn:aws:sagemaker:us-west-2:123456789012:labeling-job/{JOB}",
+        "LabelingJobStatus": "InProgress",
+        "LabelCounters": {"TotalLabeled": 2, "Unlabeled": 2},
+        "CreationTime": when,
+        "LastModifiedTime": when,
+        "JobReferenceCode": "ref",
+        "LabelAttributeName": "pose",
+        "InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": "s3://in/m"}}},
+        "OutputConfig": {"S3OutputPath": "s3://out/"},
+        "RoleArn": "arn:aws:iam::123456789012:role/gt",
+        "HumanTaskConfig": {
+            "WorkteamArn": "arn:aws:sagemaker:us-west-2:123456789012:workteam/private-crowd/lab",
+            "UiConfig": {"UiTemplateS3Uri": "s3://ui/t.html"},
+            "PreHumanTaskLambdaArn": "arn:aws:lambda:us-west-2:081040173940:function:PRE-x",
+            "TaskTitle": "t",
+            "TaskDescription": "d",
+            "NumberOfHumanWorkersPerDataObject": 1,
+            "TaskTimeLimitInSeconds": 300,
+            "AnnotationConsolidationConfig": {
+                "AnnotationConsolidationLambdaArn": "arn:aws:lambda:us-west-2:081040173940:function:ACS-x"
+            },
+        },
+    }
+    report, asked = _described(ctx, store, slack, answer)
+    assert asked == ["us-west-2"] and report.aws_calls == 1 and report.updated == [JOB]
+    assert _shown(store)[2:] == ("InProgress", 2)
+
+
+def test_a_job_aws_no_longer_knows_is_parked(
+    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    report, asked = _described(ctx, store, slack, None)
+    reason = "the labeling job no longer exists in this account/region"
+    watch = store.get_watch(JOB)
+    assert watch is not None and watch.parked and watch.park_reason == reason
+    assert asked == ["us-west-2"] and report.parked == [JOB] and slack.calls == []
+    assert _messages(caplog) == [f"parking the watch of {JOB}: {reason}"]
+
+
+@pytest.mark.parametrize(
+    ("state", "mentioned"),
+    [
+        ("launching", ["ULAUNCHER", "UFAN"]),  # a crash mid-launch still made the job
+        ("launched", ["ULAUNCHER", "UFAN"]),
+        ("failed", ["UFAN", "ULAUNCHER"]),  # not the launcher then: only a subscriber
+    ],
+)
+def test_whoever_launched_the_job_is_mentioned_first(
+    state: str, mentioned: list[str], ctx: Context, store: Store, slack: _Slack
+) -> None:
+    store.add_plan(
+        plan_id="plan-1",
+        project="demo",
+        region="us-west-2",
+        job_name=JOB,
+        requested_by="ULAUNCHER",
+        channel="CLAB",
+        summary={},
+        request={},
+    )
+    assert store.transition_plan("plan-1", ("pending",), state, by="ULAUNCHER")
+    store.add_subscriber(JOB, "UFAN")
+    store.add_subscriber(JOB, "ULAUNCHER")
+    assert _watcher(ctx, slack)._people(JOB) == mentioned
