@@ -1641,3 +1641,16 @@ def test_whoever_launched_the_job_is_mentioned_first(
     store.add_subscriber(JOB, "UFAN")
     store.add_subscriber(JOB, "ULAUNCHER")
     assert _watcher(ctx, slack)._people(JOB) == mentioned
+
+
+def test_a_new_card_is_remembered_before_its_status_reply_can_fail(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    """Otherwise the next tick, finding no card, would post a second one."""
+    slack.fail["post_thread"] = [PostFailed("ratelimited", permanent=False)]
+    with pytest.raises(PostFailed):
+        _card_tick(ctx, store, slack, _job("InProgress", 1), last_status="Initializing")
+    ts = "1700000000.000100"
+    assert _shown(store) == (ts, ts, "Initializing", None)
+    _card_tick(ctx, store, slack, _job("InProgress", 1))
+    assert len(slack.of("post_card")) == 1 and [a[1] for a, _ in slack.of("update_card")] == [ts]

@@ -418,8 +418,6 @@ class Watcher:
                 watch.job_name,
                 last_status=job.status,
                 last_counters=counters,
-                message_ts=message_ts,
-                thread_ts=thread_ts,
                 job_created=job.created or watch.job_created,
             )
             report.updated.append(job.name)
