@@ -1654,3 +1654,80 @@ def test_a_new_card_is_remembered_before_its_status_reply_can_fail(
     assert _shown(store) == (ts, ts, "Initializing", None)
     _card_tick(ctx, store, slack, _job("InProgress", 1))
     assert len(slack.of("post_card")) == 1 and [a[1] for a, _ in slack.of("update_card")] == [ts]
+
+
+# ------------------------------------------------------------------ the lease
+
+
+class _LeaseStore(_CheckedStore):
+    """Records each lease request; `deny_after` requests, another replica has the lease."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.asked: list[tuple[str, str, float]] = []
+        self.deny_after = 1_000
+
+    def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        self.asked.append((name, holder, ttl_seconds))
+        if len(self.asked) > self.deny_after:
+            return False
+        return super().acquire_lease(name, holder, ttl_seconds)
+
+
+@pytest.fixture
+def lease_store(tmp_path: Path) -> _LeaseStore:
+    return _LeaseStore(f"sqlite:///{tmp_path / 'lease.db'}")
+
+
+def test_the_lease_is_renewed_once_a_third_of_it_has_passed(
+    ctx: Context, lease_store: _LeaseStore, slack: _Slack
+) -> None:
+    """A long tick renews as it goes, but not at every watch: a third of the lease leaves two
+    more chances before it lapses."""
+    watcher = Watcher(ctx, lease_store, slack, holder="replica-a", lease_seconds=30)  # type: ignore[arg-type]
+    watcher._renewed = time.monotonic() - 9  # under a third: nothing asked
+    assert watcher._renew() and lease_store.asked == []
+    watcher._renewed = time.monotonic() - 11
+    assert watcher._renew() and lease_store.asked == [(LEASE_NAME, "replica-a", 30)]
+    assert watcher._renew() and len(lease_store.asked) == 1  # just renewed
+    assert lease_store.lease_holder(LEASE_NAME) == "replica-a"
+    lease_store.deny_after = 1
+    watcher._renewed = time.monotonic() - 11
+    assert not watcher._renew()  # another replica has it now
+    watcher.stop()
+    assert not watcher._renew() and len(lease_store.asked) == 2  # stopping: never renewed
+
+
+def test_a_tick_that_loses_the_lease_leaves_the_rest_to_its_holder(
+    ctx: Context, lease_store: _LeaseStore, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = boto3.client("sagemaker", region_name="us-west-2")
+    watcher = Watcher(
+        replace(ctx, clients=_Regions(client)), lease_store, slack, holder="replica-a",  # type: ignore[arg-type]
+        lease_seconds=0.001, after_tick=lambda w: slack.calls.append(("after", (), {})),
+    )  # fmt: skip
+    for name in (JOB, f"{JOB}-2"):
+        _watch(lease_store, name)
+    lease_store.deny_after = 1  # the tick takes the lease, then loses it
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    with Stubber(client) as stubbed:
+        stubbed.add_response("list_labeling_jobs", {"LabelingJobSummaryList": []})
+        report = watcher.tick()
+    assert report.held_lease and report.updated == [] and slack.calls == []
+    assert (
+        _messages(caplog)[-1] == "lost the watcher lease mid-tick; leaving the rest to its holder"
+    )
+
+
+def test_the_log_says_when_this_replica_becomes_or_stops_being_the_watcher(
+    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    watcher = _watcher(ctx, slack)
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    assert watcher.tick().held_lease and watcher.tick().held_lease
+    assert _messages(caplog) == ["this replica (replica-a) is now the job watcher"]
+    store.release_lease(LEASE_NAME, "replica-a")
+    assert store.acquire_lease(LEASE_NAME, "replica-b", 30)
+    assert not watcher.tick().held_lease and not watcher.tick().held_lease
+    assert _messages(caplog)[1:] == ["another replica holds the watcher lease; this one stands by"]
+    assert watcher.holds_lease() is False
