@@ -1731,3 +1731,24 @@ def test_the_log_says_when_this_replica_becomes_or_stops_being_the_watcher(
     assert not watcher.tick().held_lease and not watcher.tick().held_lease
     assert _messages(caplog)[1:] == ["another replica holds the watcher lease; this one stands by"]
     assert watcher.holds_lease() is False
+
+
+def test_each_region_is_listed_in_that_region_and_a_failed_listing_waits_a_tick(
+    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = boto3.client("sagemaker", region_name="us-west-2")
+    clients = _Regions(client)
+    watcher = Watcher(replace(ctx, clients=clients), store, slack, holder="replica-a")  # type: ignore[arg-type]
+    _watch(store)
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    with Stubber(client) as stubbed:
+        stubbed.add_client_error(
+            "list_labeling_jobs", service_error_code="AccessDeniedException", http_status_code=400
+        )
+        report = watcher.tick()
+    assert clients.asked == ["us-west-2"] and report.updated == [] and slack.calls == []
+    said = _messages(caplog)[-1]
+    assert said.startswith("listing jobs in us-west-2 failed, will retry next tick: ")
+    assert "AccessDenied" in said or "not allowed" in said or "denied" in said.lower()
+    watch = store.get_watch(JOB)
+    assert watch is not None and not watch.parked
