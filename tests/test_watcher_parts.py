@@ -431,6 +431,9 @@ def test_tell_posts_once_under_its_key_and_again_only_after_a_passing_failure(
     slack.fail["post_thread"] = [PostFailed("ratelimited", permanent=False)]
     with pytest.raises(PostFailed):
         watcher.tell(key, "CLAB", "1700.1", "Round 2 launched.")
+    taken = store.claim_announcement(key, "replica-b", 30, channel="CLAB", thread_ts="1700.1")
+    assert taken is not None  # the claim was given back at once: any replica may retry
+    store.release_announcement(key, "replica-b")
     for _ in range(2):
         watcher.tell(key, "CLAB", "1700.1", "Round 2 launched.")
     posts = slack.of("post_thread")
@@ -1535,16 +1538,17 @@ def test_a_crash_after_any_write_of_a_dm_step_resumes_without_a_repeat(
 
 
 class _Regions(ClientFactory):
-    """One stubbed SageMaker client, and the regions it was asked for."""
+    """Stubbed SageMaker clients (`client`, or one per region), and the regions asked for."""
 
-    def __init__(self, client: object) -> None:
+    def __init__(self, client: object, per_region: dict[str, object] | None = None) -> None:
         super().__init__()
         self._sagemaker = client
+        self._per_region = per_region or {}
         self.asked: list[str] = []
 
     def sagemaker(self, region: str) -> object:
         self.asked.append(region)
-        return self._sagemaker
+        return self._per_region.get(region, self._sagemaker)
 
 
 def _described(
@@ -1731,6 +1735,10 @@ def test_the_log_says_when_this_replica_becomes_or_stops_being_the_watcher(
     assert not watcher.tick().held_lease and not watcher.tick().held_lease
     assert _messages(caplog)[1:] == ["another replica holds the watcher lease; this one stands by"]
     assert watcher.holds_lease() is False
+    caplog.clear()
+    standby = Watcher(ctx, store, slack, holder="replica-c", lease_seconds=30)  # type: ignore[arg-type]
+    assert not standby.tick().held_lease and not standby.tick().held_lease
+    assert _messages(caplog) == ["another replica holds the watcher lease; this one stands by"]
 
 
 def test_each_region_is_listed_in_that_region_and_a_failed_listing_waits_a_tick(
@@ -1752,3 +1760,25 @@ def test_each_region_is_listed_in_that_region_and_a_failed_listing_waits_a_tick(
     assert "the credentials in use are not allowed to do this" in said
     watch = store.get_watch(JOB)
     assert watch is not None and not watch.parked
+
+
+def test_a_region_whose_listing_fails_does_not_hold_up_the_others(
+    ctx: Context, store: Store, slack: _Slack
+) -> None:
+    """Each region's jobs are read there: the one AWS refuses waits a tick, the next is listed,
+    and a job its listing missed is described in that region."""
+    west, europe = (boto3.client("sagemaker", region_name=r) for r in ("us-west-2", "eu-west-1"))
+    clients = _Regions(west, {"eu-west-1": europe})
+    watcher = Watcher(replace(ctx, clients=clients), store, slack, holder="replica-a")  # type: ignore[arg-type]
+    _watch(store)  # us-west-2, first: its listing fails
+    store.add_watch(job_name="mice-eu", region="eu-west-1", channel="CLAB")
+    with Stubber(west) as refused, Stubber(europe) as listed:
+        refused.add_client_error("list_labeling_jobs", service_error_code="ThrottlingException")
+        listed.add_response("list_labeling_jobs", {"LabelingJobSummaryList": []})
+        listed.add_client_error(
+            "describe_labeling_job", service_error_code="ResourceNotFound", service_message="gone"
+        )
+        report = watcher.tick()
+        listed.assert_no_pending_responses()
+    assert clients.asked == ["us-west-2", "eu-west-1", "eu-west-1"]
+    assert report.parked == ["mice-eu"] and report.aws_calls == 2

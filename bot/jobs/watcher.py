@@ -214,7 +214,8 @@ class Watcher:
         self.after_tick = after_tick
         self.background = background
         self._renewed = 0.0
-        self._held = False
+        # None until the first tick, so that a replica starting as a standby says so too.
+        self._held: bool | None = None
         self._inflight: set[str] = set()
         self._inflight_lock = threading.Lock()
         self._stopping = threading.Event()
