@@ -27,6 +27,7 @@ from watcher_support import (
     TEAM,
     JobRig,
     RecordingSlackStub,
+    ScriptedSlack,
     card_state,
     text_of,
     wait_until,
@@ -37,9 +38,8 @@ from aws.clients import ClientFactory
 from aws.emulator.groundtruth import (
     GroundTruthEmulator,
 )
-from bot.cards import JobCard
 from bot.context import Context
-from bot.jobs.watcher import Posted, TickReport, Watcher
+from bot.jobs.watcher import TickReport, Watcher
 from bot.settings import Settings
 from bot.state import Store
 from handlers.slack import SlackNotifier, web_client
@@ -349,8 +349,8 @@ def test_lease_one_holder_and_takeover_after_expiry(ctx: Context, rig: JobRig) -
     store = _store(ctx)
     store.add_watch(job_name="mice-lease", region="us-east-2", channel="CLEASE")
     rig.create_job("mice-lease", frames=1)
-    a = Watcher(ctx, store, _Cards(), holder="a", lease_seconds=1.0)
-    b = Watcher(ctx, store, _Cards(), holder="b", lease_seconds=1.0)
+    a = Watcher(ctx, store, ScriptedSlack(), holder="a", lease_seconds=1.0)
+    b = Watcher(ctx, store, ScriptedSlack(), holder="b", lease_seconds=1.0)
     assert a.tick().held_lease
     assert b.tick() == TickReport()  # no lease: no AWS call, no post
     assert a.tick().held_lease  # renewal by the holder
@@ -368,44 +368,6 @@ class _OneSageMaker(ClientFactory):
 
     def sagemaker(self, region: str) -> object:
         return self._sagemaker
-
-
-class _Cards:
-    """A notifier that keeps the cards it was given (what a channel would show) and posts
-    nothing else; it takes all the `Notifier` protocol passes, so a tick that reaches a job's
-    end does not fail on it."""
-
-    def __init__(self) -> None:
-        self.cards: list[JobCard] = []
-
-    def post_card(self, channel: str, card: JobCard, thread_ts: str | None = None) -> str:
-        self.cards.append(card)
-        return f"1700000000.{len(self.cards):06d}"
-
-    def update_card(self, channel: str, ts: str, card: JobCard) -> None:
-        self.cards.append(card)
-
-    def post_thread(
-        self,
-        channel: str,
-        thread_ts: str | None,
-        text: str,
-        key: str | None = None,
-        *,
-        mention: tuple[str, ...] = (),
-        links: object = None,
-        skip: frozenset[str] = frozenset(),
-    ) -> str:
-        return "1700000001.000001"
-
-    def open_dm(self, user: str) -> str:
-        return f"D{user}"
-
-    def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None:
-        pass
-
-    def posted(self, channel: str, thread_ts: str | None) -> Posted:
-        return Posted()
 
 
 def _summary(name: str, labeled: int) -> dict[str, object]:
@@ -446,7 +408,7 @@ def test_one_listing_reaches_back_to_the_oldest_watched_job(
         store.add_watch(job_name="mice-old", region="us-east-2", channel="C1", job_created=old)
         store.add_watch(job_name="mice-new", region="us-east-2", channel="C2", job_created=new)
         ctx = Context(settings=Settings.from_env(), clients=_OneSageMaker(client), store=store)
-        report = Watcher(ctx, store, _Cards(), lease_seconds=30).tick()
+        report = Watcher(ctx, store, ScriptedSlack(), lease_seconds=30).tick()
         stubbed.assert_no_pending_responses()
     assert sorted(report.updated) == ["mice-new", "mice-old"] and report.aws_calls == 1
 
@@ -473,11 +435,12 @@ def test_a_job_on_the_second_page_of_the_listing_is_read_from_that_page(
         store = Store(f"sqlite:///{tmp_path / 'gtbot.db'}")
         store.add_watch(job_name="mice-on-page-2", region="us-east-2", channel="CPAGES")
         ctx = Context(settings=Settings.from_env(), clients=_OneSageMaker(client), store=store)
-        cards = _Cards()
-        report = Watcher(ctx, store, cards, lease_seconds=30).tick()
+        slack = ScriptedSlack()
+        report = Watcher(ctx, store, slack, lease_seconds=30).tick()
         stubbed.assert_no_pending_responses()
     assert report.updated == ["mice-on-page-2"] and report.aws_calls == 2
-    assert [(c.job_name, c.counters.total_labeled) for c in cards.cards] == [("mice-on-page-2", 4)]
+    cards = [args[1] for args, _ in slack.of("post_card")]
+    assert [(c.job_name, c.counters.total_labeled) for c in cards] == [("mice-on-page-2", 4)]
 
 
 def _refused(stub: RecordingSlackStub, method: str) -> list[object]:

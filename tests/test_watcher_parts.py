@@ -24,11 +24,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from watcher_support import wait_until
+from watcher_support import ScriptedSlack, wait_until
 
 from aws import groundtruth as gt
 from aws.clients import ClientFactory
-from bot.cards import JobCard
 from bot.context import Context
 from bot.errors import ConfigError
 from bot.jobs.watcher import (
@@ -50,69 +49,6 @@ from bot.state import AnnouncementRow, ClaimLost, Store, WatchRow, utcnow
 
 JOB = "mice-parts"
 WATCHER_LOG = "gtbot.watcher"
-
-
-class _Slack:
-    """Records every call; `fail[method]` lists the errors its next calls raise, in order."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
-        self.fail: dict[str, list[Exception | None]] = {}
-        self.gone_users: set[str] = set()
-        self.thread = Posted(keys=frozenset({"seen-key"}))  # what `posted` finds
-
-    def _call(self, method: str, *args: object, **kwargs: object) -> None:
-        self.calls.append((method, args, kwargs))
-        if self.fail.get(method):
-            error = self.fail[method].pop(0)  # None: this call goes through
-            if error is not None:
-                raise error
-
-    def of(self, method: str) -> list[tuple[tuple[object, ...], dict[str, object]]]:
-        return [(a, k) for m, a, k in self.calls if m == method]
-
-    def post_card(self, channel: str, card: JobCard, thread_ts: str | None = None) -> str:
-        self._call("post_card", channel, card, thread_ts)
-        return "1700000000.000100"
-
-    def update_card(self, channel: str, ts: str, card: JobCard) -> None:
-        self._call("update_card", channel, ts, card)
-
-    def post_thread(
-        self,
-        channel: str,
-        thread_ts: str | None,
-        text: str,
-        key: str | None = None,
-        *,
-        mention: tuple[str, ...] = (),
-        links: object = None,
-        skip: frozenset[str] = frozenset(),
-    ) -> str:
-        self._call(
-            "post_thread",
-            channel,
-            thread_ts,
-            text,
-            key=key,
-            mention=mention,
-            links=links,
-            skip=skip,
-        )
-        return "1700000000.000200"
-
-    def open_dm(self, user: str) -> str:
-        self._call("open_dm", user)
-        if user in self.gone_users:
-            raise PostFailed("user_disabled", permanent=True)
-        return f"D{user}"
-
-    def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None:
-        self._call("upload_file", channel, thread_ts, path, title)
-
-    def posted(self, channel: str, thread_ts: str | None) -> Posted:
-        self._call("posted", channel, thread_ts)
-        return self.thread
 
 
 class _CountingStore(Store):
@@ -166,11 +102,11 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: Store) -> Contex
 
 
 @pytest.fixture
-def slack() -> _Slack:
-    return _Slack()
+def slack() -> ScriptedSlack:
+    return ScriptedSlack()
 
 
-def _watcher(ctx: Context, slack: _Slack, **kwargs: object) -> Watcher:
+def _watcher(ctx: Context, slack: ScriptedSlack, **kwargs: object) -> Watcher:
     assert ctx.store is not None
     return Watcher(ctx, ctx.store, slack, holder="replica-a", lease_seconds=30, **kwargs)  # type: ignore[arg-type]
 
@@ -234,7 +170,7 @@ def _gone(*_: object) -> None:
 
 
 def test_a_gone_channel_is_told_to_each_person_in_a_dm_and_logged(
-    ctx: Context, store: _CountingStore, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: _CountingStore, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Everyone who would be mentioned hears where the card went; one whose DM fails is
     logged by name, and the others are still told."""
@@ -264,7 +200,7 @@ def test_a_gone_channel_is_told_to_each_person_in_a_dm_and_logged(
 
 
 def test_a_gone_channel_with_nobody_to_tell_parks_the_watch(
-    ctx: Context, store: _CountingStore, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: _CountingStore, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     watch = _watch(store, owner=None)
     report = TickReport()
@@ -280,7 +216,7 @@ def test_a_gone_channel_with_nobody_to_tell_parks_the_watch(
 
 
 def test_the_end_told_in_dms_carries_the_links_and_says_why_it_is_there(
-    ctx: Context, slack: _Slack
+    ctx: Context, slack: ScriptedSlack
 ) -> None:
     links = Links("Links (valid for 6 h)", (("output.manifest", "https://lab-output/o"),))
     text = {"text": f"{JOB} completed.", "links": links.to_json()}
@@ -305,7 +241,7 @@ def test_the_end_told_in_dms_carries_the_links_and_says_why_it_is_there(
 
 
 def test_a_watch_without_a_card_stores_only_what_changed(
-    ctx: Context, store: _CountingStore, slack: _Slack
+    ctx: Context, store: _CountingStore, slack: ScriptedSlack
 ) -> None:
     """Its counts and status are still kept (the stall clock reads them), written only when
     they change: a tick over many quiet jobs writes nothing."""
@@ -335,7 +271,7 @@ def test_a_watch_without_a_card_stores_only_what_changed(
 
 
 def test_a_watch_without_a_card_tells_the_end_in_dms_with_a_link_signed_in_its_region(
-    ctx: Context, store: _CountingStore, slack: _Slack
+    ctx: Context, store: _CountingStore, slack: ScriptedSlack
 ) -> None:
     _watch(store)
     store.update_watch(JOB, dm_only=True)
@@ -359,7 +295,7 @@ def test_a_watch_without_a_card_tells_the_end_in_dms_with_a_link_signed_in_its_r
 
 
 def test_a_step_given_up_is_stored_failed_with_why_and_a_file_leaves_a_note(
-    ctx: Context, store: _CountingStore, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: _CountingStore, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     ann = _claimed(store)
     text = {"kind": "text", "key": f"{JOB}:completion", "state": "done", "attempts": 1}
@@ -387,7 +323,7 @@ def test_a_step_given_up_is_stored_failed_with_why_and_a_file_leaves_a_note(
 
 
 def test_a_text_step_given_up_leaves_no_note(
-    ctx: Context, store: _CountingStore, slack: _Slack
+    ctx: Context, store: _CountingStore, slack: ScriptedSlack
 ) -> None:
     ann = _claimed(store)
     step = {"kind": "dm", "key": f"{JOB}:dm:U1", "state": "pending", "attempts": 0}
@@ -399,7 +335,7 @@ def test_a_text_step_given_up_leaves_no_note(
 
 
 def test_reading_back_asks_the_thread_or_the_dm_and_posts_anyway_when_it_cannot(
-    ctx: Context, store: _CountingStore, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: _CountingStore, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An earlier post is looked for where it went (the thread, or a person's DM). A thread
     Slack will never show is logged and posted to anyway; a passing failure is retried."""
@@ -423,7 +359,7 @@ def test_reading_back_asks_the_thread_or_the_dm_and_posts_anyway_when_it_cannot(
 
 
 def test_tell_posts_once_under_its_key_and_again_only_after_a_passing_failure(
-    ctx: Context, store: _CountingStore, slack: _Slack
+    ctx: Context, store: _CountingStore, slack: ScriptedSlack
 ) -> None:
     """What relabel rounds say in a thread: each message once, whatever retries happen."""
     watcher = _watcher(ctx, slack)
@@ -465,7 +401,7 @@ class _Background:
 
 
 def test_work_is_handed_over_once_until_it_ran_or_was_abandoned(
-    ctx: Context, slack: _Slack
+    ctx: Context, slack: ScriptedSlack
 ) -> None:
     background = _Background()
     watcher = _watcher(ctx, slack, background=background)
@@ -489,7 +425,7 @@ def test_work_is_handed_over_once_until_it_ran_or_was_abandoned(
 
 
 def test_work_the_background_refuses_is_logged_and_handed_over_next_time(
-    ctx: Context, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     background = _Background(refuse=True)
     watcher = _watcher(ctx, slack, background=background)
@@ -502,7 +438,7 @@ def test_work_the_background_refuses_is_logged_and_handed_over_next_time(
 
 
 def test_after_tick_work_runs_in_the_tick_without_a_background_and_its_failure_is_logged(
-    ctx: Context, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[Watcher] = []
 
@@ -517,7 +453,9 @@ def test_after_tick_work_runs_in_the_tick_without_a_background_and_its_failure_i
     assert "the watcher's after-tick work failed (will retry)" in _messages(caplog)
 
 
-def test_after_tick_work_goes_to_the_background_one_at_a_time(ctx: Context, slack: _Slack) -> None:
+def test_after_tick_work_goes_to_the_background_one_at_a_time(
+    ctx: Context, slack: ScriptedSlack
+) -> None:
     seen: list[Watcher] = []
     background = _Background()
     watcher = _watcher(ctx, slack, after_tick=seen.append, background=background)
@@ -538,7 +476,7 @@ def test_after_tick_work_goes_to_the_background_one_at_a_time(ctx: Context, slac
 
 
 def test_the_scheduler_ticks_at_once_then_each_poll_and_stop_frees_the_lease(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     """`serve` starts the watcher: the first tick does not wait a poll interval (the
     default minute), and stopping lets another replica take the lease at once."""
@@ -570,7 +508,7 @@ def test_the_scheduler_ticks_at_once_then_each_poll_and_stop_frees_the_lease(
 
 
 def test_the_scheduler_never_runs_two_ticks_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: Store, slack: _Slack
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: Store, slack: ScriptedSlack
 ) -> None:
     """A tick that outlasts the poll (a slow Slack) is not overlapped by the next one."""
     monkeypatch.setenv("GTBOT_PROJECTS_DIR", str(tmp_path / "projects"))
@@ -616,7 +554,7 @@ def _dm(user: str, **fields: object) -> dict[str, Any]:
 def _run(
     ctx: Context,
     store: Store,
-    slack: _Slack,
+    slack: ScriptedSlack,
     steps: list[dict[str, Any]],
     *,
     thread_ts: str | None = "1700.1",
@@ -639,7 +577,7 @@ def _outcomes(steps: list[dict[str, Any]]) -> list[tuple[str, int, str | None]]:
 
 
 def test_each_step_is_posted_in_the_thread_and_recorded_done(
-    ctx: Context, store: Store, slack: _Slack, tmp_path: Path
+    ctx: Context, store: Store, slack: ScriptedSlack, tmp_path: Path
 ) -> None:
     picture = tmp_path / "frame.png"
     picture.write_bytes(b"\x89PNG")
@@ -664,7 +602,7 @@ def test_each_step_is_posted_in_the_thread_and_recorded_done(
 
 
 def test_a_step_attempted_before_is_looked_for_once_and_not_posted_twice(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     """A crash between a post and its record: the thread is read back (once) and what it
     already holds is marked done; what it lacks is posted, told not to repeat the rest."""
@@ -686,7 +624,7 @@ def test_a_step_attempted_before_is_looked_for_once_and_not_posted_twice(
 
 
 def test_a_direct_message_opens_the_dm_once_and_is_looked_for_there(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     slack.thread = Posted(keys=frozenset({f"{JOB}:dm:U2", f"{JOB}:dm:U3#1"}))
     steps = [
@@ -705,7 +643,7 @@ def test_a_direct_message_opens_the_dm_once_and_is_looked_for_there(
 
 
 def test_a_dm_that_cannot_be_opened_is_given_up_and_the_others_are_told(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     slack.gone_users.add("UGONE")
     steps = [_dm("UGONE"), _dm("U1")]
@@ -715,7 +653,7 @@ def test_a_dm_that_cannot_be_opened_is_given_up_and_the_others_are_told(
 
 
 def test_a_dm_that_cannot_be_opened_yet_is_tried_next_tick(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     slack.fail["open_dm"] = [PostFailed("ratelimited", permanent=False)]
     steps = [_dm("U1")]
@@ -725,7 +663,7 @@ def test_a_dm_that_cannot_be_opened_yet_is_tried_next_tick(
 
 
 def test_a_step_that_failed_five_times_is_given_up_with_its_last_error(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     steps = [_text(key="b", attempts=4, error="fatal"), _text(attempts=5, error="ratelimited")]
     _run(ctx, store, slack, steps)
@@ -737,7 +675,7 @@ def test_a_step_that_failed_five_times_is_given_up_with_its_last_error(
 
 
 def test_a_refused_token_leaves_the_step_as_it_was(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     slack.fail["post_thread"] = [NotifierUnauthorized("invalid_auth")]
     steps = [_text(attempts=2, error="ratelimited")]
@@ -747,7 +685,7 @@ def test_a_refused_token_leaves_the_step_as_it_was(
 
 
 def test_a_post_refused_for_good_is_given_up_and_a_passing_failure_is_kept_for_later(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     slack.fail["post_thread"] = [
         PostFailed("invalid_blocks", permanent=True),
@@ -765,7 +703,7 @@ def test_a_post_refused_for_good_is_given_up_and_a_passing_failure_is_kept_for_l
 
 
 def test_a_file_no_longer_on_disk_is_given_up_with_a_note_in_the_thread(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     steps = [_pending("file", f"{JOB}: a.png", path="/gone/a.png", title=f"{JOB}: a.png")]
     _run(ctx, store, slack, steps)
@@ -777,7 +715,7 @@ def test_a_file_no_longer_on_disk_is_given_up_with_a_note_in_the_thread(
 
 
 def test_a_gone_channel_sends_the_end_to_each_person_in_a_dm(
-    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: Store, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     _watch(store)
     store.add_subscriber(JOB, "UFAN")
@@ -797,7 +735,7 @@ def test_a_gone_channel_sends_the_end_to_each_person_in_a_dm(
 
 @pytest.mark.parametrize("watched", [True, False])
 def test_a_gone_channel_with_nobody_to_tell_ends_the_announcement(
-    watched: bool, ctx: Context, store: Store, slack: _Slack
+    watched: bool, ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     if watched:
         _watch(store, owner=None)
@@ -811,7 +749,7 @@ def test_a_gone_channel_with_nobody_to_tell_ends_the_announcement(
 
 
 def test_a_gone_dm_is_given_up_and_the_others_are_still_told(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     slack.fail["post_thread"] = [DestinationGone("channel_not_found"), None, DestinationGone("x")]
     steps = [_dm("U1", channel="DU1"), _dm("U2", channel="DU2"), _dm("U3", channel="DU3")]
@@ -824,7 +762,7 @@ def test_a_gone_dm_is_given_up_and_the_others_are_still_told(
 
 
 def test_a_deleted_thread_gets_the_rest_of_the_end_in_the_channel(
-    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: Store, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     slack.fail["post_thread"] = [MessageGone("thread_not_found")]
     steps = [_text(), _text(key="b")]
@@ -842,7 +780,7 @@ def test_a_deleted_thread_gets_the_rest_of_the_end_in_the_channel(
 
 
 def test_a_deleted_message_with_no_thread_is_given_up(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     slack.fail["post_thread"] = [MessageGone("message_not_found")]
     steps = [_text(), _text(key="b")]
@@ -856,7 +794,7 @@ def test_a_deleted_message_with_no_thread_is_given_up(
 def _compose(
     ctx: Context,
     store: Store,
-    slack: _Slack,
+    slack: ScriptedSlack,
     job: gt.JobInfo,
     results: Callable[..., Completion | None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -865,7 +803,7 @@ def _compose(
 
 
 def test_the_end_carries_the_results_their_links_and_pictures(
-    ctx: Context, store: Store, slack: _Slack, tmp_path: Path
+    ctx: Context, store: Store, slack: ScriptedSlack, tmp_path: Path
 ) -> None:
     pictures = (tmp_path / "a.png", tmp_path / "b.png")
     extra = Links("Results", (("keypoints.json", "https://lab-output/k"),))
@@ -896,7 +834,7 @@ def test_the_end_carries_the_results_their_links_and_pictures(
 
 
 def test_results_links_stand_alone_when_there_is_no_manifest_link(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     extra = Links("Results", (("keypoints.json", "https://lab-output/k"),))
     steps = _compose(
@@ -906,7 +844,7 @@ def test_results_links_stand_alone_when_there_is_no_manifest_link(
 
 
 def test_results_without_links_keep_the_manifest_link(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     steps = _compose(ctx, store, slack, _job("Completed", 4, uri=URI), lambda *_: None)
     links = Links.from_json(steps[0]["links"])
@@ -920,7 +858,7 @@ def test_results_without_links_keep_the_manifest_link(
 
 
 def test_results_that_fail_are_said_unavailable_and_the_end_is_still_told(
-    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: Store, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     def refused(*_: object) -> None:
         raise ConfigError("no frames in the folder VIDEO-BOX.")
@@ -949,7 +887,7 @@ def test_results_that_fail_are_said_unavailable_and_the_end_is_still_told(
     assert _messages(caplog)[0] == f"results of {JOB} failed, trace id {found.group(1)}"
 
 
-def test_a_failed_job_builds_no_results(ctx: Context, store: Store, slack: _Slack) -> None:
+def test_a_failed_job_builds_no_results(ctx: Context, store: Store, slack: ScriptedSlack) -> None:
     asked: list[str] = []
     steps = _compose(ctx, store, slack, _job("Failed"), lambda *_: asked.append("asked"))
     assert asked == [] and len(steps) == 1 and steps[0]["links"] is None
@@ -957,7 +895,7 @@ def test_a_failed_job_builds_no_results(ctx: Context, store: Store, slack: _Slac
 
 
 def test_the_end_of_a_watch_without_a_channel_goes_to_dms_or_is_recorded_untold(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     _watch(store)
     store.update_watch(JOB, dm_only=True)
@@ -984,7 +922,7 @@ def _stalled_for(store: Store, hours: float, labeled: int = 1) -> WatchRow:
 
 
 def test_a_stall_is_told_once_in_the_cards_thread_after_the_set_hours(
-    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: Store, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     watch = _watch(store)
     store.update_watch(JOB, thread_ts="1700.1")
@@ -1014,7 +952,7 @@ def test_a_stall_is_told_once_in_the_cards_thread_after_the_set_hours(
 
 
 def test_a_stall_of_a_watch_without_a_channel_is_told_in_dms(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     _watch(store)
     store.update_watch(JOB, dm_only=True)
@@ -1025,7 +963,7 @@ def test_a_stall_of_a_watch_without_a_channel_is_told_in_dms(
 
 @pytest.mark.parametrize(("permanent", "told_again"), [(False, True), (True, False)])
 def test_a_stall_warning_slack_fails_is_told_again_only_if_that_can_help(
-    permanent: bool, told_again: bool, ctx: Context, store: Store, slack: _Slack
+    permanent: bool, told_again: bool, ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     _watch(store)
     watcher = _watcher(ctx, slack)
@@ -1041,7 +979,7 @@ def test_a_stall_warning_slack_fails_is_told_again_only_if_that_can_help(
 
 @pytest.mark.parametrize("status", ["Completed", "Failed", "Stopped", "Stopping"])
 def test_a_job_that_ends_or_is_stopping_is_never_called_stalled(
-    status: str, ctx: Context, store: _CountingStore, slack: _Slack
+    status: str, ctx: Context, store: _CountingStore, slack: ScriptedSlack
 ) -> None:
     _watch(store)
     watch = _stalled_for(store, 9)
@@ -1051,7 +989,7 @@ def test_a_job_that_ends_or_is_stopping_is_never_called_stalled(
 
 
 def test_the_first_tick_is_at_once_whatever_the_servers_time_zone(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     """A lab server kept on local time (UTC+9 here) must not read its "now" as UTC: the first
     tick would then wait nine hours."""
@@ -1074,7 +1012,7 @@ def test_the_first_tick_is_at_once_whatever_the_servers_time_zone(
 
 
 def test_stopping_does_not_wait_for_a_tick_in_progress(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     """`serve` stops on SIGTERM while a tick may be waiting on Slack: the lease is freed at
     once (that tick stops at its next watch, and renews nothing)."""
@@ -1101,7 +1039,7 @@ def test_stopping_does_not_wait_for_a_tick_in_progress(
 def _card_tick(
     ctx: Context,
     store: Store,
-    slack: _Slack,
+    slack: ScriptedSlack,
     job: gt.JobInfo,
     **watch: object,
 ) -> TickReport:
@@ -1123,7 +1061,9 @@ def _shown(store: Store) -> tuple[object, ...]:
     return (w.message_ts, w.thread_ts, w.last_status, (w.last_counters or {}).get("labeled"))
 
 
-def test_a_first_card_is_posted_and_remembered(ctx: Context, store: Store, slack: _Slack) -> None:
+def test_a_first_card_is_posted_and_remembered(
+    ctx: Context, store: Store, slack: ScriptedSlack
+) -> None:
     report = _card_tick(ctx, store, slack, _job("InProgress", 1), project="mice-lab")
     ((args, _),) = slack.of("post_card")
     assert (args[0], args[2]) == ("CLAB", None)
@@ -1136,7 +1076,7 @@ def test_a_first_card_is_posted_and_remembered(ctx: Context, store: Store, slack
 
 
 def test_a_status_change_updates_the_card_and_says_so_in_its_thread(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     job = _job("Completed", 4)
     _card_tick(ctx, store, slack, job, message_ts="M", thread_ts="M", last_status="InProgress")
@@ -1151,7 +1091,7 @@ def test_a_status_change_updates_the_card_and_says_so_in_its_thread(
 
 
 def test_a_quiet_job_costs_no_post_and_no_write(
-    ctx: Context, store: _CountingStore, slack: _Slack
+    ctx: Context, store: _CountingStore, slack: ScriptedSlack
 ) -> None:
     counters = {"labeled": 1, "failed": 0, "unlabeled": 3}
     _watch(store)
@@ -1165,7 +1105,7 @@ def test_a_quiet_job_costs_no_post_and_no_write(
 
 
 def test_new_counts_alone_update_the_card_without_a_reply(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     _card_tick(
         ctx, store, slack, _job("InProgress", 2), message_ts="M", thread_ts="M",
@@ -1176,7 +1116,7 @@ def test_new_counts_alone_update_the_card_without_a_reply(
 
 
 def test_a_deleted_card_is_posted_again_with_a_new_thread(
-    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: Store, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     slack.fail["update_card"] = [MessageGone("message_not_found")]
     caplog.set_level(logging.INFO, logger=WATCHER_LOG)
@@ -1193,7 +1133,7 @@ def test_a_deleted_card_is_posted_again_with_a_new_thread(
 
 
 def test_a_card_slack_refuses_for_good_is_logged_and_the_job_goes_on(
-    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: Store, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     slack.fail["update_card"] = [PostFailed("invalid_blocks", permanent=True)]
     caplog.set_level(logging.INFO, logger=WATCHER_LOG)
@@ -1206,13 +1146,17 @@ def test_a_card_slack_refuses_for_good_is_logged_and_the_job_goes_on(
     assert _messages(caplog)[0] == f"the card of {JOB} was not updated: Slack said invalid_blocks"
 
 
-@pytest.mark.parametrize(
+# Failures that may pass, or where the watch can go on elsewhere (DMs): raised, not swallowed.
+_LATER_OR_ELSEWHERE = pytest.mark.parametrize(
     "error",
     [PostFailed("ratelimited", permanent=False), DestinationGone("channel_not_found")],
     ids=["passing", "gone"],
 )
+
+
+@_LATER_OR_ELSEWHERE
 def test_a_card_update_that_may_work_later_or_elsewhere_is_raised_and_nothing_stored(
-    error: PostFailed, ctx: Context, store: Store, slack: _Slack
+    error: PostFailed, ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     slack.fail["update_card"] = [error]
     with pytest.raises(type(error)):
@@ -1223,13 +1167,9 @@ def test_a_card_update_that_may_work_later_or_elsewhere_is_raised_and_nothing_st
     assert _shown(store) == ("M", "M", "Initializing", None)
 
 
-@pytest.mark.parametrize(
-    "error",
-    [PostFailed("ratelimited", permanent=False), DestinationGone("channel_not_found")],
-    ids=["passing", "gone"],
-)
+@_LATER_OR_ELSEWHERE
 def test_a_new_card_that_may_work_later_or_elsewhere_is_raised(
-    error: PostFailed, ctx: Context, store: Store, slack: _Slack
+    error: PostFailed, ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     slack.fail["post_card"] = [error]
     with pytest.raises(type(error)):
@@ -1238,7 +1178,7 @@ def test_a_new_card_that_may_work_later_or_elsewhere_is_raised(
 
 
 def test_a_new_card_slack_refuses_for_good_leaves_the_news_without_a_card(
-    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: Store, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     slack.fail["post_card"] = [PostFailed("invalid_blocks", permanent=True)]
     caplog.set_level(logging.INFO, logger=WATCHER_LOG)
@@ -1248,7 +1188,7 @@ def test_a_new_card_slack_refuses_for_good_leaves_the_news_without_a_card(
 
 
 def test_a_status_reply_slack_refuses_for_good_is_logged_and_the_card_kept(
-    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: Store, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     slack.fail["post_thread"] = [PostFailed("msg_too_long", permanent=True)]
     caplog.set_level(logging.INFO, logger=WATCHER_LOG)
@@ -1261,14 +1201,16 @@ def test_a_status_reply_slack_refuses_for_good_is_logged_and_the_card_kept(
 
 
 def test_a_follow_up_rounds_card_goes_in_its_parents_thread(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     _card_tick(ctx, store, slack, _job("InProgress", 1), thread_ts="PARENT")
     assert [a[2] for a, _ in slack.of("post_card")] == ["PARENT"]
     assert _shown(store) == ("1700000000.000100", "PARENT", "InProgress", 1)
 
 
-def test_the_job_created_time_is_kept_from_aws(ctx: Context, store: Store, slack: _Slack) -> None:
+def test_the_job_created_time_is_kept_from_aws(
+    ctx: Context, store: Store, slack: ScriptedSlack
+) -> None:
     created = datetime(2026, 11, 29, 8, tzinfo=UTC)
     job = replace(_job("InProgress", 1), created=created)
     _card_tick(ctx, store, slack, job)
@@ -1277,7 +1219,7 @@ def test_the_job_created_time_is_kept_from_aws(ctx: Context, store: Store, slack
 
 
 def test_the_end_is_handed_to_the_background_and_given_back_on_a_stop(
-    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: Store, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two jobs ending in one tick: each end is handed over (results can take minutes). A stop
     gives the claim back; run, the end is told once, with a link signed in the job's region."""
@@ -1309,7 +1251,7 @@ def test_the_end_is_handed_to_the_background_and_given_back_on_a_stop(
 
 
 def test_an_end_told_in_the_background_to_a_gone_channel_parks_the_watch(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     background = _Background()
     watcher = _watcher(ctx, slack, background=background)
@@ -1331,7 +1273,7 @@ class _TakenStore(_CountingStore):
 
 
 def test_an_end_another_watcher_took_over_is_left_to_it(
-    tmp_path: Path, ctx: Context, slack: _Slack, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, ctx: Context, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = _TakenStore(f"sqlite:///{tmp_path / 'taken.db'}")
     ctx = replace(ctx, store=store)
@@ -1343,7 +1285,7 @@ def test_an_end_another_watcher_took_over_is_left_to_it(
 
 
 def test_an_end_told_before_is_only_marked_on_the_watch(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     watch = _watch(store)
     _claimed(store)
@@ -1384,7 +1326,7 @@ def test_a_watchs_failure_is_logged_and_only_a_refused_token_stops_the_tick(
     said: str,
     ctx: Context,
     store: Store,
-    slack: _Slack,
+    slack: ScriptedSlack,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     watch = _watch(store)
@@ -1400,7 +1342,7 @@ def test_a_watchs_failure_is_logged_and_only_a_refused_token_stops_the_tick(
 
 
 def test_a_watchs_work_gets_its_arguments_and_the_report(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     watch = _watch(store)
     got: list[tuple[object, ...]] = []
@@ -1436,7 +1378,11 @@ class _BeatStore(_CountingStore):
 
 @pytest.mark.parametrize("stopping", [False, True])
 def test_the_heartbeat_renews_claim_and_lease_until_the_claim_is_lost(
-    stopping: bool, tmp_path: Path, ctx: Context, slack: _Slack, caplog: pytest.LogCaptureFixture
+    stopping: bool,
+    tmp_path: Path,
+    ctx: Context,
+    slack: ScriptedSlack,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = _BeatStore(f"sqlite:///{tmp_path / 'beat.db'}")
     watcher = Watcher(ctx, store, slack, holder="replica-a", lease_seconds=0.3)  # type: ignore[arg-type]
@@ -1454,7 +1400,7 @@ def test_the_heartbeat_renews_claim_and_lease_until_the_claim_is_lost(
     assert _messages(caplog) == [f"could not renew the claim on the announcement of {JOB}"]
 
 
-def test_the_heartbeat_ends_with_the_work(ctx: Context, store: Store, slack: _Slack) -> None:
+def test_the_heartbeat_ends_with_the_work(ctx: Context, store: Store, slack: ScriptedSlack) -> None:
     watcher = Watcher(ctx, store, slack, holder="replica-a", lease_seconds=30)  # type: ignore[arg-type]
     stop = threading.Event()
     stop.set()
@@ -1462,7 +1408,7 @@ def test_the_heartbeat_ends_with_the_work(ctx: Context, store: Store, slack: _Sl
 
 
 def test_the_claims_heartbeat_never_holds_up_an_exit(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     """The claim beats while the results are built (minutes); its thread is a daemon, named in
     a thread dump, so a gtbot told to stop never waits on it."""
@@ -1477,7 +1423,7 @@ def test_the_claims_heartbeat_never_holds_up_an_exit(
 
 
 def test_an_end_nobody_can_be_told_is_recorded_with_why(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     """The channel is gone and nobody is left to tell: the announcement is closed with its one
     step failed and the reason, which is what an admin finds in the database."""
@@ -1495,7 +1441,7 @@ def test_an_end_nobody_can_be_told_is_recorded_with_why(
 
 
 def test_parts_of_a_long_post_in_a_deleted_thread_are_all_posted_in_the_channel(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     """A crash after part 1 of a long end reached the thread: the rest is posted there without
     part 1. If the thread is then deleted, part 1 went with it: the channel gets every part."""
@@ -1511,7 +1457,7 @@ def test_parts_of_a_long_post_in_a_deleted_thread_are_all_posted_in_the_channel(
 
 
 def test_a_channel_gone_after_part_of_the_end_keeps_what_was_told(
-    ctx: Context, store: Store, slack: _Slack, tmp_path: Path
+    ctx: Context, store: Store, slack: ScriptedSlack, tmp_path: Path
 ) -> None:
     """The text reached the channel, then the channel went before the pictures: the text stays
     done (it was told), the pictures fail, and the people hear the end in their DMs."""
@@ -1526,7 +1472,7 @@ def test_a_channel_gone_after_part_of_the_end_keeps_what_was_told(
 
 
 def test_a_crash_after_any_write_of_a_dm_step_resumes_without_a_repeat(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     """The DM's channel is recorded as soon as it is opened (`store` checks every write)."""
     steps = [_text(state="done", attempts=1), _dm("U1")]
@@ -1552,7 +1498,7 @@ class _Regions(ClientFactory):
 
 
 def _described(
-    ctx: Context, store: Store, slack: _Slack, answer: dict[str, Any] | None
+    ctx: Context, store: Store, slack: ScriptedSlack, answer: dict[str, Any] | None
 ) -> tuple[TickReport, list[str]]:
     """`_one` for a watched job the listing did not show: it is described in its region."""
     client = boto3.client("sagemaker", region_name="us-west-2")
@@ -1575,7 +1521,7 @@ def _described(
 
 
 def test_a_job_missing_from_the_listing_is_described_in_its_region(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     when = datetime(2026, 11, 29, 8, tzinfo=UTC)
     answer = {
@@ -1609,7 +1555,7 @@ def test_a_job_missing_from_the_listing_is_described_in_its_region(
 
 
 def test_a_job_aws_no_longer_knows_is_parked(
-    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: Store, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=WATCHER_LOG)
     report, asked = _described(ctx, store, slack, None)
@@ -1629,7 +1575,7 @@ def test_a_job_aws_no_longer_knows_is_parked(
     ],
 )
 def test_whoever_launched_the_job_is_mentioned_first(
-    state: str, mentioned: list[str], ctx: Context, store: Store, slack: _Slack
+    state: str, mentioned: list[str], ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     store.add_plan(
         plan_id="plan-1",
@@ -1648,7 +1594,7 @@ def test_whoever_launched_the_job_is_mentioned_first(
 
 
 def test_a_new_card_is_remembered_before_its_status_reply_can_fail(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     """Otherwise the next tick, finding no card, would post a second one."""
     slack.fail["post_thread"] = [PostFailed("ratelimited", permanent=False)]
@@ -1684,7 +1630,7 @@ def lease_store(tmp_path: Path) -> _LeaseStore:
 
 
 def test_the_lease_is_renewed_once_a_third_of_it_has_passed(
-    ctx: Context, lease_store: _LeaseStore, slack: _Slack
+    ctx: Context, lease_store: _LeaseStore, slack: ScriptedSlack
 ) -> None:
     """A long tick renews as it goes, but not at every watch: a third of the lease leaves two
     more chances before it lapses."""
@@ -1703,7 +1649,7 @@ def test_the_lease_is_renewed_once_a_third_of_it_has_passed(
 
 
 def test_a_tick_that_loses_the_lease_leaves_the_rest_to_its_holder(
-    ctx: Context, lease_store: _LeaseStore, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, lease_store: _LeaseStore, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = boto3.client("sagemaker", region_name="us-west-2")
     watcher = Watcher(
@@ -1724,7 +1670,7 @@ def test_a_tick_that_loses_the_lease_leaves_the_rest_to_its_holder(
 
 
 def test_the_log_says_when_this_replica_becomes_or_stops_being_the_watcher(
-    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: Store, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     watcher = _watcher(ctx, slack)
     caplog.set_level(logging.INFO, logger=WATCHER_LOG)
@@ -1742,7 +1688,7 @@ def test_the_log_says_when_this_replica_becomes_or_stops_being_the_watcher(
 
 
 def test_each_region_is_listed_in_that_region_and_a_failed_listing_waits_a_tick(
-    ctx: Context, store: Store, slack: _Slack, caplog: pytest.LogCaptureFixture
+    ctx: Context, store: Store, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = boto3.client("sagemaker", region_name="us-west-2")
     clients = _Regions(client)
@@ -1763,7 +1709,7 @@ def test_each_region_is_listed_in_that_region_and_a_failed_listing_waits_a_tick(
 
 
 def test_a_region_whose_listing_fails_does_not_hold_up_the_others(
-    ctx: Context, store: Store, slack: _Slack
+    ctx: Context, store: Store, slack: ScriptedSlack
 ) -> None:
     """Each region's jobs are read there: the one AWS refuses waits a tick, the next is listed,
     and a job its listing missed is described in that region."""

@@ -21,7 +21,9 @@ import boto3
 from slack_stub import Call, SlackStub
 
 from aws.emulator.groundtruth import GroundTruthEmulator
+from bot.cards import JobCard
 from bot.context import Context
+from bot.jobs.watcher import Posted, PostFailed
 from bot.settings import Settings
 from bot.state import Store
 from bot.synthetic import draw_frames
@@ -269,3 +271,67 @@ class JobRig:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         body: bytes = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         return body
+
+
+class ScriptedSlack:
+    """A notifier (the watcher's `Notifier`) that records every call; `fail[method]` lists the
+    errors its next calls raise, in order, so a test scripts what Slack answers."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
+        self.fail: dict[str, list[Exception | None]] = {}
+        self.gone_users: set[str] = set()
+        self.thread = Posted(keys=frozenset({"seen-key"}))  # what `posted` finds
+
+    def _call(self, method: str, *args: object, **kwargs: object) -> None:
+        self.calls.append((method, args, kwargs))
+        if self.fail.get(method):
+            error = self.fail[method].pop(0)  # None: this call goes through
+            if error is not None:
+                raise error
+
+    def of(self, method: str) -> list[tuple[tuple[object, ...], dict[str, object]]]:
+        return [(a, k) for m, a, k in self.calls if m == method]
+
+    def post_card(self, channel: str, card: JobCard, thread_ts: str | None = None) -> str:
+        self._call("post_card", channel, card, thread_ts)
+        return "1700000000.000100"
+
+    def update_card(self, channel: str, ts: str, card: JobCard) -> None:
+        self._call("update_card", channel, ts, card)
+
+    def post_thread(
+        self,
+        channel: str,
+        thread_ts: str | None,
+        text: str,
+        key: str | None = None,
+        *,
+        mention: tuple[str, ...] = (),
+        links: object = None,
+        skip: frozenset[str] = frozenset(),
+    ) -> str:
+        self._call(
+            "post_thread",
+            channel,
+            thread_ts,
+            text,
+            key=key,
+            mention=mention,
+            links=links,
+            skip=skip,
+        )
+        return "1700000000.000200"
+
+    def open_dm(self, user: str) -> str:
+        self._call("open_dm", user)
+        if user in self.gone_users:
+            raise PostFailed("user_disabled", permanent=True)
+        return f"D{user}"
+
+    def upload_file(self, channel: str, thread_ts: str | None, path: Path, title: str) -> None:
+        self._call("upload_file", channel, thread_ts, path, title)
+
+    def posted(self, channel: str, thread_ts: str | None) -> Posted:
+        self._call("posted", channel, thread_ts)
+        return self.thread
