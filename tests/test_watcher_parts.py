@@ -1728,3 +1728,14 @@ def test_a_region_whose_listing_fails_does_not_hold_up_the_others(
         listed.assert_no_pending_responses()
     assert clients.asked == ["us-west-2", "eu-west-1", "eu-west-1"]
     assert report.parked == ["mice-eu"] and report.aws_calls == 2
+
+
+def test_an_end_another_watcher_is_telling_is_not_counted_here(
+    ctx: Context, store: Store, slack: ScriptedSlack
+) -> None:
+    """Its claim is held (by a replica building its results): this tick leaves it alone."""
+    taken = store.claim_announcement(JOB, "replica-b", 30, channel="CLAB", thread_ts=None)
+    assert taken is not None
+    report = TickReport()
+    _watcher(ctx, slack)._complete(_watch(store), _job("Completed", 4), "us-west-2", report)
+    assert report.announced == [] and slack.calls == []
