@@ -14,8 +14,8 @@ and a pyproject.toml whose `[tool.mutmut]` names only that module, so two module
 mutmut's state and a second run re-tests only the functions whose code changed (mutmut keeps a
 hash per function). `--fresh` starts a module from nothing.
 
-mutmut runs, per mutant, only the tests that executed the mutated function during its first
-(stats) pass, in this process's forks: tests that start gtbot in a subprocess or a spawned worker
+mutmut runs, per mutant, only the tests that executed the mutated function during its stats
+pass (collected again whenever the module's tests change), in this process's forks: tests that start gtbot in a subprocess or a spawned worker
 do not see the mutant, which is why each module lists in-process tests. A survivor is either a
 missing test (write one that kills it) or an equivalent mutant: then say why in
 tests/mutation_equivalents/<module>.toml, keyed by the function and the mutated line, so the reason
@@ -217,6 +217,11 @@ def run(name: str, fresh: bool, children: int) -> int:
     # Each test makes its own PostgreSQL database (tests/db_support.py), so mutants running
     # side by side share the server safely; modules without PostgreSQL lines skip those tests.
     env = {k: v for k, v in os.environ.items() if k != "GTBOT_TEST_POSTGRES_URL" or target.postgres}
+    stats = work / "mutants" / "mutmut-stats.json"
+    if before.get("tests") != digest and stats.exists():
+        # mutmut keeps which tests cover which function from its first run: a test added since
+        # would never be run against the mutants it covers, so it collects them again.
+        stats.unlink()
     print(f"{name}: {' '.join(cmd + list(target.names))} (in {work})", flush=True)
     code = subprocess.run(cmd + list(target.names), cwd=work, env=env).returncode
     if before and before.get("tests") != digest:
