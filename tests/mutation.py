@@ -15,11 +15,11 @@ mutmut's state and a second run re-tests only the functions whose code changed (
 hash per function). `--fresh` starts a module from nothing.
 
 mutmut runs, per mutant, only the tests that executed the mutated function during its stats
-pass (collected again whenever the module's tests change), in this process's forks: tests that start gtbot in a subprocess or a spawned worker
-do not see the mutant, which is why each module lists in-process tests. A survivor is either a
-missing test (write one that kills it) or an equivalent mutant: then say why in
-tests/mutation_equivalents/<module>.toml, keyed by the function and the mutated line, so the reason
-follows the mutant when mutmut renumbers it.
+pass (collected again whenever the module's tests change), in this process's forks: tests that
+start gtbot in a subprocess or a spawned worker do not see the mutant, which is why each module
+lists in-process tests. A survivor is either a missing test (write one that kills it) or an
+equivalent mutant: then say why in tests/mutation_equivalents/<module>.toml, keyed by the
+function and the mutated line, so the reason follows the mutant when mutmut renumbers it.
 """
 
 from __future__ import annotations

@@ -28,13 +28,13 @@ from watcher_support import (
     JobRig,
     RecordingSlackStub,
     ScriptedSlack,
+    StubbedSageMaker,
     card_state,
     text_of,
     wait_until,
     watcher_context,
 )
 
-from aws.clients import ClientFactory
 from aws.emulator.groundtruth import (
     GroundTruthEmulator,
 )
@@ -359,17 +359,6 @@ def test_lease_one_holder_and_takeover_after_expiry(ctx: Context, rig: JobRig) -
     assert not a.tick().held_lease
 
 
-class _OneSageMaker(ClientFactory):
-    """Every region's SageMaker calls go to one (stubbed) client."""
-
-    def __init__(self, client: object) -> None:
-        super().__init__()
-        self._sagemaker = client
-
-    def sagemaker(self, region: str) -> object:
-        return self._sagemaker
-
-
 def _summary(name: str, labeled: int) -> dict[str, object]:
     when = datetime(2026, 11, 20, tzinfo=UTC)
     return {
@@ -407,7 +396,7 @@ def test_one_listing_reaches_back_to_the_oldest_watched_job(
         store = Store(f"sqlite:///{tmp_path / 'gtbot.db'}")
         store.add_watch(job_name="mice-old", region="us-east-2", channel="C1", job_created=old)
         store.add_watch(job_name="mice-new", region="us-east-2", channel="C2", job_created=new)
-        ctx = Context(settings=Settings.from_env(), clients=_OneSageMaker(client), store=store)
+        ctx = Context(settings=Settings.from_env(), clients=StubbedSageMaker(client), store=store)
         report = Watcher(ctx, store, ScriptedSlack(), lease_seconds=30).tick()
         stubbed.assert_no_pending_responses()
     assert sorted(report.updated) == ["mice-new", "mice-old"] and report.aws_calls == 1
@@ -434,7 +423,7 @@ def test_a_job_on_the_second_page_of_the_listing_is_read_from_that_page(
         )
         store = Store(f"sqlite:///{tmp_path / 'gtbot.db'}")
         store.add_watch(job_name="mice-on-page-2", region="us-east-2", channel="CPAGES")
-        ctx = Context(settings=Settings.from_env(), clients=_OneSageMaker(client), store=store)
+        ctx = Context(settings=Settings.from_env(), clients=StubbedSageMaker(client), store=store)
         slack = ScriptedSlack()
         report = Watcher(ctx, store, slack, lease_seconds=30).tick()
         stubbed.assert_no_pending_responses()

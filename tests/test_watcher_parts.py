@@ -24,7 +24,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from watcher_support import ScriptedSlack, wait_until
+from watcher_support import ScriptedSlack, StubbedSageMaker, wait_until
 
 from aws import groundtruth as gt
 from aws.clients import ClientFactory
@@ -1400,11 +1400,16 @@ def test_the_heartbeat_renews_claim_and_lease_until_the_claim_is_lost(
     assert _messages(caplog) == [f"could not renew the claim on the announcement of {JOB}"]
 
 
-def test_the_heartbeat_ends_with_the_work(ctx: Context, store: Store, slack: ScriptedSlack) -> None:
-    watcher = Watcher(ctx, store, slack, holder="replica-a", lease_seconds=30)  # type: ignore[arg-type]
+def test_the_heartbeat_ends_with_the_work(
+    tmp_path: Path, ctx: Context, slack: ScriptedSlack
+) -> None:
+    store = _BeatStore(f"sqlite:///{tmp_path / 'beat.db'}")
+    watcher = Watcher(ctx, store, slack, holder="replica-a", lease_seconds=0.3)  # type: ignore[arg-type]
+    watcher._held = True
     stop = threading.Event()
     stop.set()
-    watcher._heartbeat(JOB, stop)  # returns at once: nothing renewed, nothing raised
+    watcher._heartbeat(JOB, stop)  # the work is over before the first beat
+    assert (store.renewals, store.leases) == (0, 0)
 
 
 def test_the_claims_heartbeat_never_holds_up_an_exit(
@@ -1483,26 +1488,12 @@ def test_a_crash_after_any_write_of_a_dm_step_resumes_without_a_repeat(
 # ------------------------------------------------------------------ a job the listing missed
 
 
-class _Regions(ClientFactory):
-    """Stubbed SageMaker clients (`client`, or one per region), and the regions asked for."""
-
-    def __init__(self, client: object, per_region: dict[str, object] | None = None) -> None:
-        super().__init__()
-        self._sagemaker = client
-        self._per_region = per_region or {}
-        self.asked: list[str] = []
-
-    def sagemaker(self, region: str) -> object:
-        self.asked.append(region)
-        return self._per_region.get(region, self._sagemaker)
-
-
 def _described(
     ctx: Context, store: Store, slack: ScriptedSlack, answer: dict[str, Any] | None
 ) -> tuple[TickReport, list[str]]:
     """`_one` for a watched job the listing did not show: it is described in its region."""
     client = boto3.client("sagemaker", region_name="us-west-2")
-    clients = _Regions(client)
+    clients = StubbedSageMaker(client)
     watcher = Watcher(replace(ctx, clients=clients), store, slack, holder="replica-a")  # type: ignore[arg-type]
     report = TickReport()
     with Stubber(client) as stubbed:
@@ -1653,7 +1644,7 @@ def test_a_tick_that_loses_the_lease_leaves_the_rest_to_its_holder(
 ) -> None:
     client = boto3.client("sagemaker", region_name="us-west-2")
     watcher = Watcher(
-        replace(ctx, clients=_Regions(client)), lease_store, slack, holder="replica-a",  # type: ignore[arg-type]
+        replace(ctx, clients=StubbedSageMaker(client)), lease_store, slack, holder="replica-a",  # type: ignore[arg-type]
         lease_seconds=0.001, after_tick=lambda w: slack.calls.append(("after", (), {})),
     )  # fmt: skip
     for name in (JOB, f"{JOB}-2"):
@@ -1687,39 +1678,21 @@ def test_the_log_says_when_this_replica_becomes_or_stops_being_the_watcher(
     assert _messages(caplog) == ["another replica holds the watcher lease; this one stands by"]
 
 
-def test_each_region_is_listed_in_that_region_and_a_failed_listing_waits_a_tick(
+def test_a_region_whose_listing_fails_does_not_hold_up_the_others(
     ctx: Context, store: Store, slack: ScriptedSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = boto3.client("sagemaker", region_name="us-west-2")
-    clients = _Regions(client)
-    watcher = Watcher(replace(ctx, clients=clients), store, slack, holder="replica-a")  # type: ignore[arg-type]
-    _watch(store)
-    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
-    with Stubber(client) as stubbed:
-        stubbed.add_client_error(
-            "list_labeling_jobs", service_error_code="AccessDeniedException", http_status_code=400
-        )
-        report = watcher.tick()
-    assert clients.asked == ["us-west-2"] and report.updated == [] and slack.calls == []
-    said = _messages(caplog)[-1]
-    assert said.startswith("listing jobs in us-west-2 failed, will retry next tick: ")
-    assert "the credentials in use are not allowed to do this" in said
-    watch = store.get_watch(JOB)
-    assert watch is not None and not watch.parked
-
-
-def test_a_region_whose_listing_fails_does_not_hold_up_the_others(
-    ctx: Context, store: Store, slack: ScriptedSlack
-) -> None:
-    """Each region's jobs are read there: the one AWS refuses waits a tick, the next is listed,
-    and a job its listing missed is described in that region."""
+    """Each region's jobs are read there: the one AWS refuses is logged with what was refused
+    and waits a tick, the next is listed, and a job its listing missed is described there."""
     west, europe = (boto3.client("sagemaker", region_name=r) for r in ("us-west-2", "eu-west-1"))
-    clients = _Regions(west, {"eu-west-1": europe})
+    clients = StubbedSageMaker(west, {"eu-west-1": europe})
     watcher = Watcher(replace(ctx, clients=clients), store, slack, holder="replica-a")  # type: ignore[arg-type]
     _watch(store)  # us-west-2, first: its listing fails
     store.add_watch(job_name="mice-eu", region="eu-west-1", channel="CLAB")
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
     with Stubber(west) as refused, Stubber(europe) as listed:
-        refused.add_client_error("list_labeling_jobs", service_error_code="ThrottlingException")
+        refused.add_client_error(
+            "list_labeling_jobs", service_error_code="AccessDeniedException", http_status_code=400
+        )
         listed.add_response("list_labeling_jobs", {"LabelingJobSummaryList": []})
         listed.add_client_error(
             "describe_labeling_job", service_error_code="ResourceNotFound", service_message="gone"
@@ -1728,6 +1701,13 @@ def test_a_region_whose_listing_fails_does_not_hold_up_the_others(
         listed.assert_no_pending_responses()
     assert clients.asked == ["us-west-2", "eu-west-1", "eu-west-1"]
     assert report.parked == ["mice-eu"] and report.aws_calls == 2
+    assert report.updated == [] and slack.calls == []
+    said = [m for m in _messages(caplog) if m.startswith("listing jobs in ")]
+    assert len(said) == 1
+    assert said[0].startswith("listing jobs in us-west-2 failed, will retry next tick: ")
+    assert "the credentials in use are not allowed to do this" in said[0]
+    watch = store.get_watch(JOB)
+    assert watch is not None and not watch.parked
 
 
 def test_an_end_another_watcher_is_telling_is_not_counted_here(

@@ -20,6 +20,7 @@ from typing import Any
 import boto3
 from slack_stub import Call, SlackStub
 
+from aws.clients import ClientFactory
 from aws.emulator.groundtruth import GroundTruthEmulator
 from bot.cards import JobCard
 from bot.context import Context
@@ -335,3 +336,18 @@ class ScriptedSlack:
     def posted(self, channel: str, thread_ts: str | None) -> Posted:
         self._call("posted", channel, thread_ts)
         return self.thread
+
+
+class StubbedSageMaker(ClientFactory):
+    """A client factory whose SageMaker clients are the test's (Stubber-wrapped) ones: `client`
+    for every region but those in `per_region`; `asked` lists the regions asked for."""
+
+    def __init__(self, client: object, per_region: dict[str, object] | None = None) -> None:
+        super().__init__()
+        self._sagemaker = client
+        self._per_region = per_region or {}
+        self.asked: list[str] = []
+
+    def sagemaker(self, region: str) -> object:
+        self.asked.append(region)
+        return self._per_region.get(region, self._sagemaker)
